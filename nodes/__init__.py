@@ -1,0 +1,18 @@
+"""ComfyUI adapter: thin V3 nodes over ``charactershot_core``."""
+
+from comfy_api.v0_0_2 import ComfyExtension, io
+
+from . import cameras, gaussians, models, prepare
+
+
+def all_nodes() -> list[type[io.ComfyNode]]:
+    return [*cameras.NODES, *prepare.NODES, *models.NODES, *gaussians.NODES]
+
+
+class CharacterShotExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return all_nodes()
+
+
+async def comfy_entrypoint() -> CharacterShotExtension:
+    return CharacterShotExtension()

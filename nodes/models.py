@@ -1,0 +1,3 @@
+"""Nodes of this stage (filled in by its issue)."""
+
+NODES = []

@@ -1,0 +1,106 @@
+"""Files the nodes read and write, kept inside the ComfyUI folders they belong to."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import folder_paths
+
+from ..charactershot_core.errors import InputError
+
+
+def _inside(root: str, path: str) -> bool:
+    root = os.path.realpath(root)
+    path = os.path.realpath(path)
+    return os.path.commonpath([root, path]) == root
+
+
+def list_input_files(extensions: tuple[str, ...], max_files: int = 2000) -> list[str]:
+    """Files under ComfyUI's input folder with one of ``extensions``, as relative paths with '/'."""
+    root = folder_paths.get_input_directory()
+    found: list[str] = []
+    if not os.path.isdir(root):
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in sorted(filenames):
+            if fn.lower().endswith(extensions):
+                found.append(os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/"))
+                if len(found) >= max_files:
+                    return found
+    return found
+
+
+def resolve_input_file(name: str, input_name: str) -> str:
+    """Absolute path of ``name`` inside ComfyUI's input folder; refuses anything that would leave it."""
+    root = folder_paths.get_input_directory()
+    if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
+        raise InputError(input_name, f"expected a file inside ComfyUI's input folder, got {name!r}")
+    path = os.path.join(root, name)
+    if not _inside(root, path):
+        raise InputError(input_name, f"{name!r} points outside ComfyUI's input folder")
+    if not os.path.isfile(path):
+        raise InputError(input_name, f"file not found in ComfyUI's input folder: {name}")
+    return path
+
+
+def resolve_input_dir(name: str, input_name: str) -> str:
+    """Absolute path of a folder inside ComfyUI's input folder."""
+    root = folder_paths.get_input_directory()
+    if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
+        raise InputError(input_name, f"expected a folder inside ComfyUI's input folder, got {name!r}")
+    path = os.path.join(root, name)
+    if not _inside(root, path):
+        raise InputError(input_name, f"{name!r} points outside ComfyUI's input folder")
+    if not os.path.isdir(path):
+        raise InputError(input_name, f"folder not found in ComfyUI's input folder: {name}")
+    return path
+
+
+def output_target(filename_prefix: str, input_name: str, temp: bool = False) -> tuple[str, str, str]:
+    """(folder, subfolder, base name) for a prefix such as ``charactershot/gaussians``, inside output (or temp)."""
+    root = folder_paths.get_temp_directory() if temp else folder_paths.get_output_directory()
+    prefix = (filename_prefix or "").strip().replace("\\", "/")
+    if not prefix or prefix.startswith("/") or ".." in prefix.split("/"):
+        raise InputError(input_name, f"expected a relative name such as 'charactershot/name', got {filename_prefix!r}")
+    subfolder, base = os.path.split(prefix)
+    if not base:
+        raise InputError(input_name, f"the prefix {filename_prefix!r} has no file name part")
+    folder = os.path.join(root, subfolder)
+    if not _inside(root, folder):
+        raise InputError(input_name, f"{filename_prefix!r} points outside ComfyUI's output folder")
+    return folder, subfolder, base
+
+
+def next_counter(folder: str, base: str) -> int:
+    """The next free counter for files named ``{base}_{counter:05d}...`` in ``folder``."""
+    pat = re.compile(re.escape(base) + r"_(\d{5})")
+    best = 0
+    if os.path.isdir(folder):
+        for fn in os.listdir(folder):
+            m = pat.match(fn)
+            if m:
+                best = max(best, int(m.group(1)))
+    return best + 1
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so a failure never leaves a half-written file."""
+    tmp = f"{path}.partial{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_output_file(filename_prefix: str, ext: str, data: bytes, input_name: str, temp: bool = False) -> dict:
+    """Save bytes as ``{prefix}_{counter:05d}{ext}`` and return the ``{filename, subfolder, type}`` ComfyUI serves."""
+    folder, subfolder, base = output_target(filename_prefix, input_name, temp)
+    os.makedirs(folder, exist_ok=True)
+    name = f"{base}_{next_counter(folder, base):05d}{ext}"
+    atomic_write(os.path.join(folder, name), data)
+    return {"filename": name, "subfolder": subfolder, "type": "temp" if temp else "output"}

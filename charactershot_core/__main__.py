@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:  # that stage is not part of this build
+            if e.name and (name == e.name or name.startswith(e.name + ".")):  # stage not in this build
                 continue
             raise
         mod.register(sub)

@@ -1,0 +1,267 @@
+"""Start a real ComfyUI server with this checkout loaded as a custom-node pack, and talk to it.
+
+Used by the session fixture ``comfy`` in ``conftest.py``; also usable by hand:
+
+    python tests/comfy_host.py     # starts a server on a free port and prints its address until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "charactershot", "checkpoints", "clip")
+
+
+class WorkflowError(Exception):
+    """A workflow was rejected (``status``/``body``) or failed while executing (``message``, ``history``)."""
+
+    def __init__(self, message: str, status: int | None = None, body=None, history=None, events=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.body = body
+        self.history = history
+        self.events = events or []
+
+
+def comfyui_dir() -> Path:
+    """The host: ``COMFYUI_DIR`` if set, else the one ``scripts/setup.sh`` unpacked."""
+    env = os.environ.get("COMFYUI_DIR")
+    if env:
+        return Path(env)
+    recorded = REPO / ".cache" / "comfyui_dir"
+    if recorded.is_file():
+        return Path(recorded.read_text().strip())
+    return REPO / ".comfyui"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyHost:
+    """One ComfyUI process on 127.0.0.1 with temporary folders."""
+
+    def __init__(self, root: Path | None = None, python: str = sys.executable, extra_args: list[str] | None = None):
+        self.root = Path(root or tempfile.mkdtemp(prefix="charshot-comfy-"))
+        self.python = python
+        self.extra_args = extra_args or []
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.client_id = uuid.uuid4().hex
+        self.proc: subprocess.Popen | None = None
+        self.events: list[dict] = []
+        self.input_dir = self.root / "input"
+        self.output_dir = self.root / "output"
+        self.temp_dir = self.root / "temp"
+        self.user_dir = self.root / "user"
+        self.models_dir = self.root / "models"
+        self.custom_nodes = self.root / "custom_nodes"
+        self.log_path = self.root / "comfyui.log"
+
+    # ------------------------------------------------------------- life cycle
+    def start(self, timeout: float = 180.0) -> "ComfyHost":
+        host = comfyui_dir()
+        if not (host / "main.py").is_file():
+            raise RuntimeError(f"no ComfyUI at {host}: run scripts/setup.sh or set COMFYUI_DIR")
+        for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir, self.custom_nodes):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in MODEL_FOLDERS:
+            (self.models_dir / name).mkdir(parents=True, exist_ok=True)
+        link = self.custom_nodes / "charactershot"
+        if not link.exists():
+            link.symlink_to(REPO, target_is_directory=True)
+        yaml = self.root / "extra_model_paths.yaml"
+        lines = ["charshot_test:", f"  base_path: {self.root}", f"  custom_nodes: {self.custom_nodes}"]
+        lines += [f"  {name}: {self.models_dir / name}" for name in MODEL_FOLDERS]
+        yaml.write_text("\n".join(lines) + "\n")
+        cmd = [self.python, str(host / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--disable-auto-launch", "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
+               "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
+               "--temp-directory", str(self.temp_dir), "--user-directory", str(self.user_dir),
+               "--extra-model-paths-config", str(yaml), *self.extra_args]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=str(host), stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                self.get_json("/object_info/CharacterShotCameraRig", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.5)
+        else:
+            self.stop()
+            raise RuntimeError(f"ComfyUI did not serve /object_info within {timeout} s:\n{self.log_tail()}")
+        failure = self.import_failure()
+        if failure:
+            self.stop()
+            raise RuntimeError(f"the pack failed to import in ComfyUI:\n{failure}")
+        if "CharacterShotCameraRig" not in self.object_info("CharacterShotCameraRig"):
+            self.stop()
+            raise RuntimeError(f"ComfyUI runs but does not list the pack's nodes:\n{self.log_tail()}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def import_failure(self) -> str | None:
+        """The log lines that say this pack failed to import, if any."""
+        text = self.log_text()
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if "IMPORT FAILED" in line and "charactershot" in line:
+                return "\n".join(lines[max(0, i - 40): i + 1])
+            if "Cannot import" in line and "charactershot" in line:
+                return "\n".join(lines[i: i + 40])
+        return None
+
+    # ------------------------------------------------------------------- HTTP
+    def request(self, path: str, data: bytes | None = None, method: str | None = None, timeout: float = 30):
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data is not None else {})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+
+    def get_json(self, path: str, timeout: float = 30):
+        return json.loads(self.request(path, timeout=timeout)[1])
+
+    def object_info(self, node_class: str | None = None) -> dict:
+        return self.get_json("/object_info" + (f"/{node_class}" if node_class else ""))
+
+    def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:
+        q = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": type})
+        return self.request(f"/view?{q}")[1]
+
+    def interrupt(self) -> None:
+        self.request("/interrupt", data=b"{}", method="POST")
+
+    def history(self, prompt_id: str) -> dict:
+        return self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
+
+    def queue(self, prompt: dict) -> tuple[int, dict]:
+        """POST /prompt; returns (status, json body) without raising on 400."""
+        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
+        try:
+            status, raw = self.request("/prompt", data=body, method="POST")
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except json.JSONDecodeError:
+            return status, {"raw": raw.decode(errors="replace")}
+
+    # --------------------------------------------------------------- running
+    def run(self, prompt: dict, timeout: float = 300, on_event=None) -> dict:
+        """Queue an API-format workflow, wait for it on the websocket, return its /history entry.
+
+        Raises ``WorkflowError`` if ComfyUI rejects the prompt (HTTP 400), the run fails or is interrupted.
+        ``on_event(message)`` is called for every websocket message (e.g. to interrupt after the first progress).
+        """
+        import websocket  # websocket-client
+
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}", timeout=timeout)
+        self.events = []
+        try:
+            status, body = self.queue(prompt)
+            if status != 200:
+                raise WorkflowError(f"ComfyUI rejected the prompt ({status}): {json.dumps(body)[:2000]}", status, body)
+            prompt_id = body["prompt_id"]
+            deadline = time.time() + timeout
+            error = None
+            while True:
+                if time.time() > deadline:
+                    raise WorkflowError(f"workflow did not finish within {timeout} s\n{self.log_tail()}",
+                                        events=self.events)
+                ws.settimeout(max(1.0, deadline - time.time()))
+                raw = ws.recv()
+                if isinstance(raw, bytes):  # binary preview frames
+                    self.events.append({"type": "binary", "size": len(raw)})
+                    continue
+                msg = json.loads(raw)
+                self.events.append(msg)
+                if on_event:
+                    on_event(msg)
+                data = msg.get("data", {})
+                if data.get("prompt_id") not in (None, prompt_id):
+                    continue
+                if msg["type"] == "execution_error":
+                    error = data
+                elif msg["type"] == "execution_interrupted":
+                    error = {"exception_message": "interrupted", "interrupted": True, **data}
+                elif msg["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                    break
+                elif msg["type"] in ("execution_success",) and error is None:
+                    pass
+                if error is not None and msg["type"] in ("execution_error", "execution_interrupted"):
+                    break
+        finally:
+            ws.close()
+        hist = self._wait_history(prompt_id)
+        if error is not None:
+            raise WorkflowError(str(error.get("exception_message", error)).strip(), history=hist, events=self.events,
+                                body=error)
+        return hist
+
+    def _wait_history(self, prompt_id: str, timeout: float = 30) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            h = self.history(prompt_id)
+            if h and h.get("status", {}).get("completed") is not None:
+                return h
+            time.sleep(0.2)
+        return self.history(prompt_id)
+
+
+def main() -> None:
+    host = ComfyHost().start()
+    print(f"ComfyUI with CharacterShot at {host.base} (folders under {host.root}); Ctrl-C stops it")
+    try:
+        while host.proc.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        host.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -49,6 +49,28 @@ def _cameras(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    """The bundled demo: what the current build offers, run headless end to end."""
+    import importlib.util
+    import os
+
+    from .cameras import official_rig, rig_preview
+
+    os.makedirs(args.out, exist_ok=True)
+    rig = official_rig()
+    from PIL import Image
+
+    Image.fromarray(rig_preview(rig)).save(os.path.join(args.out, "official_rig.png"))
+    rig.save(os.path.join(args.out, "official_rig.json"))
+    print(f"wrote {args.out}/official_rig.png and official_rig.json (21 template cameras)")
+    if importlib.util.find_spec("charactershot_core.gaussians.demo") is not None:
+        from .gaussians.demo import run_demo
+
+        return run_demo(args)
+    print("the 4D stage is not part of this build yet")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("info", help="print what the pack offers")
     p.set_defaults(func=_info)
@@ -62,3 +84,8 @@ def register(sub) -> None:
     p.add_argument("--fov", type=float, default=39.6)
     p.add_argument("--out", help="output JSON (default: print)")
     p.set_defaults(func=_cameras)
+    p = sub.add_parser("demo", help="run the bundled demo (synthetic character -> 4D Gaussians -> renders)")
+    p.add_argument("--out", default="demo_out", help="output folder")
+    p.add_argument("--seconds", type=float, default=120.0, help="time budget of the 4D fit")
+    p.add_argument("--backend", default="auto", help="auto, torch or gsplat")
+    p.set_defaults(func=_demo)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up what is missing (idempotent), then run the whole test suite with the project's venv.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -m "not e2e"` or `scripts/test.sh tests/test_cameras.py`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh"
+cd "$root"
+set +e
+.venv/bin/python -m pytest -q -ra --durations=15 "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "no tests were collected" >&2
+  exit 1
+fi
+exit "$rc"

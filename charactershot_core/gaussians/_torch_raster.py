@@ -1,0 +1,343 @@
+"""Pure-torch Gaussian rasteriser (any device, differentiable), following gsplat 1.5.3's semantics.
+
+Pipeline (spec GAUSSIANS §1.6):
+
+1. ``project``: world -> camera (OpenCV), EWA covariance ``J W Σ Wᵀ Jᵀ + eps2d I`` with gsplat's frustum clamp of
+   the Jacobian, conics, optional antialiasing compensation, opacity-aware 3.33-sigma radii (``radii`` int32 [C, N, 2],
+   0 for culled Gaussians), all in plain autograd (cheap: one row per (camera, Gaussian)).
+2. ``Composite`` (a ``torch.autograd.Function`` with a hand-written backward): for every visible (camera, Gaussian)
+   entry, enumerate the pixels whose centre lies inside the ellipse where ``alpha >= 1/255`` (row by row, so no
+   pixel of the bounding box is wasted), compute ``alpha = min(0.999, o exp(-sigma))``, drop ``alpha < 1/255``,
+   order the pairs by (pixel, depth) with one stable int64 sort, build the per-pixel exclusive transmittance from a
+   float64 cumulative sum of ``log(1 - alpha)``, stop each pixel before ``T`` would fall to ``<= 1e-4`` (as gsplat
+   does) and accumulate colours with segmented float64 cumulative sums. The backward pass recomputes the per-pair
+   terms and scatters the gradients of the 2D means, conics, opacities and colours back with one ``index_add``.
+
+Everything is vectorised; there is no Python loop over Gaussians or pixels (only over camera chunks, to bound
+memory).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+ALPHA_THRESHOLD = 1.0 / 255.0
+T_THRESHOLD = 1e-4
+MAX_ALPHA = 0.999
+RADIUS_EXTEND = 3.33
+
+
+# --------------------------------------------------------------------------------------------- projection
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """(..., 4) wxyz quaternions (any norm) -> (..., 3, 3) rotation matrices."""
+    q = F.normalize(quats, p=2, dim=-1)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(q.shape[:-1] + (3, 3))
+
+
+def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Σ = R S Sᵀ Rᵀ for (N, 4) quaternions and (N, 3) linear scales -> (N, 3, 3)."""
+    m = quat_to_rotmat(quats) * scales[..., None, :]
+    return m @ m.transpose(-1, -2)
+
+
+def project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=0.3, near_plane=0.01,
+            far_plane=1e10, radius_clip=0.0, antialiased=False, covars=None):
+    """Project N Gaussians into C pinhole cameras (gsplat's fused EWA projection, pinhole model).
+
+    Returns ``radii`` (C, N, 2) int32, ``means2d`` (C, N, 2), ``depths`` (C, N), ``conics`` (C, N, 3) = the upper
+    triangle (a, b, c) of the inverse 2D covariance, and ``opacities`` (C, N) (times the antialiasing compensation
+    when ``antialiased``).
+    """
+    if covars is None:
+        covars = quat_scale_to_covar(quats, scales)  # (N, 3, 3)
+    R = viewmats[:, :3, :3]  # (C, 3, 3)
+    t = viewmats[:, :3, 3]  # (C, 3)
+    means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # (C, N, 3)
+    covars_c = torch.einsum("cij,njk,clk->cnil", R, covars, R)  # (C, N, 3, 3)
+
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+    tx, ty, tz = means_c.unbind(-1)
+    # the projected means use the true position; the Jacobian uses gsplat's frustum-clamped one
+    rz = 1.0 / tz
+    mx = fx * tx * rz + cx
+    my = fy * ty * rz + cy
+    tan_fovx = 0.5 * width / fx
+    tan_fovy = 0.5 * height / fy
+    lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx
+    lim_x_neg = cx / fx + 0.3 * tan_fovx
+    lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy
+    lim_y_neg = cy / fy + 0.3 * tan_fovy
+    txc = tz * torch.minimum(torch.maximum(tx * rz, -lim_x_neg), lim_x_pos)
+    tyc = tz * torch.minimum(torch.maximum(ty * rz, -lim_y_neg), lim_y_pos)
+    zero = torch.zeros_like(tz)
+    J = torch.stack([fx * rz, zero, -fx * txc * rz * rz, zero, fy * rz, -fy * tyc * rz * rz], dim=-1)
+    J = J.reshape(tz.shape + (2, 3))
+    cov2d = J @ covars_c @ J.transpose(-1, -2)  # (C, N, 2, 2)
+    c00, c01, c10, c11 = cov2d[..., 0, 0], cov2d[..., 0, 1], cov2d[..., 1, 0], cov2d[..., 1, 1]
+    det_orig = c00 * c11 - c01 * c10
+    c00 = c00 + eps2d
+    c11 = c11 + eps2d
+    det = c00 * c11 - c01 * c10
+    det_safe = det.clamp(min=1e-10)
+    conics = torch.stack([c11 / det_safe, -0.5 * (c01 + c10) / det_safe, c00 / det_safe], dim=-1)
+    opac = opacities[None, :].expand(tz.shape)
+    if antialiased:
+        opac = opac * torch.sqrt(torch.clamp(det_orig / det_safe, min=0.0))
+    means2d = torch.stack([mx, my], dim=-1)
+
+    with torch.no_grad():
+        o = opac.detach()
+        extend = torch.sqrt(2.0 * torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp(max=RADIUS_EXTEND)
+        rx = torch.ceil(extend * torch.sqrt(c00.detach().clamp(min=0)))
+        ry = torch.ceil(extend * torch.sqrt(c11.detach().clamp(min=0)))
+        mxd, myd = mx.detach(), my.detach()
+        valid = (tz.detach() >= near_plane) & (tz.detach() <= far_plane) & (det.detach() > 0)
+        valid &= o >= ALPHA_THRESHOLD
+        valid &= ~((rx <= radius_clip) & (ry <= radius_clip))
+        valid &= ~((mxd + rx <= 0) | (mxd - rx >= width) | (myd + ry <= 0) | (myd - ry >= height))
+        valid &= torch.isfinite(mxd) & torch.isfinite(myd)
+        radii = torch.stack([rx, ry], dim=-1)
+        radii = torch.where(valid[..., None], radii, torch.zeros_like(radii)).to(torch.int32)
+    return radii, means2d, tz, conics, opac
+
+
+# ------------------------------------------------------------------------------------ spherical harmonics
+_C0 = 0.28209479177387814
+_C1 = 0.4886025119029199
+_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+       1.445305721320277, -0.5900435899266435)
+_C4 = (2.5033429417967046, -1.7701307697799304, 0.9461746957575601, -0.6690465435572892, 0.10578554691520431,
+       -0.6690465435572892, 0.47308734787878004, -1.7701307697799304, 0.6258357354491761)
+
+
+def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
+    """Real SH basis (the 3DGS/INRIA convention) up to ``degree`` (0..4) at unit-normalised ``dirs`` (..., 3)
+    -> (..., (degree+1)^2)."""
+    d = F.normalize(dirs, p=2, dim=-1)
+    x, y, z = d.unbind(-1)
+    out = [torch.full_like(x, _C0)]
+    if degree >= 1:
+        out += [-_C1 * y, _C1 * z, -_C1 * x]
+    if degree >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        out += [_C2[0] * xy, _C2[1] * yz, _C2[2] * (2 * zz - xx - yy), _C2[3] * xz, _C2[4] * (xx - yy)]
+    if degree >= 3:
+        out += [
+            _C3[0] * y * (3 * xx - yy), _C3[1] * xy * z, _C3[2] * y * (4 * zz - xx - yy),
+            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy), _C3[4] * x * (4 * zz - xx - yy), _C3[5] * z * (xx - yy),
+            _C3[6] * x * (xx - 3 * yy),
+        ]
+    if degree >= 4:
+        out += [
+            _C4[0] * xy * (xx - yy), _C4[1] * yz * (3 * xx - yy), _C4[2] * xy * (7 * zz - 1),
+            _C4[3] * yz * (7 * zz - 3), _C4[4] * (zz * (35 * zz - 30) + 3), _C4[5] * xz * (7 * zz - 3),
+            _C4[6] * (xx - yy) * (7 * zz - 1), _C4[7] * xz * (xx - 3 * yy),
+            _C4[8] * (xx * (xx - 3 * yy) - yy * (3 * xx - yy)),
+        ]
+    return torch.stack(out, dim=-1)
+
+
+def eval_sh(degree: int, dirs: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Evaluate SH colours: ``coeffs`` (..., K, 3) with K >= (degree+1)^2, ``dirs`` (..., 3) -> (..., 3)."""
+    k = (degree + 1) ** 2
+    basis = sh_basis(degree, dirs)  # (..., k)
+    return (basis[..., :, None] * coeffs[..., :k, :]).sum(-2)
+
+
+# ------------------------------------------------------------------------------------------ compositing
+def _segments(keys: torch.Tensor):
+    """For sorted int64 ``keys`` (P,): start index of each run, end index (inclusive), run id of every element."""
+    p = keys.shape[0]
+    new = torch.ones(p, dtype=torch.bool, device=keys.device)
+    if p > 1:
+        new[1:] = keys[1:] != keys[:-1]
+    starts = torch.nonzero(new).squeeze(1)
+    seg = torch.cumsum(new.to(torch.int64), 0) - 1
+    ends = torch.empty_like(starts)
+    if starts.numel():
+        ends[:-1] = starts[1:] - 1
+        ends[-1] = p - 1
+    return starts, ends, seg
+
+
+def _segment_sum(values: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` (P, ...) over contiguous runs [starts, ends] with one float64 cumulative sum."""
+    cs = torch.cumsum(values.double(), 0)
+    total = cs[ends]
+    before = torch.zeros_like(total)
+    nz = starts > 0
+    before[nz] = cs[starts[nz] - 1]
+    return total - before
+
+
+def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height):
+    """All (entry, pixel) pairs with ``alpha >= 1/255``, sorted by (pixel, depth). No gradients.
+
+    ``means2d`` (E, 2), ``conics`` (E, 3), ``opac`` (E,), ``pix_base`` (E,) int64 offset of the entry's image in the
+    flat pixel array, ``depth`` (E,). Returns ``eid`` (P,) int64 entry of each pair, ``pix`` (P,) int64 flat pixel.
+    """
+    device = means2d.device
+    order = torch.argsort(depth)  # front to back: pairs are generated in depth order, then stably sorted by pixel
+    mx, my = means2d[order, 0], means2d[order, 1]
+    a, b, c = conics[order, 0], conics[order, 1], conics[order, 2]
+    o = opac[order]
+    # sigma <= s_lim  <=>  alpha >= 1/255 (a small margin; alpha is tested exactly afterwards)
+    s_lim = torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD) + 1e-3
+    detc = (a * c - b * b).clamp(min=1e-20)
+    ext_y = torch.sqrt(2.0 * s_lim * a / detc)
+    i0 = torch.ceil(my - ext_y - 0.5).clamp(min=0)
+    i1 = torch.floor(my + ext_y - 0.5).clamp(max=height - 1)
+    nrows = (i1 - i0 + 1).clamp(min=0).to(torch.int64)
+    e_idx = torch.arange(order.shape[0], device=device)
+    row_e = torch.repeat_interleave(e_idx, nrows)  # (R,) index into the depth-sorted entries
+    if row_e.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty
+    row_first = torch.cumsum(nrows, 0) - nrows
+    row_i = i0.to(torch.int64)[row_e] + (torch.arange(row_e.shape[0], device=device) - row_first[row_e])
+    ra, rb, rc = a[row_e], b[row_e], c[row_e]
+    dy = (row_i.to(mx.dtype) + 0.5) - my[row_e]
+    disc = rb * rb * dy * dy - ra * (rc * dy * dy - 2.0 * s_lim[row_e])
+    ok = disc >= 0
+    half = torch.sqrt(disc.clamp(min=0)) / ra
+    centre = mx[row_e] - rb * dy / ra
+    j0 = torch.ceil(centre - half - 0.5).clamp(min=0)
+    j1 = torch.floor(centre + half - 0.5).clamp(max=width - 1)
+    ncols = torch.where(ok, (j1 - j0 + 1).clamp(min=0), torch.zeros_like(j1)).to(torch.int64)
+    r_idx = torch.arange(row_e.shape[0], device=device)
+    pair_r = torch.repeat_interleave(r_idx, ncols)
+    if pair_r.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty
+    col_first = torch.cumsum(ncols, 0) - ncols
+    pj = j0.to(torch.int64)[pair_r] + (torch.arange(pair_r.shape[0], device=device) - col_first[pair_r])
+    pi = row_i[pair_r]
+    pe = row_e[pair_r]
+    # exact alpha test, as the CUDA kernel does it
+    dx = mx[pe] - (pj.to(mx.dtype) + 0.5)
+    dyp = my[pe] - (pi.to(mx.dtype) + 0.5)
+    sigma = 0.5 * (a[pe] * dx * dx + c[pe] * dyp * dyp) + b[pe] * dx * dyp
+    alpha = torch.clamp(o[pe] * torch.exp(-sigma), max=MAX_ALPHA)
+    keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+    pe, pi, pj = pe[keep], pi[keep], pj[keep]
+    eid = order[pe]
+    pix = pix_base[eid] + pi * width + pj
+    pix, perm = torch.sort(pix, stable=True)
+    return eid[perm], pix
+
+
+def _pixel_centres(pix, width, height, dtype):
+    """Pixel-centre coordinates of flat indices into stacked (images, height, width) grids."""
+    px = (pix % width).to(dtype) + 0.5
+    py = (torch.div(pix, width, rounding_mode="floor") % height).to(dtype) + 0.5
+    return px, py
+
+
+class Composite(torch.autograd.Function):
+    """Front-to-back alpha compositing of projected Gaussians into images.
+
+    Inputs: ``means2d`` (E, 2), ``conics`` (E, 3), ``opac`` (E,), ``colors`` (E, D), plus the pair structure from
+    :func:`enumerate_pairs` and ``n_pix`` (number of pixels of all images of the chunk).
+    Outputs: ``image`` (n_pix, D) without background, ``alpha`` (n_pix,).
+    """
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opac, colors, eid, pix, n_pix, width, height, absgrad_sink):
+        dev, dt = colors.device, colors.dtype
+        d = colors.shape[1]
+        image = torch.zeros(n_pix, d, device=dev, dtype=dt)
+        alpha_img = torch.zeros(n_pix, device=dev, dtype=dt)
+        ctx.width, ctx.height, ctx.n_pix, ctx.absgrad_sink = width, height, n_pix, absgrad_sink
+        if eid.numel() == 0:
+            ctx.empty = True
+            ctx.save_for_backward(means2d, conics, opac, colors)
+            return image, alpha_img
+        ctx.empty = False
+        px, py = _pixel_centres(pix, width, height, dt)
+        dx = means2d[eid, 0] - px
+        dy = means2d[eid, 1] - py
+        ca, cb, cc = conics[eid, 0], conics[eid, 1], conics[eid, 2]
+        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+        alpha = torch.clamp(opac[eid] * torch.exp(-sigma), max=MAX_ALPHA)
+        starts, ends, seg = _segments(pix)
+        la = torch.log1p(-alpha.double())
+        cs = torch.cumsum(la, 0)
+        excl = cs - la
+        logt_excl = excl - excl[starts][seg]
+        logt_incl = logt_excl + la
+        keep = logt_incl > math.log(T_THRESHOLD)
+        if not bool(keep.all()):
+            eid, pix, alpha, logt_excl, logt_incl = eid[keep], pix[keep], alpha[keep], logt_excl[keep], logt_incl[keep]
+            starts, ends, seg = _segments(pix)
+        t_excl = torch.exp(logt_excl)
+        w = alpha.double() * t_excl
+        seg_pix = pix[starts]
+        col = _segment_sum(colors[eid].double() * w[:, None], starts, ends)
+        image[seg_pix] = col.to(dt)
+        t_final = torch.exp(logt_incl[ends])
+        alpha_img[seg_pix] = (1.0 - t_final).to(dt)
+        ctx.save_for_backward(means2d, conics, opac, colors, eid, pix, alpha, t_excl.to(dt), starts, ends, seg,
+                              t_final.to(dt))
+        return image, alpha_img
+
+    @staticmethod
+    def backward(ctx, g_image, g_alpha):
+        if ctx.empty:
+            means2d, conics, opac, colors = ctx.saved_tensors
+            return (torch.zeros_like(means2d), torch.zeros_like(conics), torch.zeros_like(opac),
+                    torch.zeros_like(colors), None, None, None, None, None, None)
+        means2d, conics, opac, colors, eid, pix, alpha, t_excl, starts, ends, seg, t_final = ctx.saved_tensors
+        dt = colors.dtype
+        width = ctx.width
+        g_image = g_image.contiguous()
+        gp = g_image[pix]  # (P, D)
+        gap = g_alpha[pix]  # (P,)
+        c = colors[eid]  # (P, D)
+        w = alpha * t_excl
+        g_colors_pair = gp * w[:, None]
+        gc = (gp * c).sum(1)
+        q = (gc * w).double()
+        cq = torch.cumsum(q, 0)
+        suffix = (cq[ends][seg] - cq).to(dt)  # sum over the later pairs of the same pixel
+        one_minus = 1.0 - alpha
+        g_a = t_excl * gc - suffix / one_minus + gap * t_final[seg] / one_minus
+        # alpha = min(0.999, o exp(-sigma))
+        px, py = _pixel_centres(pix, width, ctx.height, dt)
+        dx = means2d[eid, 0] - px
+        dy = means2d[eid, 1] - py
+        ca, cb, cc = conics[eid, 0], conics[eid, 1], conics[eid, 2]
+        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+        e = torch.exp(-sigma)
+        o = opac[eid]
+        unclamped = (o * e) <= MAX_ALPHA
+        g_a = torch.where(unclamped, g_a, torch.zeros_like(g_a))
+        g_o = g_a * e
+        g_sigma = -(o * e) * g_a
+        g_mx = g_sigma * (ca * dx + cb * dy)
+        g_my = g_sigma * (cb * dx + cc * dy)
+        packed = torch.cat(
+            [torch.stack([g_mx, g_my, 0.5 * dx * dx * g_sigma, dx * dy * g_sigma, 0.5 * dy * dy * g_sigma, g_o], 1),
+             g_colors_pair],
+            dim=1,
+        )
+        grads = torch.zeros(means2d.shape[0], packed.shape[1], device=packed.device, dtype=dt)
+        grads.index_add_(0, eid, packed)
+        sink = ctx.absgrad_sink
+        if sink is not None:
+            absg = torch.zeros(means2d.shape[0], 2, device=packed.device, dtype=dt)
+            absg.index_add_(0, eid, torch.stack([g_mx.abs(), g_my.abs()], 1))
+            sink(absg)
+        return grads[:, 0:2], grads[:, 2:5], grads[:, 5], grads[:, 6:], None, None, None, None, None, None

@@ -1,3 +1,270 @@
-"""Nodes of this stage (filled in by its issue)."""
+"""Preparation nodes: the character canvas, pose frames from keypoints, and already-drawn pose images."""
 
-NODES = []
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import torch
+from comfy_api.v0_0_2 import io, ui
+
+from ..charactershot_core import canvas as cv
+from ..charactershot_core.errors import InputError
+from ..charactershot_core.poses import draw as pdraw
+from ..charactershot_core.poses import keypoints as kp
+from ..charactershot_core.poses import retarget as rt
+from .common import CATEGORY, Progress, image_to_numpy, numpy_to_image
+from .paths import list_input_files, resolve_input_file
+
+log = logging.getLogger("CharacterShot")
+
+# comfyui_controlnet_aux's keypoint type: same name, so its DWPose / OpenPose preprocessors connect
+PoseKeypoint = io.Custom("POSE_KEYPOINT")
+
+STAGE = f"{CATEGORY}/prepare"
+NO_FILE = "(none)"
+
+
+def _size_inputs():
+    return [
+        io.Int.Input("width", default=cv.CANVAS_W, min=8, max=8192, step=8, optional=True,
+                     tooltip="Canvas width in pixels. The model was trained on 720."),
+        io.Int.Input("height", default=cv.CANVAS_H, min=8, max=8192, step=8, optional=True,
+                     tooltip="Canvas height in pixels. The model was trained on 480."),
+    ]
+
+
+def _report(messages: list[str], summary: str):
+    """Log warnings and return a ui text for the node (warnings first)."""
+    for m in messages:
+        log.warning("[CharacterShot] %s", m)
+    text = "\n".join([f"WARNING: {m}" for m in messages] + [summary])
+    return ui.PreviewText(text)
+
+
+def _mask_to_numpy(mask, name: str) -> np.ndarray:
+    if not isinstance(mask, torch.Tensor):
+        raise InputError(name, f"expected a MASK, got {type(mask).__name__}")
+    m = mask.detach().float().cpu()
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim == 4 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.ndim != 3:
+        raise InputError(name, f"expected a MASK shaped (B, H, W), got {tuple(mask.shape)}")
+    if m.shape[0] == 0:
+        raise InputError(name, "the mask batch is empty")
+    return m.numpy()
+
+
+class PrepareCharacter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotPrepareCharacter",
+            display_name="CharacterShot Prepare Character",
+            category=STAGE,
+            description="Lays character views out like the official training data: the character squared, resized "
+                        "to 480x480 and pasted centred on a white 720x480 canvas. Views already on that canvas "
+                        "pass unchanged.",
+            inputs=[
+                io.Image.Input("images", tooltip="One or more views of the character (1, 21 or any number)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional: where the character is (one mask, or one per image). Without it, "
+                                      "the alpha channel or the non-background pixels are used."),
+                io.Combo.Input("mask_meaning", options=list(cv.MASK_MEANINGS), default="auto", optional=True,
+                               tooltip="character: 1 = the character (background-removal nodes). background: "
+                                       "1 = background (LoadImage's MASK is 1 - alpha). auto: background when the "
+                                       "mask covers the image border."),
+                io.Float.Input("fill", default=cv.TEMPLATE_FILL, min=0.05, max=1.0, step=0.01, optional=True,
+                               tooltip="Share of the 480 square the character's longer side fills. 0.73 is what "
+                                       "the official renders show; 1.0 crops tight."),
+                io.Combo.Input("anchor", options=list(cv.ANCHORS), default="center", optional=True,
+                               tooltip="center: the character centred in the square. template: placed like the "
+                                       "official renders (centre at 42% of the height, feet near row 378)."),
+                io.Combo.Input("box_mode", options=list(cv.BOX_MODES), default="shared", optional=True,
+                               tooltip="shared: one square for the whole batch, so views of one character keep a "
+                                       "common scale. per_image: each image framed on its own."),
+                io.Boolean.Input("keep_prepared", default=True, optional=True,
+                                 tooltip="Pass images already on the official canvas (720x480, white outside the "
+                                         "central square) through unchanged."),
+                *_size_inputs(),
+                io.Int.Input("square", default=cv.SQUARE, min=8, max=8192, step=8, optional=True,
+                             tooltip="Side of the character's square on the canvas (480 in the official data); at "
+                                     "most min(width, height)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The views on the white canvas."),
+                io.Mask.Output(display_name="mask", tooltip="Where the character is on the canvas (1 = character)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, mask=None, mask_meaning="auto", fill=cv.TEMPLATE_FILL, anchor="center",
+                box_mode="shared", keep_prepared=True, width=cv.CANVAS_W, height=cv.CANVAS_H, square=cv.SQUARE):
+        Progress.check_interrupt()
+        arr = image_to_numpy(images, "images")  # keeps a 4th (alpha) channel when there is one
+        m = _mask_to_numpy(mask, "mask") if mask is not None else None
+        res = cv.prepare_character(arr, m, width=width, height=height, square=square, fill=fill, anchor=anchor,
+                                   box_mode=box_mode, mask_meaning=mask_meaning, keep_prepared=keep_prepared)
+        n_kept = sum(res.kept)
+        summary = (f"{len(res.kept)} image(s) on a {width}x{height} white canvas ({square}px square); "
+                   f"{n_kept} already prepared and kept unchanged")
+        return io.NodeOutput(numpy_to_image(res.images), torch.from_numpy(res.masks),
+                             ui=_report(res.warnings, summary))
+
+
+class PoseFromKeypoints(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotPoseFromKeypoints",
+            display_name="CharacterShot Pose From Keypoints",
+            category=STAGE,
+            description="Draws a driving pose sequence (POSE_KEYPOINT, e.g. from DWPose on a video) exactly as the "
+                        "official DWPose drawing, retargeted onto the reference character's pose and resampled to "
+                        "the model's frame count, plus the reference pose image.",
+            inputs=[
+                PoseKeypoint.Input("driving_pose",
+                                   tooltip="Keypoints of the driving motion, one entry per frame (DWPose Estimator "
+                                           "of comfyui_controlnet_aux on a video, or CharacterShot Load Pose "
+                                           "Keypoints)."),
+                PoseKeypoint.Input("reference_pose",
+                                   tooltip="Keypoints of the reference character: DWPose on view 0 AFTER CharacterShot "
+                                           "Prepare Character, so they line up with the canvas."),
+                io.Int.Input("num_frames", default=25, min=1, max=1001, step=4,
+                             tooltip="Frames to produce: 4k+1 (1, 5, ..., 25, ...). The model was trained on 25."),
+                io.Boolean.Input("retarget", default=True,
+                                 tooltip="Scale and move the driving poses onto the reference's body (the official "
+                                         "linear fit on nose, neck, shoulders, hips, legs, eyes and ears)."),
+                io.Combo.Input("resample", options=list(rt.RESAMPLE_MODES), default="linear", optional=True,
+                               tooltip="first: the first num_frames frames (official CLI; needs enough frames). "
+                                       "nearest: spread over the whole sequence, nearest frame. linear: spread, "
+                                       "keypoints interpolated."),
+                io.Combo.Input("missing_person", options=list(kp.MISSING), default="error", optional=True,
+                               tooltip="A driving frame with no person: stop with an error naming the frame, or "
+                                       "repeat the previous frame's pose."),
+                io.Combo.Input("coordinates", options=list(kp.COORDS), default="auto", optional=True,
+                               tooltip="auto: pixels when any coordinate exceeds 2, else normalised 0..1 (what "
+                                       "controlnet_aux writes)."),
+                io.Boolean.Input("draw_hands", default=True, optional=True, tooltip="Draw the hands."),
+                io.Boolean.Input("draw_face", default=True, optional=True, tooltip="Draw the face points."),
+                *_size_inputs(),
+            ],
+            outputs=[
+                io.Image.Output(display_name="pose_frames", tooltip="num_frames pose drawings on black."),
+                io.Image.Output(display_name="reference_pose", tooltip="The reference pose drawing (1 frame)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, driving_pose, reference_pose, num_frames=25, retarget=True, resample="linear",
+                missing_person="error", coordinates="auto", draw_hands=True, draw_face=True, width=cv.CANVAS_W,
+                height=cv.CANVAS_H):
+        rt.check_frame_count(num_frames)
+        drv = kp.parse_pose_keypoints(driving_pose, name="driving_pose", coords=coordinates, missing=missing_person)
+        ref = kp.parse_pose_keypoints(reference_pose, name="reference_pose", coords=coordinates, missing="error")
+        warnings = list(drv.warnings) + list(ref.warnings)
+        if len(ref.poses) > 1:
+            warnings.append(f"reference_pose: has {len(ref.poses)} frames; using frame 0")
+        ref_pose = ref.poses[0]
+        poses = drv.poses
+        if retarget:
+            poses, a, b = rt.retarget(ref_pose, poses)
+            fit = f"retargeted (scale x {a[0]:.3f}, y {a[1]:.3f}; offset x {b[0]:.3f}, y {b[1]:.3f})"
+        else:
+            fit = "not retargeted"
+        poses = rt.resample_poses(poses, num_frames, resample, name="driving_pose")
+        poses = [rt.fit_into_canvas(p, width, height) for p in poses]
+        ref_canvas = rt.fit_into_canvas(ref_pose, width, height)
+        bar = Progress(len(poses) + 1)
+        opts = dict(hands=draw_hands, face=draw_face)
+        frames = pdraw.draw_sequence(poses, width, height, progress=bar.step, **opts)
+        ref_img = pdraw.draw_pose(ref_canvas, width, height, **opts)[None]
+        bar.step()
+        summary = (f"{len(drv.poses)} driving frame(s) -> {num_frames} ({resample}), {fit}; "
+                   f"coordinates read as {'pixels' if drv.pixel_coords else 'normalised'}")
+        return io.NodeOutput(numpy_to_image(frames), numpy_to_image(ref_img), ui=_report(warnings, summary))
+
+
+class PreparePoseImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotPreparePoseImages",
+            display_name="CharacterShot Prepare Pose Images",
+            category=STAGE,
+            description="Already-drawn pose frames (skeletons on black, any size) placed on the black 720x480 "
+                        "canvas like the official pose data and brought to the model's frame count.",
+            inputs=[
+                io.Image.Input("frames", tooltip="The pose drawings, in order."),
+                io.Int.Input("num_frames", default=25, min=1, max=1001, step=4,
+                             tooltip="Frames to produce: 4k+1 (1, 5, ..., 25, ...). The model was trained on 25."),
+                io.Combo.Input("resample", options=["first", "nearest"], default="nearest", optional=True,
+                               tooltip="first: the first num_frames frames (official CLI; needs enough frames). "
+                                       "nearest: spread over the whole sequence, nearest frame (repeats or skips "
+                                       "frames)."),
+                io.Combo.Input("fit", options=list(cv.POSE_FITS), default="auto", optional=True,
+                               tooltip="auto: keep canvas-sized frames, resize frames of the same aspect, else "
+                                       "fit_square. resize_full: resize to the canvas. fit_square: pad to a "
+                                       "square, resize to 480, paste centred. fit_content: square around the "
+                                       "drawn pixels of all frames, framed like the character (fill, anchor)."),
+                io.Float.Input("fill", default=cv.TEMPLATE_FILL, min=0.05, max=1.0, step=0.01, optional=True,
+                               tooltip="fit_content only: share of the square the drawn skeletons fill."),
+                io.Combo.Input("anchor", options=list(cv.ANCHORS), default="center", optional=True,
+                               tooltip="fit_content only: centred, or placed like the official renders."),
+                *_size_inputs(),
+            ],
+            outputs=[io.Image.Output(display_name="pose_frames", tooltip="num_frames pose frames on black.")],
+        )
+
+    @classmethod
+    def execute(cls, frames, num_frames=25, resample="nearest", fit="auto", fill=cv.TEMPLATE_FILL,
+                anchor="center", width=cv.CANVAS_W, height=cv.CANVAS_H):
+        rt.check_frame_count(num_frames)
+        arr = image_to_numpy(frames, "frames")
+        idx = rt.resample_indices(arr.shape[0], num_frames, resample, name="frames")
+        Progress.check_interrupt()
+        res = cv.prepare_pose_frames(arr[np.unique(idx)], width=width, height=height, fit=fit, fill=fill,
+                                     anchor=anchor, name="frames")
+        pos = {int(s): k for k, s in enumerate(np.unique(idx))}
+        out = res.images[[pos[int(i)] for i in idx]]
+        summary = f"{arr.shape[0]} frame(s) -> {num_frames} ({resample}) on a {width}x{height} black canvas"
+        return io.NodeOutput(numpy_to_image(out), ui=_report(res.warnings, summary))
+
+
+class LoadPoseKeypoints(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        files = [NO_FILE] + list_input_files((".json",))
+        return io.Schema(
+            node_id="CharacterShotLoadPoseKeypoints",
+            display_name="CharacterShot Load Pose Keypoints",
+            category=STAGE,
+            description="Reads POSE_KEYPOINT JSON (a list of frames {people, canvas_width, canvas_height}, as "
+                        "comfyui_controlnet_aux saves it, or one such frame) from ComfyUI's input folder.",
+            inputs=[
+                io.Combo.Input("json_file", options=files, default=NO_FILE,
+                               tooltip="A .json file in ComfyUI's input folder."),
+            ],
+            outputs=[PoseKeypoint.Output(display_name="pose_keypoint", tooltip="The keypoints, one entry per frame.")],
+        )
+
+    @classmethod
+    def execute(cls, json_file=NO_FILE):
+        if not json_file or json_file == NO_FILE:
+            raise InputError("json_file", "no JSON file chosen; expected a POSE_KEYPOINT .json in the input folder")
+        path = resolve_input_file(json_file, "json_file")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise InputError("json_file", f"cannot read {json_file} as JSON: {e}") from None
+        seq = kp.parse_pose_keypoints(data, name="json_file", missing="repeat_previous")  # validates the layout
+        frames = data if isinstance(data, list) else [data]
+        return io.NodeOutput(frames, ui=ui.PreviewText(f"{len(frames)} frame(s) from {json_file}"
+                                                       + "".join(f"\nWARNING: {w}" for w in seq.warnings)))
+
+
+NODES = [PrepareCharacter, PoseFromKeypoints, PreparePoseImages, LoadPoseKeypoints]

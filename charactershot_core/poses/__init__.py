@@ -1,0 +1,6 @@
+"""2D poses: POSE_KEYPOINT parsing, DWPose-style drawing, retargeting and resampling (no ComfyUI imports)."""
+
+from .draw import draw_pose, draw_sequence  # noqa: F401
+from .keypoints import Pose, PoseSequence, parse_pose_keypoints, to_pose_keypoint  # noqa: F401
+from .retarget import (check_frame_count, fit_into_canvas, fit_retarget, resample_indices,  # noqa: F401
+                       resample_poses, retarget)

@@ -184,59 +184,59 @@ def _segment_sum(values: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor)
 
 
 def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height):
-    """All (entry, pixel) pairs with ``alpha >= 1/255``, sorted by (pixel, depth). No gradients.
+    """All (entry, pixel) pairs inside each entry's ``alpha >= 1/255`` ellipse, sorted by (pixel, depth). No grad.
 
     ``means2d`` (E, 2), ``conics`` (E, 3), ``opac`` (E,), ``pix_base`` (E,) int64 offset of the entry's image in the
-    flat pixel array, ``depth`` (E,). Returns ``eid`` (P,) int64 entry of each pair, ``pix`` (P,) int64 flat pixel.
+    flat pixel array, ``depth`` (E,). Returns ``eid`` (P,) int64 entry of each pair, ``pix`` (P,) int64 flat pixel
+    and ``alpha`` (P,) = ``min(0.999, o exp(-sigma))`` computed exactly as the compositing kernel does (pairs just
+    outside the threshold may remain; the compositor ignores ``alpha < 1/255``).
     """
-    device = means2d.device
+    device, dt = means2d.device, means2d.dtype
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    if means2d.shape[0] == 0:
+        return empty, empty, torch.zeros(0, dtype=dt, device=device)
     order = torch.argsort(depth)  # front to back: pairs are generated in depth order, then stably sorted by pixel
-    mx, my = means2d[order, 0], means2d[order, 1]
-    a, b, c = conics[order, 0], conics[order, 1], conics[order, 2]
-    o = opac[order]
-    # sigma <= s_lim  <=>  alpha >= 1/255 (a small margin; alpha is tested exactly afterwards)
+    ent = torch.cat([means2d, conics, opac[:, None]], 1).index_select(0, order)  # (E, 6) depth-sorted
+    mx, my, a, b, c, o = ent.unbind(1)
+    # sigma <= s_lim  <=>  alpha >= 1/255 (with a small margin; alpha itself decides afterwards)
     s_lim = torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD) + 1e-3
     detc = (a * c - b * b).clamp(min=1e-20)
     ext_y = torch.sqrt(2.0 * s_lim * a / detc)
     i0 = torch.ceil(my - ext_y - 0.5).clamp(min=0)
     i1 = torch.floor(my + ext_y - 0.5).clamp(max=height - 1)
     nrows = (i1 - i0 + 1).clamp(min=0).to(torch.int64)
-    e_idx = torch.arange(order.shape[0], device=device)
-    row_e = torch.repeat_interleave(e_idx, nrows)  # (R,) index into the depth-sorted entries
-    if row_e.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
     row_first = torch.cumsum(nrows, 0) - nrows
-    row_i = i0.to(torch.int64)[row_e] + (torch.arange(row_e.shape[0], device=device) - row_first[row_e])
-    ra, rb, rc = a[row_e], b[row_e], c[row_e]
-    dy = (row_i.to(mx.dtype) + 0.5) - my[row_e]
-    disc = rb * rb * dy * dy - ra * (rc * dy * dy - 2.0 * s_lim[row_e])
-    ok = disc >= 0
+    ent_f = torch.stack([mx, my, a, b, c, o, s_lim], 1)
+    ent_i = torch.stack([order, pix_base.index_select(0, order), i0.to(torch.int64) - row_first], 1)
+    rows_fe = torch.repeat_interleave(ent_f, nrows, dim=0)  # (R, 7) one row record per (entry, image row)
+    if rows_fe.shape[0] == 0:
+        return empty, empty, torch.zeros(0, dtype=dt, device=device)
+    rows_ie = torch.repeat_interleave(ent_i, nrows, dim=0)
+    rmx, rmy, ra, rb, rc, ro, rs = rows_fe.unbind(1)
+    row_i = rows_ie[:, 2] + torch.arange(rows_fe.shape[0], device=device)
+    dy = rmy - (row_i.to(dt) + 0.5)
+    # within a row, sigma(dx) = 0.5 a dx^2 + (b dy) dx + 0.5 c dy^2 with dx = mean_x - pixel_centre_x
+    disc = rb * rb * dy * dy - ra * (rc * dy * dy - 2.0 * rs)
     half = torch.sqrt(disc.clamp(min=0)) / ra
-    centre = mx[row_e] - rb * dy / ra
+    centre = rmx + rb * dy / ra  # pixel-centre x where sigma is smallest on this row
     j0 = torch.ceil(centre - half - 0.5).clamp(min=0)
     j1 = torch.floor(centre + half - 0.5).clamp(max=width - 1)
-    ncols = torch.where(ok, (j1 - j0 + 1).clamp(min=0), torch.zeros_like(j1)).to(torch.int64)
-    r_idx = torch.arange(row_e.shape[0], device=device)
-    pair_r = torch.repeat_interleave(r_idx, ncols)
-    if pair_r.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
+    ncols = torch.where(disc >= 0, (j1 - j0 + 1).clamp(min=0), torch.zeros_like(j1)).to(torch.int64)
     col_first = torch.cumsum(ncols, 0) - ncols
-    pj = j0.to(torch.int64)[pair_r] + (torch.arange(pair_r.shape[0], device=device) - col_first[pair_r])
-    pi = row_i[pair_r]
-    pe = row_e[pair_r]
-    # exact alpha test, as the CUDA kernel does it
-    dx = mx[pe] - (pj.to(mx.dtype) + 0.5)
-    dyp = my[pe] - (pi.to(mx.dtype) + 0.5)
-    sigma = 0.5 * (a[pe] * dx * dx + c[pe] * dyp * dyp) + b[pe] * dx * dyp
-    alpha = torch.clamp(o[pe] * torch.exp(-sigma), max=MAX_ALPHA)
-    keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-    pe, pi, pj = pe[keep], pi[keep], pj[keep]
-    eid = order[pe]
-    pix = pix_base[eid] + pi * width + pj
+    j0i = j0.to(torch.int64)
+    rows_int = torch.stack([rows_ie[:, 1] + row_i * width + j0i - col_first, rows_ie[:, 0], col_first], 1)
+    rows_f = torch.stack([rmx - 0.5 - j0, 0.5 * ra, rb * dy, 0.5 * rc * dy * dy, ro], 1)
+    p_int = torch.repeat_interleave(rows_int, ncols, dim=0)
+    if p_int.shape[0] == 0:
+        return empty, empty, torch.zeros(0, dtype=dt, device=device)
+    p_f = torch.repeat_interleave(rows_f, ncols, dim=0)
+    ar = torch.arange(p_int.shape[0], device=device)
+    pix = ar + p_int[:, 0]
+    dx = p_f[:, 0] - (ar - p_int[:, 2]).to(dt)
+    sigma = (p_f[:, 1] * dx + p_f[:, 2]) * dx + p_f[:, 3]
+    alpha = torch.clamp(p_f[:, 4] * torch.exp(-sigma), max=MAX_ALPHA)
     pix, perm = torch.sort(pix, stable=True)
-    return eid[perm], pix
+    return p_int[:, 1][perm], pix, alpha[perm]
 
 
 def _pixel_centres(pix, width, height, dtype):
@@ -255,41 +255,38 @@ class Composite(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, means2d, conics, opac, colors, eid, pix, n_pix, width, height, absgrad_sink):
+    def forward(ctx, means2d, conics, opac, colors, eid, pix, alpha, n_pix, width, height, absgrad_sink):
         dev, dt = colors.device, colors.dtype
         d = colors.shape[1]
         image = torch.zeros(n_pix, d, device=dev, dtype=dt)
         alpha_img = torch.zeros(n_pix, device=dev, dtype=dt)
-        ctx.width, ctx.height, ctx.n_pix, ctx.absgrad_sink = width, height, n_pix, absgrad_sink
+        ctx.width, ctx.height, ctx.absgrad_sink = width, height, absgrad_sink
+        ctx.empty = True
         if eid.numel() == 0:
-            ctx.empty = True
             ctx.save_for_backward(means2d, conics, opac, colors)
             return image, alpha_img
-        ctx.empty = False
-        px, py = _pixel_centres(pix, width, height, dt)
-        dx = means2d[eid, 0] - px
-        dy = means2d[eid, 1] - py
-        ca, cb, cc = conics[eid, 0], conics[eid, 1], conics[eid, 2]
-        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        alpha = torch.clamp(opac[eid] * torch.exp(-sigma), max=MAX_ALPHA)
+        # ``alpha`` was computed by ``enumerate_pairs`` from these very (detached) values
+        valid = (alpha >= ALPHA_THRESHOLD) & (alpha >= 0)
         starts, ends, seg = _segments(pix)
-        la = torch.log1p(-alpha.double())
+        la = torch.where(valid, torch.log1p(-alpha.double()), torch.zeros((), dtype=torch.float64, device=dev))
         cs = torch.cumsum(la, 0)
         excl = cs - la
         logt_excl = excl - excl[starts][seg]
-        logt_incl = logt_excl + la
-        keep = logt_incl > math.log(T_THRESHOLD)
-        if not bool(keep.all()):
-            eid, pix, alpha, logt_excl, logt_incl = eid[keep], pix[keep], alpha[keep], logt_excl[keep], logt_incl[keep]
-            starts, ends, seg = _segments(pix)
+        keep = valid & (logt_excl + la > math.log(T_THRESHOLD))
+        if not bool(keep.any()):
+            ctx.save_for_backward(means2d, conics, opac, colors)
+            return image, alpha_img
+        ctx.empty = False
+        eid, pix, alpha, logt_excl = eid[keep], pix[keep], alpha[keep], logt_excl[keep]
+        starts, ends, seg = _segments(pix)
         t_excl = torch.exp(logt_excl)
         w = alpha.double() * t_excl
         seg_pix = pix[starts]
-        col = _segment_sum(colors[eid].double() * w[:, None], starts, ends)
+        col = _segment_sum(colors.index_select(0, eid).double() * w[:, None], starts, ends)
         image[seg_pix] = col.to(dt)
-        t_final = torch.exp(logt_incl[ends])
+        t_final = t_excl[ends] * (1.0 - alpha[ends].double())
         alpha_img[seg_pix] = (1.0 - t_final).to(dt)
-        ctx.save_for_backward(means2d, conics, opac, colors, eid, pix, alpha, t_excl.to(dt), starts, ends, seg,
+        ctx.save_for_backward(means2d, conics, opac, colors, eid, pix, alpha, t_excl.to(dt), ends, seg,
                               t_final.to(dt))
         return image, alpha_img
 
@@ -298,14 +295,15 @@ class Composite(torch.autograd.Function):
         if ctx.empty:
             means2d, conics, opac, colors = ctx.saved_tensors
             return (torch.zeros_like(means2d), torch.zeros_like(conics), torch.zeros_like(opac),
-                    torch.zeros_like(colors), None, None, None, None, None, None)
-        means2d, conics, opac, colors, eid, pix, alpha, t_excl, starts, ends, seg, t_final = ctx.saved_tensors
+                    torch.zeros_like(colors), None, None, None, None, None, None, None)
+        means2d, conics, opac, colors, eid, pix, alpha, t_excl, ends, seg, t_final = ctx.saved_tensors
         dt = colors.dtype
         width = ctx.width
-        g_image = g_image.contiguous()
-        gp = g_image[pix]  # (P, D)
-        gap = g_alpha[pix]  # (P,)
-        c = colors[eid]  # (P, D)
+        d = colors.shape[1]
+        gpa = torch.cat([g_image, g_alpha[:, None]], 1).index_select(0, pix)  # (P, D + 1)
+        gp, gap = gpa[:, :d], gpa[:, d]
+        params = torch.cat([means2d, conics, opac[:, None], colors], 1).index_select(0, eid)  # (P, 6 + D)
+        c = params[:, 6:]
         w = alpha * t_excl
         g_colors_pair = gp * w[:, None]
         gc = (gp * c).sum(1)
@@ -316,12 +314,12 @@ class Composite(torch.autograd.Function):
         g_a = t_excl * gc - suffix / one_minus + gap * t_final[seg] / one_minus
         # alpha = min(0.999, o exp(-sigma))
         px, py = _pixel_centres(pix, width, ctx.height, dt)
-        dx = means2d[eid, 0] - px
-        dy = means2d[eid, 1] - py
-        ca, cb, cc = conics[eid, 0], conics[eid, 1], conics[eid, 2]
+        dx = params[:, 0] - px
+        dy = params[:, 1] - py
+        ca, cb, cc = params[:, 2], params[:, 3], params[:, 4]
         sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
         e = torch.exp(-sigma)
-        o = opac[eid]
+        o = params[:, 5]
         unclamped = (o * e) <= MAX_ALPHA
         g_a = torch.where(unclamped, g_a, torch.zeros_like(g_a))
         g_o = g_a * e
@@ -340,4 +338,4 @@ class Composite(torch.autograd.Function):
             absg = torch.zeros(means2d.shape[0], 2, device=packed.device, dtype=dt)
             absg.index_add_(0, eid, torch.stack([g_mx.abs(), g_my.abs()], 1))
             sink(absg)
-        return grads[:, 0:2], grads[:, 2:5], grads[:, 5], grads[:, 6:], None, None, None, None, None, None
+        return grads[:, 0:2], grads[:, 2:5], grads[:, 5], grads[:, 6:], None, None, None, None, None, None, None

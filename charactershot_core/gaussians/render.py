@@ -226,10 +226,10 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
         with torch.no_grad():
             m2 = m2_entries[e0:e1].detach()
             pix_base = (cam_ids[e0:e1] - c0) * hw
-            eid, pix = tr.enumerate_pairs(m2, con_e[e0:e1].detach(), opa_e[e0:e1].detach(), pix_base,
-                                          dep_e[e0:e1].detach(), width, height)
-        img, alp = tr.Composite.apply(m2_entries[e0:e1], con_e[e0:e1], opa_e[e0:e1], feat_e[e0:e1], eid, pix, n_pix,
-                                      width, height, sink)
+            eid, pix, pair_alpha = tr.enumerate_pairs(m2, con_e[e0:e1].detach(), opa_e[e0:e1].detach(), pix_base,
+                                                      dep_e[e0:e1].detach(), width, height)
+        img, alp = tr.Composite.apply(m2_entries[e0:e1], con_e[e0:e1], opa_e[e0:e1], feat_e[e0:e1], eid, pix,
+                                      pair_alpha, n_pix, width, height, sink)
         out_img.append(img.reshape(c1 - c0, height, width, d))
         out_alpha.append(alp.reshape(c1 - c0, height, width, 1))
     images = torch.cat(out_img, 0) if len(out_img) > 1 else out_img[0]

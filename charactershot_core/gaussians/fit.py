@@ -1,0 +1,414 @@
+"""Fitting canonical Gaussians + HexPlane deformation to multi-view videos (the paper's 4D stage, done correctly).
+
+Schedule (``FitConfig``; progress p in [0, 1] is the larger of iterations done / ``iterations`` and seconds spent /
+``seconds``, so a time budget compresses the whole schedule rather than cutting it short):
+
+1. visual-hull initialisation from the silhouettes of the middle frame (``init.visual_hull``);
+2. static coarse stage on the middle frame (static input: the whole fit; no deformation field is built);
+3. deformation stage: each iteration samples one frame and ``batch_views`` training cameras, deforms the Gaussians
+   to that time and renders them; loss = L1 + λ D-SSIM on white at the canvas resolution with the rig's intrinsics,
+   + the HexPlane regularisers + the neighbour constraint (spec §C.7, with gradients, KNN graph on the canonical
+   centres rebuilt after every densification) + optional rigidity / isometry.
+   Optional progressive temporal windows grow from the middle frame (the paper's intent, §C.5).
+
+Densification and pruning use gsplat's ``DefaultStrategy`` on the canonical parameters, fed with the screen-space
+gradients of the (deformed) Gaussians; it works with both rasteriser backends.
+Every iteration checks the parameters, loss and gradients for NaN/inf: on the first bad one the fit restores the
+last good state and raises :class:`FitDivergedError` (iteration number, that state attached).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import CharacterShotError, InputError
+from . import losses
+from .data import MultiViewVideo
+from .init import visual_hull
+from .model import DEFAULT_FIELD, Gaussians4D, make_gaussians, scene_bounds
+
+
+class FitDivergedError(CharacterShotError):
+    """NaN or infinity appeared during fitting. ``model`` holds the last good state, ``iteration`` where it broke."""
+
+    def __init__(self, iteration: int, what: str, model: Gaussians4D | None, good_iteration: int):
+        self.iteration, self.what, self.model, self.good_iteration = iteration, what, model, good_iteration
+        super().__init__(f"fitting diverged at iteration {iteration}: {what} became NaN or infinite; the last good "
+                         f"state (iteration {good_iteration}) was kept")
+
+
+@dataclass
+class FitConfig:
+    iterations: int = 3000            # upper bound on iterations
+    seconds: float | None = None      # time budget (whole fit, initialisation included); None = no limit
+    batch_views: int = 4              # cameras rendered per iteration
+    coarse_fraction: float = 0.2      # share of the schedule spent on the static coarse stage (dynamic input)
+    sh_degree: int = 1
+    init_points: int = 20000
+    hull_resolution: int = 160
+    init_opacity: float = 0.5
+    init_scale: float = 1.0           # multiplier of the initial spacing of the hull samples
+    lambda_dssim: float = 0.2
+    # learning rates (means and deformation scaled by the scene scale, exponential decay to lr * lr_final_factor)
+    lr_means: float = 1.6e-4
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacities: float = 5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 2.5e-3 / 20
+    lr_grid: float = 1.6e-3
+    lr_mlp: float = 1.6e-4
+    lr_final_factor: float = 0.01
+    # densification (gsplat DefaultStrategy); fractions are of the schedule
+    densify: bool = True
+    densify_from: float = 0.05
+    densify_until: float = 0.6
+    densify_every: int = 100
+    grow_grad2d: float = 2e-4
+    grow_scale3d: float = 0.01
+    prune_opa: float = 0.005
+    max_gaussians: int = 300000
+    # deformation field and its regularisers
+    field: dict = field(default_factory=lambda: dict(DEFAULT_FIELD))
+    plane_tv_weight: float = 1e-4
+    time_smoothness_weight: float = 1e-2
+    l1_time_planes: float = 1e-4
+    # neighbour constraint (paper) and rigidity / isometry
+    neighbour_weight: float = 1.0     # multiplier of the paper's dynamic time weight; 0 disables it
+    knn_k: int = 8
+    motion_threshold: float = 0.01
+    rigidity_weight: float = 0.0
+    isometry_weight: float = 0.0
+    temporal_windows: bool = False
+    # rendering
+    backend: str = "auto"
+    rasterize_mode: str = "classic"
+    seed: int = 0
+    snapshot_every: int = 25
+    min_iterations: int = 5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FitState:
+    """What the progress callback receives every iteration."""
+
+    iteration: int
+    max_iterations: int
+    progress: float
+    stage: str
+    loss: float
+    num_gaussians: int
+    elapsed: float
+    model: Gaussians4D
+    _preview: object = None
+
+    def preview(self) -> torch.Tensor:
+        """(H, W, 3) render of the first training camera at the middle time, on the CPU."""
+        return self._preview()
+
+
+@dataclass
+class FitResult:
+    model: Gaussians4D
+    iterations: int
+    seconds: float
+    init_seconds: float
+    backend: str
+    device: str
+    history: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def pick_device(backend: str) -> str:
+    if backend not in ("auto", "torch", "gsplat"):
+        raise InputError("backend", f"expected auto, torch or gsplat, got {backend!r}")
+    if backend == "torch" or not torch.cuda.is_available():
+        if backend == "gsplat":
+            raise InputError("backend", "gsplat needs a CUDA GPU and none is available; use auto or torch")
+        return "cpu"
+    return "cuda"
+
+
+def render_model(model: Gaussians4D, viewmats, Ks, width, height, t=None, backend="auto", sh_degree=None,
+                 rasterize_mode=None, packed=False):
+    from .render import rasterize
+
+    kw = model.raster_inputs(t)
+    deg = kw.pop("sh_degree") if sh_degree is None else min(sh_degree, model.sh_degree)
+    kw.pop("sh_degree", None)
+    c = viewmats.shape[0]
+    bg = torch.ones(c, 3, device=viewmats.device)
+    return rasterize(viewmats=viewmats, Ks=Ks, width=width, height=height, sh_degree=deg, backend=backend,
+                     backgrounds=bg, rasterize_mode=rasterize_mode or model.config.get("rasterize_mode", "classic"),
+                     packed=packed, **kw)
+
+
+@torch.no_grad()
+def render_views(model: Gaussians4D, rig, times=None, backend: str = "auto", device=None,
+                 chunk: int = 4) -> torch.Tensor:
+    """Render every camera of ``rig`` at every time -> (V, T, H, W, 3) float on the CPU (white background)."""
+    from .render import resolve_backend
+
+    if device is None:
+        device = model.splats["means"].device
+    backend = resolve_backend(backend, torch.device(device))
+    times = [None] if times is None else list(times)
+    vm = rig.viewmats(device=device)
+    ks = rig.Ks(device=device)
+    out = torch.empty(len(rig), len(times), rig.height, rig.width, 3)
+    for ti, t in enumerate(times):
+        for s in range(0, len(rig), chunk):
+            img, _, _ = render_model(model, vm[s:s + chunk], ks[s:s + chunk], rig.width, rig.height,
+                                     None if (t is None or not model.is_dynamic) else float(t), backend)
+            out[s:s + chunk, ti] = img.clamp(0, 1).cpu()
+    return out
+
+
+def _check_video(video: MultiViewVideo, cfg: FitConfig):
+    if not isinstance(video, MultiViewVideo):
+        raise InputError("multiview", f"expected a multi-view video, got {type(video).__name__}")
+    if cfg.iterations < 1:
+        raise InputError("iterations", f"expected at least 1 iteration, got {cfg.iterations}")
+    if cfg.seconds is not None and not cfg.seconds > 0:
+        raise InputError("seconds", f"expected a positive time budget, got {cfg.seconds}")
+    if cfg.sh_degree not in (0, 1, 2, 3):
+        raise InputError("sh_degree", f"expected 0 to 3, got {cfg.sh_degree}")
+    if cfg.batch_views < 1:
+        raise InputError("batch_views", f"expected at least 1, got {cfg.batch_views}")
+
+
+def _lr_factor(p: float, final: float) -> float:
+    return final ** min(max(p, 0.0), 1.0)
+
+
+def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None) -> FitResult:
+    """Fit Gaussians to ``video`` (its views are all training views). See the module docstring."""
+    cfg = config or FitConfig()
+    _check_video(video, cfg)
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit(video, cfg, callback)
+
+
+def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
+    from gsplat.strategy import DefaultStrategy
+
+    from .render import resolve_backend
+
+    t_start = time.perf_counter()
+    device = pick_device(cfg.backend)
+    backend = resolve_backend(cfg.backend, torch.device(device))
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+
+    frames = video.frames.clone()  # (V, T, H, W, 3), never modified in place
+    rig = video.rig
+    v, nt, h, w, _ = frames.shape
+    dynamic = nt > 1
+    mid = nt // 2
+
+    # 1) initialisation
+    pts, cols, spacing = visual_hull(frames[:, mid], rig, cfg.init_points, cfg.hull_resolution, seed=cfg.seed)
+    field_cfg = None
+    bounds = None
+    if dynamic:
+        field_cfg = dict(cfg.field)
+        res = list(field_cfg["resolution"])
+        res[3] = max(2, min(int(res[3]), nt))  # no more time cells than frames
+        field_cfg["resolution"] = res
+        bounds = scene_bounds(pts, pad=0.25)
+    model = make_gaussians(pts, cols, spacing * cfg.init_scale, cfg.sh_degree, video.times, field_cfg,
+                           cfg.init_opacity, bounds)
+    model.config["rasterize_mode"] = cfg.rasterize_mode
+    model.to(device)
+    init_seconds = time.perf_counter() - t_start
+    if cfg.seconds is not None and init_seconds >= cfg.seconds:
+        raise InputError("seconds", f"a time budget of {cfg.seconds:g} s is too small: preparing the data and the "
+                                    f"initial Gaussians alone took {init_seconds:.1f} s; allow at least "
+                                    f"{math.ceil(init_seconds * 2 + 5)} s")
+
+    centres = rig.centers
+    scene_scale = float(np.linalg.norm(centres - centres.mean(0), axis=1).max()) * 1.1
+    if not scene_scale > 0:
+        scene_scale = float(np.linalg.norm(centres, axis=1).max()) * 1.1
+    vm_all = rig.viewmats(device=device)
+    ks_all = rig.Ks(device=device)
+    gt_all = frames.to(device)
+
+    # 2) optimisers: one Adam per Gaussian parameter (DefaultStrategy's contract), one for the field
+    base_lr = {"means": cfg.lr_means * scene_scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
+               "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
+    optims = {k: torch.optim.Adam([{"params": [p], "lr": base_lr[k], "name": k}], eps=1e-15)
+              for k, p in model.splats.items()}
+    field_opt = None
+    if model.deformation is not None:
+        field_opt = torch.optim.Adam([
+            {"params": model.deformation.grid_parameters(), "lr": cfg.lr_grid * scene_scale, "name": "grid"},
+            {"params": model.deformation.mlp_parameters(), "lr": cfg.lr_mlp * scene_scale, "name": "mlp"},
+        ], eps=1e-15)
+    strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
+                               refine_start_iter=0, refine_stop_iter=1 << 60, reset_every=1 << 60,
+                               refine_every=1000, verbose=False)
+    strategy.check_sanity(model.splats, optims)
+    sstate = strategy.initialize_state(scene_scale=scene_scale)
+    refine_count = 0
+
+    def progress(it: int) -> float:
+        p = it / cfg.iterations
+        if cfg.seconds is not None:
+            p = max(p, (time.perf_counter() - t_start) / cfg.seconds)
+        return p
+
+    # the snapshot of the last good state
+    good = {"it": 0, "tensors": {k: x.clone() for k, x in model.state_tensors().items()}, "config": model.config}
+
+    def restore_good() -> Gaussians4D:
+        return Gaussians4D.from_tensors(good["tensors"], good["config"])
+
+    edges = None
+    edges_n = -1
+    history = []
+    bg_frames = list(range(nt))
+    train_views = list(range(v))
+
+    def preview_fn():
+        return render_views(model, rig.select([0]), [video.times[mid]] if dynamic else None, backend, device)[0, 0]
+
+    it = 0
+    stage = "coarse"
+    last_loss = float("nan")
+    while it < cfg.iterations:
+        p = progress(it)
+        if p >= 1.0:
+            break
+        it += 1
+        if dynamic and stage == "coarse" and p >= cfg.coarse_fraction:
+            stage = "fine"
+        # --- learning rates
+        decay = _lr_factor(p, cfg.lr_final_factor)
+        optims["means"].param_groups[0]["lr"] = base_lr["means"] * decay
+        if field_opt is not None:
+            fp = (p - cfg.coarse_fraction) / max(1e-6, 1 - cfg.coarse_fraction)
+            fd = _lr_factor(fp, cfg.lr_final_factor)
+            field_opt.param_groups[0]["lr"] = cfg.lr_grid * scene_scale * fd
+            field_opt.param_groups[1]["lr"] = cfg.lr_mlp * scene_scale * fd
+        # --- sample a frame and a batch of cameras
+        if stage == "coarse":
+            fi = mid
+        elif cfg.temporal_windows:
+            fp = (p - cfg.coarse_fraction) / max(1e-6, 1 - cfg.coarse_fraction)
+            half = int(math.ceil(fp * 1.25 * (nt / 2)))  # the window covers everything by 80% of the fine stage
+            lo_i, hi_i = max(0, mid - half), min(nt - 1, mid + half)
+            fi = rng.randint(lo_i, hi_i)
+        else:
+            fi = rng.choice(bg_frames)
+        cams = rng.sample(train_views, min(cfg.batch_views, v))
+        t = float(video.times[fi]) if (stage == "fine" and dynamic) else None
+        sh_deg = min(cfg.sh_degree, int(p / 0.1)) if cfg.sh_degree > 0 else 0
+
+        if not model.all_finite():
+            bad = restore_good()
+            raise FitDivergedError(it, "the Gaussian parameters", bad, good["it"])
+
+        img, alpha, info = render_model(model, vm_all[cams], ks_all[cams], w, h, t, backend, sh_deg, packed=False)
+        gt = gt_all[cams, fi]
+        loss = losses.photometric_loss(img, gt, cfg.lambda_dssim)
+        if stage == "fine" and model.deformation is not None:
+            grid = model.deformation.grid
+            if cfg.plane_tv_weight:
+                loss = loss + cfg.plane_tv_weight * grid.space_smoothness()
+            if cfg.time_smoothness_weight:
+                loss = loss + cfg.time_smoothness_weight * grid.time_smoothness()
+            if cfg.l1_time_planes:
+                loss = loss + cfg.l1_time_planes * grid.time_l1()
+            if cfg.neighbour_weight > 0 or cfg.rigidity_weight > 0 or cfg.isometry_weight > 0:
+                n_now = model.num_gaussians
+                if edges is None or edges_n != n_now:  # rebuilt after every densification
+                    edges = losses.knn_graph(model.splats["means"], cfg.knn_k)
+                    edges_n = n_now
+                # the other time: the window edge (progressive windows) or a neighbouring frame
+                if cfg.temporal_windows:
+                    pi = lo_i if fi <= mid else hi_i
+                    pi = pi if pi != fi else (fi - 1 if fi > 0 else min(nt - 1, fi + 1))
+                else:
+                    pi = fi + rng.choice([-1, 1])
+                    pi = min(nt - 1, max(0, pi)) if 0 <= pi < nt else (fi - 1 if fi > 0 else fi + 1)
+                t_prev = float(video.times[pi])
+                xc, _, qc = model.deformed(t)
+                xp, _, qp = model.deformed(t_prev)
+                if cfg.neighbour_weight > 0:
+                    nl, lam = losses.neighbour_loss(xc, xp, edges, t, t_prev, cfg.motion_threshold)
+                    loss = loss + cfg.neighbour_weight * lam * nl
+                if cfg.isometry_weight > 0:
+                    loss = loss + cfg.isometry_weight * losses.isometry_loss(xc, model.splats["means"], edges)
+                if cfg.rigidity_weight > 0:
+                    loss = loss + cfg.rigidity_weight * losses.rigidity_loss(xc, qc, xp, qp, edges)
+
+        if not bool(torch.isfinite(loss)):
+            bad = restore_good()
+            raise FitDivergedError(it, "the loss", bad, good["it"])
+
+        strategy.step_pre_backward(model.splats, optims, sstate, it, info)
+        loss.backward()
+        grads_ok = all(p_.grad is None or bool(torch.isfinite(p_.grad).all()) for p_ in model.parameters())
+        if not grads_ok:
+            bad = restore_good()
+            raise FitDivergedError(it, "the gradients", bad, good["it"])
+
+        # densification: a virtual step that is a multiple of refine_every only when we want to refine
+        do_refine = (cfg.densify and cfg.densify_from <= p <= cfg.densify_until and it % cfg.densify_every == 0
+                     and model.num_gaussians < cfg.max_gaussians)
+        if cfg.densify and p <= cfg.densify_until:
+            if do_refine:
+                refine_count += 1
+                vstep = strategy.refine_every * refine_count
+            else:
+                vstep = strategy.refine_every * refine_count + 1
+            for opt in optims.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            strategy.step_post_backward(model.splats, optims, sstate, vstep, info, packed=False)
+        else:
+            for opt in optims.values():
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        if field_opt is not None:
+            if stage == "fine":
+                field_opt.step()
+            field_opt.zero_grad(set_to_none=True)
+
+        last_loss = float(loss.detach())
+        if it % 10 == 0 or it == 1:
+            history.append({"iteration": it, "loss": last_loss, "gaussians": model.num_gaussians, "stage": stage,
+                            "seconds": round(time.perf_counter() - t_start, 3)})
+        if it % cfg.snapshot_every == 0 and model.all_finite():
+            good = {"it": it, "tensors": {k: x.clone() for k, x in model.state_tensors().items()},
+                    "config": json_copy(model.config)}
+        if callback is not None:
+            callback(FitState(it, cfg.iterations, min(1.0, progress(it)), stage, last_loss, model.num_gaussians,
+                              time.perf_counter() - t_start, model, preview_fn))
+
+    if not model.all_finite():
+        bad = restore_good()
+        raise FitDivergedError(it, "the Gaussian parameters", bad, good["it"])
+    if it < min(cfg.min_iterations, cfg.iterations):
+        raise InputError("seconds", f"a time budget of {cfg.seconds:g} s is too small: only {it} iteration(s) fitted "
+                                    f"(initialisation took {init_seconds:.1f} s); allow more time")
+    for p_ in model.parameters():
+        p_.requires_grad_(False)
+    model.eval()
+    return FitResult(model, it, time.perf_counter() - t_start, init_seconds, backend, device, history, cfg.to_dict())
+
+
+def json_copy(d):
+    import json
+
+    return json.loads(json.dumps(d))

@@ -9,9 +9,9 @@ import pytest
 
 from charactershot_core.errors import InputError
 from charactershot_core.poses import (Pose, draw_pose, fit_into_canvas, parse_pose_keypoints, resample_indices,
-                                      resample_poses, retarget, to_pose_keypoint)
+                                      resample_poses, to_pose_keypoint)
 from charactershot_core.poses.draw import COLORS, LIMBS, final_rgb, hand_edge_color
-from charactershot_core.poses.retarget import REF_KEYPOINTS, check_frame_count
+from charactershot_core.poses.retarget import REF_KEYPOINTS, check_frame_count, retarget
 
 EXAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "charactershot_example"
 W, H = 720, 480

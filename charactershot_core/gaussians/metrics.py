@@ -1,0 +1,155 @@
+"""Image metrics for held-out views: PSNR, SSIM, the character box, and a combined ``score``.
+
+Images are float tensors or arrays ``(..., H, W, 3)`` in [0, 1] (channels last, as ComfyUI's IMAGE).
+
+* ``psnr``: ``10 log10(1 / MSE)`` per image (data range 1), averaged over the leading dimensions.
+* ``ssim``: the standard SSIM of Wang et al. with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
+  data range 1, computed per channel on the "valid" region (no padding) and averaged over pixels and channels, then
+  over images. This is what torchmetrics' ``StructuralSimilarityIndexMeasure`` (gaussian kernel 11, sigma 1.5)
+  and kornia's ``metrics.ssim`` followed by a crop of the padded border compute.
+* ``fg_box(gt)``: the box around ground-truth pixels whose smallest channel is below 0.97, padded by 4 px and clipped
+  to the image; the "_fg" metrics are measured on that box, since the white background dominates whole-image numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+
+FG_THRESHOLD = 0.97
+FG_PAD = 4
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise InputError(name, f"expected an image tensor or array (..., H, W, 3), got {type(x).__name__}")
+    if x.dim() < 3 or x.shape[-1] != 3:
+        raise InputError(name, f"expected images of shape (..., H, W, 3), got {tuple(x.shape)}")
+    x = x.detach()
+    if not x.is_floating_point():
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    return x.to(torch.float64)
+
+
+def _pair(a, b):
+    a = _as_tensor(a, "prediction")
+    b = _as_tensor(b, "ground_truth")
+    if a.shape != b.shape:
+        raise InputError("prediction", f"shape {tuple(a.shape)} does not match the ground truth {tuple(b.shape)}")
+    b = b.to(a.device)
+    return a.reshape(-1, *a.shape[-3:]), b.reshape(-1, *b.shape[-3:])
+
+
+def _crop(x: torch.Tensor, box) -> torch.Tensor:
+    if box is None:
+        return x
+    y0, y1, x0, x1 = (int(v) for v in box)
+    return x[..., y0:y1, x0:x1, :]
+
+
+def psnr(a, b, mask_box=None) -> float:
+    """Mean PSNR (dB, data range 1) over the images of ``a`` vs ``b``; ``mask_box=(y0, y1, x0, x1)`` crops first.
+
+    Identical images give ``inf``.
+    """
+    a, b = _pair(a, b)
+    a, b = _crop(a, mask_box), _crop(b, mask_box)
+    if a.numel() == 0:
+        raise InputError("mask_box", f"the box {mask_box} selects no pixel")
+    mse = ((a - b) ** 2).mean(dim=(-3, -2, -1))
+    vals = torch.where(mse > 0, -10.0 * torch.log10(mse.clamp(min=1e-300)), torch.full_like(mse, math.inf))
+    return float(vals.mean())
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64, device=None) -> torch.Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM map of image batches (B, H, W, C) -> (B, C, H - window + 1, W - window + 1) (valid region)."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    x = a.permute(0, 3, 1, 2)
+    y = b.permute(0, 3, 1, 2)
+    ch = x.shape[1]
+    g = _gaussian_window(window, sigma, x.dtype, x.device)
+    kx = g.view(1, 1, 1, window).expand(ch, 1, 1, window)
+    ky = g.view(1, 1, window, 1).expand(ch, 1, window, 1)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, kx, groups=ch), ky, groups=ch)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x ** 2
+    syy = blur(y * y) - mu_y ** 2
+    sxy = blur(x * y) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+
+
+def ssim(a, b, mask_box=None) -> float:
+    """Mean SSIM (gaussian window 11, sigma 1.5) over the images of ``a`` vs ``b``; images must be >= 11 px."""
+    a, b = _pair(a, b)
+    a, b = _crop(a, mask_box), _crop(b, mask_box)
+    if a.shape[-3] < 11 or a.shape[-2] < 11:
+        raise InputError("images", f"SSIM needs images (or boxes) of at least 11x11 pixels, got "
+                                   f"{a.shape[-2]}x{a.shape[-3]}")
+    return float(ssim_map(a, b).mean(dim=(1, 2, 3)).mean())
+
+
+def fg_box(gt, thresh: float = FG_THRESHOLD, pad: int = FG_PAD):
+    """``(y0, y1, x0, x1)`` (end-exclusive) around ground-truth pixels whose smallest channel is below ``thresh``,
+    padded by ``pad`` pixels and clipped to the image. Over a batch, the union of the images' boxes. ``None`` when no
+    pixel is below the threshold (an all-white image)."""
+    g = _as_tensor(gt, "ground_truth")
+    h, w = g.shape[-3], g.shape[-2]
+    fg = g.min(dim=-1).values < thresh  # (..., H, W)
+    fg = fg.reshape(-1, h, w).any(0)
+    rows = torch.nonzero(fg.any(1)).squeeze(1)
+    cols = torch.nonzero(fg.any(0)).squeeze(1)
+    if rows.numel() == 0:
+        return None
+    y0 = max(0, int(rows[0]) - pad)
+    y1 = min(h, int(rows[-1]) + 1 + pad)
+    x0 = max(0, int(cols[0]) - pad)
+    x1 = min(w, int(cols[-1]) + 1 + pad)
+    return (y0, y1, x0, x1)
+
+
+def score(pred, gt) -> dict:
+    """``{psnr, ssim, psnr_fg, ssim_fg}`` averaged over the images of ``pred`` vs ``gt`` (..., H, W, 3).
+
+    The ``_fg`` numbers use each image's own character box (``fg_box`` of its ground truth); an image whose ground
+    truth has no foreground is scored on the whole image. Boxes smaller than the SSIM window are grown to 11 px.
+    """
+    a, b = _pair(pred, gt)
+    out = {"psnr": psnr(a, b), "ssim": ssim(a, b)}
+    p_fg, s_fg = [], []
+    for k in range(a.shape[0]):
+        box = fg_box(b[k])
+        if box is None:
+            box = (0, b.shape[1], 0, b.shape[2])
+        box = _grow_box(box, b.shape[1], b.shape[2], 11)
+        p_fg.append(psnr(a[k], b[k], box))
+        s_fg.append(ssim(a[k], b[k], box))
+    out["psnr_fg"] = float(np.mean(p_fg))
+    out["ssim_fg"] = float(np.mean(s_fg))
+    return out
+
+
+def _grow_box(box, h, w, minimum):
+    y0, y1, x0, x1 = box
+    if y1 - y0 < minimum:
+        y0 = max(0, min(y0, h - minimum))
+        y1 = min(h, y0 + minimum)
+    if x1 - x0 < minimum:
+        x0 = max(0, min(x0, w - minimum))
+        x1 = min(w, x0 + minimum)
+    return (y0, y1, x0, x1)

@@ -247,6 +247,13 @@ def prepare_character(images: np.ndarray, masks: np.ndarray | None = None, *, wi
     b, h, w = images.shape[:3]
     rgb, alpha = to_rgb(images)
     warnings: list[str] = []
+    if masks is not None:
+        mv = np.asarray(masks, dtype=np.float32)
+        if mv.size and np.nanmax(mv) - np.nanmin(mv) < 1e-6:
+            # e.g. LoadImage's MASK for an image without alpha: a 64x64 block of zeros; it outlines nothing
+            warnings.append(f"{mask_name}: the mask is uniform (all {float(mv.flat[0]):g}), so it outlines no "
+                            "character; it was ignored and the character found from the image instead")
+            masks = None
 
     # 1. where is the character, per image; composite it on white where we know its silhouette
     fg = np.zeros((b, h, w), np.float32)

@@ -86,6 +86,14 @@ def test_mask_input_composites_on_white_and_reads_loadimage_masks():
     assert not np.array_equal(forced.images, res.images)
 
 
+def test_uniform_mask_is_ignored_with_a_warning():
+    # LoadImage gives a 64x64 zero mask for images without alpha: it must not break or blank the character
+    img = _white_with_box(600, 300, (100, 100, 200, 500))
+    res = prepare_character(img, np.zeros((1, 64, 64), np.float32))
+    assert np.array_equal(res.images, prepare_character(img).images)
+    assert any("uniform" in w for w in res.warnings)
+
+
 def test_alpha_channel_is_the_character():
     img = np.zeros((1, 200, 200, 4), np.uint8)
     img[..., :3] = (0, 200, 0)       # green under transparent pixels must not show
@@ -110,14 +118,17 @@ def test_bad_inputs_name_the_input():
         prepare_character(np.zeros((0, 10, 10, 3), np.uint8))
     with pytest.raises(InputError, match="images: expected 1 .*channels, got 2"):
         prepare_character(np.zeros((1, 10, 10, 2), np.uint8))
+    rng = np.random.default_rng(0)
     with pytest.raises(InputError, match="mask: expected masks of the images' size 100x100, got 50x100"):
-        prepare_character(ok, np.ones((1, 100, 50), np.float32))
+        prepare_character(ok, rng.random((1, 100, 50), np.float32))
     with pytest.raises(InputError, match="mask: expected 1 mask or one per image"):
-        prepare_character(ok, np.ones((3, 100, 100), np.float32))
+        prepare_character(ok, rng.random((3, 100, 100), np.float32))
     with pytest.raises(InputError, match="no character found"):
         prepare_character(np.full((1, 100, 100, 3), 255, np.uint8))
+    empty = np.zeros((1, 100, 100), np.float32)
+    empty[0, 0, 0] = 0.2  # not uniform, but nothing above 0.5
     with pytest.raises(InputError, match="mask: no character found"):
-        prepare_character(ok, np.zeros((1, 100, 100), np.float32), mask_meaning="character")
+        prepare_character(ok, empty, mask_meaning="character")
     with pytest.raises(InputError, match="square"):
         prepare_character(ok, width=720, height=480, square=600)
     with pytest.raises(InputError, match="fill"):

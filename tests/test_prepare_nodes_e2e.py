@@ -58,6 +58,27 @@ def test_prepare_character_from_loadimage(comfy):
     assert "1 image(s)" in _texts(hist, "2")
 
 
+def test_prepare_character_with_loadimage_alpha_mask(comfy):
+    # an RGBA cut-out: LoadImage gives the RGB (green under the transparent pixels) and MASK = 1 - alpha
+    rgba = np.zeros((200, 200, 4), np.uint8)
+    rgba[..., :3] = (0, 255, 0)
+    rgba[20:180, 80:120] = (200, 40, 40, 255)
+    Image.fromarray(rgba, "RGBA").save(comfy.input_dir / "prep_cutout.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "prep_cutout.png"}},
+        "2": {"class_type": "CharacterShotPrepareCharacter",
+              "inputs": {"images": ["1", 0], "mask": ["1", 1], "fill": 1.0}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "prep/cutout"}},
+    }
+    hist = comfy.run(prompt, timeout=120)
+    (out,) = _saved(comfy, hist, "3")
+    assert out.shape == (480, 720, 3)
+    assert not ((out[..., 1] > 200) & (out[..., 0] < 100)).any(), "no green from under the transparent pixels"
+    x0, y0, x1, y1 = _box((out < 200).any(-1))
+    assert (y0, y1) == (0, 480) and abs((x0 + x1) / 2 - 360) <= 1 and abs((x1 - x0) - 120) <= 3  # bicubic 3x upscale softens the edges
+    assert "inverted" in _texts(hist, "2"), "the artist is told the mask was read as LoadImage's background mask"
+
+
 def test_prepare_character_keeps_official_views(comfy):
     if not (EXAMPLE / "views" / "view5.png").is_file():
         pytest.skip(f"the official example views are not at {EXAMPLE}")
@@ -76,7 +97,9 @@ def test_prepare_character_keeps_official_views(comfy):
 
 def test_mask_of_the_wrong_size_is_rejected(comfy):
     Image.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(comfy.input_dir / "prep_small.png")
-    Image.fromarray(np.full((32, 48, 3), 255, np.uint8)).save(comfy.input_dir / "prep_other.png")
+    other = np.full((32, 48, 3), 255, np.uint8)
+    other[8:24, 16:32] = 0  # a real silhouette (uniform masks are ignored), but of another size
+    Image.fromarray(other).save(comfy.input_dir / "prep_other.png")
     prompt = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "prep_small.png"}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "prep_other.png"}},

@@ -221,7 +221,7 @@ def prepare_character(images: np.ndarray, masks: np.ndarray | None = None, *, wi
                       height: int = CANVAS_H, square: int | None = None, fill: float = TEMPLATE_FILL,
                       anchor: str = "center", box_mode: str = "shared", mask_meaning: str = "auto",
                       keep_prepared: bool = True, images_name: str = "images",
-                      mask_name: str = "mask") -> CanvasResult:
+                      mask_name: str = "mask", progress=None) -> CanvasResult:
     """Lay a batch of character views out on the official white canvas.
 
     * ``masks`` (optional, (B|1, H, W) in [0,1]): where the character is. ``mask_meaning`` "character" (1 = the
@@ -233,6 +233,7 @@ def prepare_character(images: np.ndarray, masks: np.ndarray | None = None, *, wi
       character keep a common scale and height, as views rendered from one rig do; "per_image": one per image.
     * ``keep_prepared``: images already on the official canvas (size ``width`` x ``height``, nothing but white
       outside the central square) and without a mask are passed through unchanged.
+    * ``progress()``, if given, is called once per output image (the nodes' progress bar and interrupt check).
     """
     images = _check_images(images, images_name)
     sq_out = _check_size(width, height, square)
@@ -301,12 +302,16 @@ def prepare_character(images: np.ndarray, masks: np.ndarray | None = None, *, wi
         if kept[i]:
             out_img[i] = rgb[i]
             out_mask[i] = fg[i]
+            if progress is not None:
+                progress()
             continue
         sq = square_around(shared if shared is not None else boxes[i], float(fill), anchor)
         img_sq = crop_square(comp[i], sq, sq_out, 255)
         m_sq = crop_square(fg[i], sq, sq_out, 0.0)
         out_img[i] = paste_centered(img_sq, width, height, 255)
         out_mask[i] = paste_centered(m_sq, width, height, 0.0)
+        if progress is not None:
+            progress()
     if any(kept) and not all(kept):
         warnings.append(f"{images_name}: images {[i for i in range(b) if kept[i]]} were already on the official "
                         f"canvas and kept unchanged; the others were re-laid out")

@@ -103,11 +103,13 @@ class PrepareCharacter(io.ComfyNode):
     @classmethod
     def execute(cls, images, mask=None, mask_meaning="auto", fill=cv.TEMPLATE_FILL, anchor="center",
                 box_mode="shared", keep_prepared=True, width=cv.CANVAS_W, height=cv.CANVAS_H, square=cv.SQUARE):
-        Progress.check_interrupt()
         arr = image_to_numpy(images, "images")  # keeps a 4th (alpha) channel when there is one
         m = _mask_to_numpy(mask, "mask") if mask is not None else None
+        bar = Progress(arr.shape[0])
+        bar.check_interrupt()
         res = cv.prepare_character(arr, m, width=width, height=height, square=square, fill=fill, anchor=anchor,
-                                   box_mode=box_mode, mask_meaning=mask_meaning, keep_prepared=keep_prepared)
+                                   box_mode=box_mode, mask_meaning=mask_meaning, keep_prepared=keep_prepared,
+                                   progress=bar.step)
         n_kept = sum(res.kept)
         summary = (f"{len(res.kept)} image(s) on a {width}x{height} white canvas ({square}px square); "
                    f"{n_kept} already prepared and kept unchanged")

@@ -222,6 +222,19 @@ def test_chunked_ff_and_attention_chunks_identical():
         model.set_speed_options(ff_chunk_size=0)
 
 
+def test_rope_applied_in_chunks_identical(monkeypatch):
+    """The in-place RoPE of the inference path, forced to one sequence per chunk, changes nothing."""
+    import charactershot_core.models.transformer4d as t4d
+
+    model = _tiny_model()
+    inputs = _tiny_inputs()
+    with torch.no_grad():
+        ref = model(**inputs)
+        monkeypatch.setattr(t4d, "_ROPE_CHUNK_BYTES", 1)
+        chunked = model(**inputs)
+    assert torch.equal(chunked, ref)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 4e-2), (torch.float16, 5e-3)], ids=["bf16", "fp16"])
 def test_half_precision_close_to_fp32(dtype, tol):
     model = _tiny_model(std=0.1)

@@ -135,7 +135,7 @@ class PoseFromKeypoints(io.ComfyNode):
                 PoseKeypoint.Input("reference_pose",
                                    tooltip="Keypoints of the reference character: DWPose on view 0 AFTER CharacterShot "
                                            "Prepare Character, so they line up with the canvas."),
-                io.Int.Input("num_frames", default=25, min=1, max=1001, step=4,
+                io.Int.Input("num_frames", default=25, min=1, max=257, step=4,
                              tooltip="Frames to produce: 4k+1 (1, 5, ..., 25, ...). The model was trained on 25."),
                 io.Boolean.Input("retarget", default=True,
                                  tooltip="Scale and move the driving poses onto the reference's body (the official "
@@ -201,7 +201,7 @@ class PreparePoseImages(io.ComfyNode):
                         "canvas like the official pose data and brought to the model's frame count.",
             inputs=[
                 io.Image.Input("frames", tooltip="The pose drawings, in order."),
-                io.Int.Input("num_frames", default=25, min=1, max=1001, step=4,
+                io.Int.Input("num_frames", default=25, min=1, max=257, step=4,
                              tooltip="Frames to produce: 4k+1 (1, 5, ..., 25, ...). The model was trained on 25."),
                 io.Combo.Input("resample", options=["first", "nearest"], default="nearest", optional=True,
                                tooltip="first: the first num_frames frames (official CLI; needs enough frames). "

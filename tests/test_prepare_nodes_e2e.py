@@ -199,3 +199,13 @@ def test_pose_from_keypoints_retargets_and_draws(comfy):
     assert "frame 4 has 2 people; using the largest" in text and "retargeted" in text
     steps = [e["data"] for e in comfy.events if e.get("type") == "progress" and e["data"].get("node") == "3"]
     assert steps and steps[-1]["value"] == steps[-1]["max"] == 6, "a progress step per frame + the reference"
+
+
+def test_schema_uses_controlnet_aux_pose_keypoint_type(comfy):
+    info = comfy.object_info("CharacterShotPoseFromKeypoints")["CharacterShotPoseFromKeypoints"]
+    req = info["input"]["required"]
+    assert req["driving_pose"][0] == "POSE_KEYPOINT" and req["reference_pose"][0] == "POSE_KEYPOINT"
+    assert req["num_frames"][1]["default"] == 25
+    assert info["category"] == "CharacterShot/prepare"
+    load = comfy.object_info("CharacterShotLoadPoseKeypoints")["CharacterShotLoadPoseKeypoints"]
+    assert load["output"] == ["POSE_KEYPOINT"]

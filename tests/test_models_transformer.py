@@ -262,6 +262,12 @@ def test_fp8_close_to_bf16_and_round_trips(tmp_path):
     assert fp8_weight_bytes(model) < 0.65 * bytes_bf16
     rel = ((out - ref).norm() / ref.norm()).item()
     assert 0 < rel < 0.06, f"fp8 vs bf16 relative L2 error {rel:.3g}"
+    # a later dtype cast of the whole model keeps fp8 storage and the float32 scale
+    scale = q.scale_weight.clone()
+    model.to(torch.float16).to(torch.bfloat16)
+    assert q.weight.dtype == FP8_DTYPE and torch.equal(q.scale_weight, scale)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).float(), out)
 
     # an fp8 state dict saved to safetensors loads into a meta-built model and computes the same
     sd = model.state_dict()

@@ -61,6 +61,17 @@ class FP8Linear(nn.Module):
             layer.bias.data = linear.bias.detach().clone()
         return layer
 
+    def _apply(self, fn, recurse=True):
+        """Device moves apply as usual, but dtype casts (``model.to(torch.bfloat16)``, ``.half()``...) leave the
+        fp8 weight and the float32 scale as they are (only the bias follows), so a quantised model stays one."""
+        weight, scale = self.weight.data, getattr(self, SCALE_KEY)
+        super()._apply(fn, recurse)
+        if self.weight.dtype != FP8_DTYPE:
+            self.weight.data = weight.to(self.weight.device)
+        if getattr(self, SCALE_KEY).dtype != torch.float32:
+            self._buffers[SCALE_KEY] = scale.to(getattr(self, SCALE_KEY).device)
+        return self
+
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
         return (self.weight.float() * getattr(self, SCALE_KEY)).to(dtype)
 

@@ -1,3 +1,400 @@
-"""Nodes of this stage (filled in by its issue)."""
+"""Loader nodes: the multi-view (4D) model, the 2D pose model, the CogVideoX VAE and the text conditioning.
 
-NODES = []
+Weights are looked up through ``folder_paths`` (``diffusion_models``, ``vae``, ``text_encoders`` and our own
+``charactershot`` folder, which users may already point elsewhere in ``extra_model_paths.yaml``); nothing is ever
+downloaded.  Official Hugging Face folders appear in the lists as ``Name/``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+import torch
+from comfy_api.v0_0_2 import io, ui
+
+from ..charactershot_core.errors import CharacterShotError, CheckpointError, InputError
+from ..charactershot_core.models import loading as L
+from ..charactershot_core.models import text as T
+from .common import CATEGORY, VAE, Model2D, Model4D, TextEmbeds
+
+FOLDER = "charactershot"
+FROM_CHECKPOINT = "(from checkpoint folder)"
+USE_CLIP = "(use the clip input)"
+NONE = "(none)"
+WEIGHT_EXTS = (".safetensors", ".sft")
+DTYPE_OPTIONS = ["auto", "bf16", "fp16", "fp32"]
+
+
+def register_model_folders() -> None:
+    """Add ``models/charactershot`` to ``folder_paths`` (after any paths the user configured for it)."""
+    default = os.path.join(folder_paths.models_dir, FOLDER)
+    folder_paths.add_model_folder_path(FOLDER, default)
+
+
+register_model_folders()
+
+
+# ----------------------------------------------------------------------------------------------- listing
+def _roots(kind: str) -> list[str]:
+    try:
+        return [p for p in folder_paths.get_folder_paths(kind) if os.path.isdir(p)]
+    except KeyError:
+        return []
+
+
+def _folders_with(kinds: tuple[str, ...], marker: str, depth: int = 2) -> list[str]:
+    """Sub-folders (``Name/``, relative to a root of ``kinds``) that contain ``marker``."""
+    found: list[str] = []
+    for kind in kinds:
+        for root in _roots(kind):
+            stack = [(root, 0)]
+            while stack:
+                d, level = stack.pop()
+                try:
+                    entries = sorted(os.scandir(d), key=lambda e: e.name)
+                except OSError:
+                    continue
+                for e in entries:
+                    if not e.is_dir() or e.name.startswith("."):
+                        continue
+                    if os.path.exists(os.path.join(e.path, marker)):
+                        rel = os.path.relpath(e.path, root).replace(os.sep, "/") + "/"
+                        if rel not in found:
+                            found.append(rel)
+                    elif level + 1 < depth:
+                        stack.append((e.path, level + 1))
+    return sorted(found)
+
+
+def _files(kinds: tuple[str, ...]) -> list[str]:
+    """Weight files of ``kinds`` (for our own folder only the top level: deeper files belong to folders)."""
+    out: list[str] = []
+    for kind in kinds:
+        try:
+            names = folder_paths.get_filename_list(kind)
+        except KeyError:
+            continue
+        for n in names:
+            if not n.lower().endswith(WEIGHT_EXTS):
+                continue
+            if kind == FOLDER and "/" in n.replace("\\", "/"):
+                continue
+            if n not in out:
+                out.append(n)
+    return sorted(out)
+
+
+def _resolve(name: str, kinds: tuple[str, ...], input_name: str) -> str:
+    """The absolute path of a listed file or ``Folder/``."""
+    if not name or name == NONE:
+        raise InputError(input_name, "no file chosen; put the weights in ComfyUI's models folders (see the "
+                                     "CharacterShot docs/checkpoints.md) and refresh")
+    parts = name.replace("\\", "/").rstrip("/").split("/")
+    if ".." in parts or os.path.isabs(name):
+        raise InputError(input_name, f"expected a name from the list, got {name!r}")
+    for kind in kinds:
+        for root in _roots(kind):
+            p = os.path.join(root, *parts)
+            real_root = os.path.realpath(root)
+            if os.path.commonpath([real_root, os.path.realpath(p)]) != real_root:
+                continue
+            if name.endswith("/") and os.path.isdir(p) or not name.endswith("/") and os.path.isfile(p):
+                return p
+    raise InputError(input_name, f"{name!r} was not found in the models folders {list(kinds)}; it may have been "
+                                 "moved or deleted (refresh the page)")
+
+
+def checkpoint_options() -> list[str]:
+    return _files(("diffusion_models",)) + _folders_with((FOLDER, "diffusion_models"), "transformer/config.json")
+
+
+def camera_options() -> list[str]:
+    return [FROM_CHECKPOINT] + _files((FOLDER,)) + _folders_with((FOLDER,), "camera_guider.pt")
+
+
+def vae_options() -> list[str]:
+    return _files(("vae",)) + _folders_with((FOLDER, "vae"), "vae/config.json")
+
+
+def t5_options() -> list[str]:
+    return [USE_CLIP] + _folders_with((FOLDER, "text_encoders"), "text_encoder/config.json")
+
+
+def _or_none(options: list[str]) -> list[str]:
+    return options or [NONE]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    import comfy.model_management as mm
+
+    if choice != "auto":
+        return L.parse_dtype(choice)
+    if device.type == "cpu":
+        return torch.float32
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    return torch.float16
+
+
+class PatchedModule(torch.nn.Module):
+    """Holds a model for a ModelPatcher, which sets ``.device`` on what it manages: diffusers, transformers and
+    our transformer expose ``device`` as a read-only property, so the patcher gets this holder; moving the holder
+    moves the held model in place (the loaded objects keep pointing at the same module)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.device = None
+
+
+def make_patcher(module: torch.nn.Module, kind: str = "diffusion"):
+    """A ModelPatcher for ``module`` on ComfyUI's devices for ``kind`` (diffusion, text_encoder or vae)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    if kind == "text_encoder":
+        load, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
+    elif kind == "vae":
+        load, offload = mm.vae_device(), mm.vae_offload_device()
+    else:
+        load, offload = mm.get_torch_device(), mm.unet_offload_device()
+    return comfy.model_patcher.ModelPatcher(PatchedModule(module), load_device=load, offload_device=offload)
+
+
+def _as_input_error(input_name: str, err: CharacterShotError) -> InputError:
+    return err if isinstance(err, InputError) else InputError(input_name, str(err))
+
+
+def text_cache_dir() -> str:
+    return os.path.join(folder_paths.get_user_directory(), "charactershot", "text_cache")
+
+
+# ----------------------------------------------------------------------------------------------- nodes
+class ModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotModelLoader",
+            display_name="CharacterShot Model Loader",
+            category=f"{CATEGORY}/loaders",
+            description="Loads the CharacterShot multi-view (4D) transformer with its camera guider and the 21 "
+                        "shipped camera embeddings. Accepts the official Hugging Face folder (models/charactershot/"
+                        "CharacterShot/) or a single .safetensors in models/diffusion_models plus a camera pack.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=_or_none(checkpoint_options()),
+                               tooltip="The 4D transformer: a .safetensors in models/diffusion_models (with or "
+                                       "without a key prefix, bf16/fp16/fp32 or fp8) or an official folder "
+                                       "'Name/' (transformer/ + camera_guider.pt + camera_embs/)."),
+                io.Combo.Input("camera", options=camera_options(), default=FROM_CHECKPOINT, optional=True,
+                               tooltip="Camera guider + camera embeddings: a camera pack .safetensors in "
+                                       "models/charactershot (made by 'python -m charactershot_core convert'), "
+                                       "an official folder, or taken from the checkpoint folder."),
+                io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
+                               tooltip="Compute dtype of the transformer. auto: bf16 on GPUs that support it "
+                                       "(the official choice), fp16 on older GPUs, fp32 on the CPU."),
+                io.Combo.Input("weight_storage", options=list(L.WEIGHT_STORAGES), default="default", optional=True,
+                               tooltip="fp8_e4m3fn stores the transformer blocks' Linear weights in 8 bits "
+                                       "(half the VRAM of bf16), computing in the dtype above."),
+                io.Combo.Input("text_mode", options=list(L.TEXT_MODES), default="faithful", optional=True,
+                               tooltip="faithful: as the official code, the view-attention branch of both CFG "
+                                       "halves sees the negative prompt (batch element 0). per_sample: each half "
+                                       "sees its own prompt (a fix; not what the weights were trained with)."),
+            ],
+            outputs=[Model4D.Output(display_name="model", tooltip="Transformer (in a ModelPatcher), camera "
+                                                                     "guider, camera embeddings, config, dtype.")],
+        )
+
+    @classmethod
+    def execute(cls, checkpoint, camera=FROM_CHECKPOINT, dtype="auto", weight_storage="default",
+                text_mode="faithful"):
+        import comfy.model_management as mm
+
+        ckpt_path = _resolve(checkpoint, ("diffusion_models", FOLDER), "checkpoint")
+        cam_path = None
+        if camera and camera != FROM_CHECKPOINT:
+            cam_path = _resolve(camera, (FOLDER,), "camera")
+        elif not os.path.isdir(ckpt_path):
+            raise InputError("camera", f"the checkpoint {checkpoint!r} is a single file without camera guider or "
+                                       "camera embeddings; choose a camera pack (models/charactershot) or the "
+                                       "official folder as camera")
+        compute = _pick_dtype(dtype, mm.get_torch_device())
+        try:
+            loaded = L.load_model_4d(ckpt_path, cam_path, compute, weight_storage, text_mode)
+        except CheckpointError as e:
+            src = "camera" if cam_path and cam_path in str(e) else "checkpoint"
+            raise _as_input_error(src, e) from None
+        loaded.patcher = make_patcher(loaded.transformer)
+        return io.NodeOutput(loaded)
+
+
+class Model2DLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShot2DModelLoader",
+            display_name="CharacterShot 2D Model Loader",
+            category=f"{CATEGORY}/loaders",
+            description="Loads the Character2D pose-driven animation transformer (a CogVideoX transformer) from "
+                        "the official folder or a single .safetensors.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=_or_none(checkpoint_options()),
+                               tooltip="The 2D transformer: a .safetensors in models/diffusion_models or the "
+                                       "official Character2D folder 'Name/'."),
+                io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
+                               tooltip="Compute dtype. auto: bf16 on GPUs that support it, fp16 on older GPUs, "
+                                       "fp32 on the CPU."),
+            ],
+            outputs=[Model2D.Output(display_name="model2d", tooltip="The 2D pose transformer (in a ModelPatcher).")],
+        )
+
+    @classmethod
+    def execute(cls, checkpoint, dtype="auto"):
+        import comfy.model_management as mm
+
+        path = _resolve(checkpoint, ("diffusion_models", FOLDER), "checkpoint")
+        try:
+            loaded = L.load_model_2d(path, _pick_dtype(dtype, mm.get_torch_device()))
+        except CheckpointError as e:
+            raise _as_input_error("checkpoint", e) from None
+        loaded.patcher = make_patcher(loaded.transformer)
+        return io.NodeOutput(loaded)
+
+
+class VAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotVAELoader",
+            display_name="CharacterShot VAE Loader",
+            category=f"{CATEGORY}/loaders",
+            description="Loads the CogVideoX VAE (diffusers AutoencoderKLCogVideoX, scaling factor 0.7) used to "
+                        "encode views and poses and to decode the videos.",
+            inputs=[
+                io.Combo.Input("vae", options=_or_none(vae_options()),
+                               tooltip="A diffusers-layout CogVideoX VAE .safetensors in models/vae, or an official "
+                                       "folder 'Name/' (its vae/ subfolder)."),
+                io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
+                               tooltip="auto: bf16 on GPUs that support it (official), fp16 on older GPUs, fp32 "
+                                       "on the CPU."),
+                io.Boolean.Input("tiling", default=True, optional=True,
+                                 tooltip="Decode/encode in overlapping tiles to save VRAM (the official setting)."),
+                io.Boolean.Input("slicing", default=True, optional=True,
+                                 tooltip="Process batch elements one at a time to save VRAM (official setting)."),
+            ],
+            outputs=[VAE.Output(display_name="vae", tooltip="The VAE (in a ModelPatcher).")],
+        )
+
+    @classmethod
+    def execute(cls, vae, dtype="auto", tiling=True, slicing=True):
+        import comfy.model_management as mm
+
+        path = _resolve(vae, ("vae", FOLDER), "vae")
+        try:
+            loaded = L.load_vae(path, _pick_dtype(dtype, mm.vae_device()), tiling=tiling, slicing=slicing)
+        except CheckpointError as e:
+            raise _as_input_error("vae", e) from None
+        loaded.patcher = make_patcher(loaded.vae, "vae")
+        return io.NodeOutput(loaded)
+
+
+class TextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotTextEncode",
+            display_name="CharacterShot Text Encode",
+            category=f"{CATEGORY}/loaders",
+            description="Encodes prompt and negative prompt with T5-XXL exactly as the official pipeline does "
+                        "(226 tokens, padded, unmasked), using ComfyUI's Load CLIP (t5xxl, type sd3) or the "
+                        "official text_encoder/ + tokenizer/ folder. Results are cached on disk per prompt and "
+                        "encoder, so T5 is not loaded again for a prompt already encoded.",
+            inputs=[
+                io.String.Input("prompt", multiline=True, default=T.OFFICIAL_PROMPT,
+                                tooltip="What the character does; the official default is 'smooth motion or in "
+                                        "the wind'."),
+                io.String.Input("negative_prompt", multiline=True, default=T.OFFICIAL_NEGATIVE_PROMPT,
+                                optional=True, tooltip="Negative prompt for classifier-free guidance (the "
+                                                       "official one by default)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="ComfyUI's T5-XXL from Load CLIP (t5xxl_fp16.safetensors, type sd3). Used "
+                                      "when t5_folder is '(use the clip input)'."),
+                io.Combo.Input("t5_folder", options=t5_options(), default=USE_CLIP, optional=True,
+                               tooltip="An official folder 'Name/' with text_encoder/ and tokenizer/ (in "
+                                       "models/charactershot or models/text_encoders), instead of the clip input."),
+                io.Boolean.Input("use_cache", default=True, optional=True,
+                                 tooltip="Reuse embeddings saved on disk (ComfyUI user folder, charactershot/"
+                                         "text_cache) for the same prompt, negative prompt and encoder."),
+            ],
+            outputs=[TextEmbeds.Output(display_name="text", tooltip="Prompt and negative prompt embeddings "
+                                                                    "(1, 226, 4096) each.")],
+        )
+
+    @classmethod
+    def execute(cls, prompt, negative_prompt=T.OFFICIAL_NEGATIVE_PROMPT, clip=None, t5_folder=USE_CLIP,
+                use_cache=True):
+        cache = T.TextCache(text_cache_dir()) if use_cache else None
+        if t5_folder and t5_folder != USE_CLIP:
+            path = _resolve(t5_folder, (FOLDER, "text_encoders"), "t5_folder")
+            try:
+                identity = T.folder_identity(path)
+                return io.NodeOutput(T.encode_prompts(prompt, negative_prompt or "", identity,
+                                                      lambda: _FolderEncoderInPatcher(path), cache))
+            except CheckpointError as e:
+                raise _as_input_error("t5_folder", e) from None
+        if clip is None:
+            raise InputError("clip", "connect a T5-XXL CLIP (Load CLIP: t5xxl_fp16.safetensors, type sd3) or "
+                                     "choose an official folder as t5_folder")
+        encoder = T.ComfyClipEncoder(clip)
+        return io.NodeOutput(T.encode_prompts(prompt, negative_prompt or "", encoder.identity,
+                                              lambda: encoder, cache))
+
+
+class _FolderEncoderInPatcher:
+    """The official T5 folder encoder, run through ComfyUI's model management (loaded, used, released)."""
+
+    def __init__(self, path: str):
+        import comfy.model_management as mm
+
+        device = mm.text_encoder_device()
+        dtype = torch.float32 if device.type == "cpu" else (torch.bfloat16 if mm.should_use_bf16(device)
+                                                             else torch.float32)
+        self.inner = T.T5FolderEncoder(path, dtype=dtype, device=mm.text_encoder_offload_device())
+        self.patcher = make_patcher(self.inner.model, "text_encoder")
+
+    def encode(self, texts):
+        import comfy.model_management as mm
+
+        mm.load_models_gpu([self.patcher])
+        self.inner.device = self.patcher.load_device
+        return self.inner.encode(texts)
+
+
+class ModelInfo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotModelInfo",
+            display_name="CharacterShot Model Info",
+            category=f"{CATEGORY}/loaders",
+            description="Shows what the loaders loaded (sizes, dtype, camera views, text embeddings), to check a "
+                        "set-up before a long run.",
+            is_output_node=True,
+            inputs=[
+                Model4D.Input("model", optional=True, tooltip="A CharacterShot Model Loader output."),
+                Model2D.Input("model2d", optional=True, tooltip="A CharacterShot 2D Model Loader output."),
+                VAE.Input("vae", optional=True, tooltip="A CharacterShot VAE Loader output."),
+                TextEmbeds.Input("text", optional=True, tooltip="A CharacterShot Text Encode output."),
+            ],
+            outputs=[io.String.Output(display_name="info", tooltip="The same summary as text.")],
+        )
+
+    @classmethod
+    def execute(cls, model=None, model2d=None, vae=None, text=None):
+        lines = [obj.describe() for obj in (model, model2d, vae, text) if obj is not None]
+        summary = "\n".join(lines) if lines else "nothing connected"
+        return io.NodeOutput(summary, ui=ui.PreviewText(summary))
+
+
+NODES = [ModelLoader, Model2DLoader, VAELoader, TextEncode, ModelInfo]

@@ -94,6 +94,17 @@ class LoadedModel4D:
     def per_sample_text(self) -> bool:
         return self.text_mode == "per_sample"
 
+    def describe(self) -> str:
+        c = self.config
+        n = sum(p.numel() for p in self.transformer.parameters())
+        views = "none" if self.camera_embs is None else f"{self.camera_embs.shape[0]} views " \
+            f"{self.camera_embs.shape[2]}x{self.camera_embs.shape[3]}"
+        return (f"4D transformer: {c['num_layers']} blocks, {c['num_attention_heads']}x{c['attention_head_dim']} "
+                f"heads, in {c['in_channels']} / out {c['out_channels']} channels, text {c['text_embed_dim']}, "
+                f"{n:,} parameters, {_dtype_name(self.dtype)}, weights {self.weight_storage}, text "
+                f"{self.text_mode}; camera guider -> {self.camera_guider.out_dim}, camera embeddings {views}; "
+                f"from {os.path.basename(os.path.normpath(self.source))}")
+
 
 @dataclass
 class LoadedModel2D:
@@ -104,6 +115,13 @@ class LoadedModel2D:
     dtype: torch.dtype
     source: str = ""
     patcher: Any = None
+
+    def describe(self) -> str:
+        c = self.config
+        n = sum(p.numel() for p in self.transformer.parameters())
+        return (f"2D transformer: {c['num_layers']} blocks, {c['num_attention_heads']}x{c['attention_head_dim']} "
+                f"heads, in {c['in_channels']} / out {c['out_channels']} channels, {n:,} parameters, "
+                f"{_dtype_name(self.dtype)}; from {os.path.basename(os.path.normpath(self.source))}")
 
 
 @dataclass
@@ -121,6 +139,16 @@ class LoadedVAE:
     @property
     def scaling_factor(self) -> float:
         return float(self.config.get("scaling_factor", 1.15258426))
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"VAE: {c.get('latent_channels')} latent channels, blocks {c.get('block_out_channels')}, scaling "
+                f"factor {self.scaling_factor}, {_dtype_name(self.dtype)}, tiling {'on' if self.tiling else 'off'}, "
+                f"slicing {'on' if self.slicing else 'off'}; from {os.path.basename(os.path.normpath(self.source))}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 # --------------------------------------------------------------------------------------------- layouts

@@ -47,6 +47,11 @@ class TextEmbeddings:
     encoder: str = ""
     from_cache: bool = False
 
+    def describe(self) -> str:
+        src = "cache" if self.from_cache else "encoder"
+        return (f"text: prompt {self.prompt!r}, negative {self.negative_prompt!r}, embeddings "
+                f"{list(self.prompt_embeds.shape)} {str(self.prompt_embeds.dtype).replace('torch.', '')} from {src}")
+
     def cfg_batch(self, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
         """``cat([negative, positive])`` -> (2, 226, D), the official CFG order."""
         out = torch.cat([self.negative_prompt_embeds, self.prompt_embeds], dim=0)

@@ -117,6 +117,14 @@ def test_fp8_single_file_loads_close(tiny, call_inputs, reference_out):
     # fp8 storage from a full-precision file quantises the same way as the converter did
     mq = L.load_model_4d(tiny.single, tiny.camera_pack, dtype="fp32", weight_storage="fp8_e4m3fn")
     assert torch.equal(run_4d(mq, call_inputs), out8)
+    # quantised while reading == the model core's quantize_fp8_ applied after a full-precision load
+    from charactershot_core.models.fp8 import quantize_fp8_
+
+    post = L.load_model_4d(tiny.single, tiny.camera_pack, dtype="fp32")
+    assert quantize_fp8_(post.transformer) > 0
+    a, b = mq.transformer.state_dict(), post.transformer.state_dict()
+    assert a.keys() == b.keys()
+    assert all(a[k].dtype == b[k].dtype and torch.equal(a[k].float(), b[k].float()) for k in a)
 
 
 def test_2d_layouts_match(tiny):

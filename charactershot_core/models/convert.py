@@ -34,24 +34,15 @@ from .loading import (
     open_transformer,
     open_vae,
     parse_dtype,
+    quantize_tensor_fp8,
 )
 
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
 DTYPE_TAGS = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
 def fp8_candidate(name: str, shape: tuple[int, ...]) -> bool:
     """Linear weights inside the transformer blocks are stored in fp8; everything else keeps its dtype."""
     return name.startswith("transformer_blocks.") and name.endswith(".weight") and len(shape) == 2
-
-
-def quantize_tensor_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor scaled float8_e4m3fn: ``w ≈ q.float() * scale``."""
-    w32 = w.detach().to(torch.float32)
-    amax = w32.abs().max()
-    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))  # the rule of fp8.FP8Linear
-    q = (w32 / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    return q, scale.reshape(())
 
 
 @dataclass

@@ -359,28 +359,65 @@ def check_keys(model_keys: dict[str, tuple[int, ...]], store: TensorStore, what:
         raise CheckpointError(f"{store.source}: does not match the {what}: " + "; ".join(parts) + "." + hint)
 
 
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def quantize_tensor_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor scaled float8_e4m3fn, the rule of :class:`~charactershot_core.models.fp8.FP8Linear`:
+    ``scale = max|w| / 448`` (1 for an all-zero w), ``w ≈ q.float() * scale``."""
+    w32 = w.detach().to(torch.float32)
+    amax = w32.abs().max()
+    scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    q = (w32 / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q, scale.reshape(())
+
+
+def _fp8_layers(model: nn.Module, store: TensorStore) -> tuple[list[str], set[str]]:
+    """Layers to hold in fp8: those the file stores in fp8 plus the Linear layers fp8 storage converts."""
+    import fnmatch
+
+    from . import fp8
+
+    in_file = set(fp8.fp8_layer_names(store))
+    eligible = {n for n, m in model.named_modules() if type(m) is nn.Linear
+                and any(fnmatch.fnmatchcase(n, p) for p in fp8.DEFAULT_INCLUDE)}
+    return sorted(in_file | eligible), in_file
+
+
 def assign_weights(model: nn.Module, store: TensorStore, dtype: torch.dtype, what: str,
-                   ignored: Iterable[str] = (), keep_fp8: bool = False, expected_hint: str = "",
+                   ignored: Iterable[str] = (), fp8_storage: bool = False, expected_hint: str = "",
                    device: str | torch.device = "cpu") -> nn.Module:
     """Fill a meta-device ``model`` from ``store``, tensor by tensor, in ``dtype`` (strict, after the key check).
 
-    fp8 weights of the file are dequantised to ``dtype``, or with ``keep_fp8`` kept in fp8 (the layers they belong
-    to become :class:`~charactershot_core.models.fp8.FP8Linear` first).
+    fp8 weights of the file are dequantised to ``dtype``; with ``fp8_storage`` the transformer blocks' Linear
+    layers become :class:`~charactershot_core.models.fp8.FP8Linear`, fp8 weights of the file are kept as they are
+    and the others are quantised as they are read, so the full-precision model never exists in memory.
     """
-    if keep_fp8:
+    quant_on_load: set[str] = set()
+    if fp8_storage:
         from . import fp8
 
+        layers, in_file = _fp8_layers(model, store)
         try:
-            fp8.prepare_fp8_(model, list(store))
+            fp8.prepare_fp8_(model, [f"{n}.{FP8_SCALE_SUFFIX}" for n in layers])
         except KeyError as e:
             raise CheckpointError(f"{store.source}: {e.args[0]}") from None
+        quant_on_load = {n for n in layers if n not in in_file}
     expected = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
-    check_keys(expected, store, what, ignored, expected_hint, scales_expected=keep_fp8)
+    synthesized = {f"{n}.{FP8_SCALE_SUFFIX}" for n in quant_on_load}
+    check_keys({k: v for k, v in expected.items() if k not in synthesized}, store, what, ignored, expected_hint,
+               scales_expected=fp8_storage)
     sd: dict[str, torch.Tensor] = {}
     try:
         for k in expected:
-            info = store.info(k)
-            if keep_fp8 and (info.dtype == torch.float8_e4m3fn or k.endswith("." + FP8_SCALE_SUFFIX)):
+            if k in synthesized:
+                continue
+            layer = k[: -len(".weight")] if k.endswith(".weight") else None
+            if layer in quant_on_load:
+                q, scale = quantize_tensor_fp8(_dequantize(store, k, dtype))
+                sd[k] = q.to(device)
+                sd[f"{layer}.{FP8_SCALE_SUFFIX}"] = scale.to(device)
+            elif fp8_storage and (store.info(k).dtype == torch.float8_e4m3fn or k.endswith("." + FP8_SCALE_SUFFIX)):
                 sd[k] = store[k].to(device)
             else:
                 sd[k] = _dequantize(store, k, dtype).to(device)
@@ -478,13 +515,8 @@ def load_transformer(path: str, kind: str, dtype: Any = torch.bfloat16, weight_s
             raise CheckpointError(f"{src.source}: {e}") from None
         what = "CharacterShot 4D transformer" if kind == KIND_4D else "Character2D transformer"
         hint = ("The configuration was inferred from tensor shapes." if src.config_inferred else "")
-        keep_fp8 = weight_storage == "fp8_e4m3fn" and src.fp8 and kind == KIND_4D
-        assign_weights(model, src.store, dtype, what, IGNORED_TRANSFORMER_KEYS, keep_fp8=keep_fp8,
-                       expected_hint=hint, device=device)
-        if weight_storage == "fp8_e4m3fn" and not keep_fp8:
-            from . import fp8
-
-            fp8.quantize_fp8_(model)
+        assign_weights(model, src.store, dtype, what, IGNORED_TRANSFORMER_KEYS,
+                       fp8_storage=weight_storage == "fp8_e4m3fn", expected_hint=hint, device=device)
     finally:
         src.store.close()
     return model, dict(src.config), src

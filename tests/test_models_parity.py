@@ -101,3 +101,19 @@ def test_parity_pins_text_copies_and_rope():
             d_alt = max_abs_diff(out, expected)
             assert d_alt > d_ok, f"{name}: the official output is not closer to our model than to '{label}' " \
                                  f"({d_ok:.3g} vs {d_alt:.3g})"
+
+
+def test_fixture_2d_weights_load_strictly_into_build_transformer_2d():
+    """The 2D pose model is a stock diffusers class: the fixture's official 2D weights load with nothing missing."""
+    from charactershot_core.models import build_transformer_2d
+
+    names = fixture_names()
+    if not names:
+        pytest.skip(f"no parity fixture folders found under {parity_root()}")
+    for name in names:
+        fx = load_fixture(name)
+        model = build_transformer_2d(fx.config["transformer2d_config"])
+        sd = fx.weights("transformer2d")
+        model.load_state_dict(sd, strict=True, assign=True)
+        assert all(p.device.type == "cpu" for p in model.parameters())
+        assert model.patch_embed.use_learned_positional_embeddings is False

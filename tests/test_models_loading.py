@@ -455,6 +455,27 @@ def test_comfy_clip_gets_the_official_226_ids():
         ComfyClipEncoder(object())
 
 
+@pytest.mark.skipif(not (REPO / ".comfyui" / "comfy" / "sd1_clip.py").is_file(), reason="ComfyUI is not unpacked")
+def test_comfy_clip_t5_matches_official_encoder(tiny):
+    """ComfyUI's own T5 (a real comfy.sd.CLIP, tiny config, the tiny T5's weights) through ComfyClipEncoder gives
+    what the official path (transformers T5, 226 ids, no mask) gives.  Run in a child process: importing ComfyUI
+    sets global state."""
+    import subprocess
+    import sys
+
+    child = Path(__file__).with_name("models_comfy_clip_child.py")
+    proc = subprocess.run([sys.executable, str(child), str(REPO), str(REPO / ".comfyui"), tiny.root],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["missing"] == [] and set(r["unexpected"]) <= {"encoder.embed_tokens.weight"}  # tied copy only
+    assert r["ids_equal"] and r["shape"] == [2, 226, tiny.config_4d["text_embed_dim"]]
+    assert r["max_diff"] < 1e-4
+    assert r["masked_diff"] > 1e-3  # ComfyUI's masked encoding would differ: the mask switch matters
+    assert r["native_shape"][1] != 226  # ComfyUI's own tokenization does not give the official layout
+    assert r["mask_restored"]
+
+
 def test_text_cache_hit_skips_the_encoder(tmp_path, tiny):
     cache = TextCache(str(tmp_path / "cache"))
     made = []

@@ -165,7 +165,7 @@ def write_tiny_t5(folder: str, vocab_size: int, d_model: int, seed: int = 3) -> 
     from transformers import T5Config, T5EncoderModel
 
     cfg = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
-                   relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+                   relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.0,
                    feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
                    tie_word_embeddings=False)
     with torch.random.fork_rng(devices=[]):

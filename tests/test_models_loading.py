@@ -454,6 +454,13 @@ def test_comfy_clip_gets_the_official_226_ids():
     with pytest.raises(InputError, match="clip"):
         ComfyClipEncoder(object())
 
+    class ClipL(_FakeClip):
+        def tokenize(self, text):
+            return {"l": [[(49406, 1.0), (49407, 1.0)]]}
+
+    with pytest.raises(InputError, match="no T5-XXL encoder.*type 'sd3'"):
+        ComfyClipEncoder(ClipL(hf))
+
 
 @pytest.mark.skipif(not (REPO / ".comfyui" / "comfy" / "sd1_clip.py").is_file(), reason="ComfyUI is not unpacked")
 def test_comfy_clip_t5_matches_official_encoder(tiny):

@@ -365,11 +365,16 @@ FP8_MAX = 448.0  # largest finite float8_e4m3fn
 def quantize_tensor_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-tensor scaled float8_e4m3fn, the rule of :class:`~charactershot_core.models.fp8.FP8Linear`:
     ``scale = max|w| / 448`` (1 for an all-zero w), ``w ≈ q.float() * scale``."""
-    w32 = w.detach().to(torch.float32)
-    amax = w32.abs().max()
+    w32 = w.detach().to(torch.float32, copy=True)  # one float32 temporary, divided and clamped in place
+    amax = w32.abs().amax() if w32.numel() < (1 << 20) else _chunked_amax(w32)
     scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
-    q = (w32 / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    q = w32.div_(scale).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return q, scale.reshape(())
+
+
+def _chunked_amax(w: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+    flat = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
+    return torch.stack([flat[i:i + rows].abs().amax() for i in range(0, flat.shape[0], rows)]).amax()
 
 
 def _fp8_layers(model: nn.Module, store: TensorStore) -> tuple[list[str], set[str]]:

@@ -39,9 +39,19 @@ def make_scene(n: int, seed: int = 0, radius_px: float = 3.0, scale: float = 0.2
     return [t.to(device) for t in (means, quats, scales, opacities, colors)]
 
 
-def bench(n, cams, scale, backend, repeats, device="cpu", sh=False):
+def character_scene(n: int, device="cpu"):
+    from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+    g = SyntheticCharacter("walk", seed=0, n_gaussians=n).gaussians_at(0.3, device=device)
+    return [g["means"], g["quats"], g["scales"], g["opacities"], g["colors"]]
+
+
+def bench(n, cams, scale, backend, repeats, device="cpu", sh=False, scene="volume"):
     rig = official_rig().scaled(scale).select(list(range(cams)))
-    means, quats, scales, opac, colors = make_scene(n, scale=scale, device=device)
+    if scene == "character":
+        means, quats, scales, opac, colors = character_scene(n, device=device)
+    else:
+        means, quats, scales, opac, colors = make_scene(n, scale=scale, device=device)
     sh_degree = None
     if sh:
         sh_degree = 3
@@ -78,7 +88,7 @@ def bench(n, cams, scale, backend, repeats, device="cpu", sh=False):
         full.append(t2 - t1)
     visible = int((info["radii"] > 0).all(-1).sum())
     f, b = min(fwd) * 1000, min(full) * 1000
-    print(f"backend={info['backend']:6s} N={n:6d} cams={cams:2d} {rig.width}x{rig.height} sh={'3' if sh else '-'} "
+    print(f"scene={scene:9s} backend={info['backend']:6s} N={n:6d} cams={cams:2d} {rig.width}x{rig.height} sh={'3' if sh else '-'} "
           f"visible={visible:7d} fwd={f:8.1f} ms  fwd+bwd={b:8.1f} ms  per-camera fwd+bwd={b / cams:6.1f} ms",
           flush=True)
     return f, b
@@ -93,14 +103,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sh", action="store_true", help="SH degree 3 colours instead of RGB")
+    ap.add_argument("--scene", choices=("volume", "character"), default="volume",
+                    help="volume: Gaussians filling a character-sized box (many layers, pessimistic); character: "
+                         "the synthetic character's surface Gaussians (like a fitted model)")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
     ap.add_argument("--sweep", action="store_true", help="run a small table of configurations")
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}")
     if a.sweep:
         for n, cams in ((5000, 1), (20000, 1), (20000, 4), (20000, 18), (50000, 4)):
-            bench(n, cams, a.scale, a.backend, a.repeats, a.device, a.sh)
+            bench(n, cams, a.scale, a.backend, a.repeats, a.device, a.sh, a.scene)
     else:
-        bench(a.gaussians, a.cameras, a.scale, a.backend, a.repeats, a.device, a.sh)
+        bench(a.gaussians, a.cameras, a.scale, a.backend, a.repeats, a.device, a.sh, a.scene)
 
 
 if __name__ == "__main__":

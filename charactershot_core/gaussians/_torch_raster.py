@@ -183,35 +183,27 @@ def _segment_sum(values: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor)
     return total - before
 
 
-def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height):
-    """All (entry, pixel) pairs inside each entry's ``alpha >= 1/255`` ellipse, sorted by (pixel, depth). No grad.
+def _expand_rows(ent_f, ent_i, width, height, n_img_rows, done_rows_cs):
+    """Pairs of a set of (depth-sorted) entries: one record per (entry, image row), then one per pixel of the row's
+    span inside the ``alpha >= 1/255`` ellipse. Spans whose pixels are all finished already are dropped.
 
-    ``means2d`` (E, 2), ``conics`` (E, 3), ``opac`` (E,), ``pix_base`` (E,) int64 offset of the entry's image in the
-    flat pixel array, ``depth`` (E,). Returns ``eid`` (P,) int64 entry of each pair, ``pix`` (P,) int64 flat pixel
-    and ``alpha`` (P,) = ``min(0.999, o exp(-sigma))`` computed exactly as the compositing kernel does (pairs just
-    outside the threshold may remain; the compositor ignores ``alpha < 1/255``).
+    ``ent_f`` (E, 7) = mx, my, a, b, c, o, s_lim; ``ent_i`` (E, 2) = entry id, first flat pixel of its image.
+    Returns ``eid`` (P,), ``pix`` (P,), ``alpha`` (P,), in entry (depth) order.
     """
-    device, dt = means2d.device, means2d.dtype
-    empty = torch.zeros(0, dtype=torch.int64, device=device)
-    if means2d.shape[0] == 0:
-        return empty, empty, torch.zeros(0, dtype=dt, device=device)
-    order = torch.argsort(depth)  # front to back: pairs are generated in depth order, then stably sorted by pixel
-    ent = torch.cat([means2d, conics, opac[:, None]], 1).index_select(0, order)  # (E, 6) depth-sorted
-    mx, my, a, b, c, o = ent.unbind(1)
-    # sigma <= s_lim  <=>  alpha >= 1/255 (with a small margin; alpha itself decides afterwards)
-    s_lim = torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD) + 1e-3
+    device, dt = ent_f.device, ent_f.dtype
+    mx, my, a, b, c, o, s_lim = ent_f.unbind(1)
     detc = (a * c - b * b).clamp(min=1e-20)
     ext_y = torch.sqrt(2.0 * s_lim * a / detc)
     i0 = torch.ceil(my - ext_y - 0.5).clamp(min=0)
     i1 = torch.floor(my + ext_y - 0.5).clamp(max=height - 1)
     nrows = (i1 - i0 + 1).clamp(min=0).to(torch.int64)
     row_first = torch.cumsum(nrows, 0) - nrows
-    ent_f = torch.stack([mx, my, a, b, c, o, s_lim], 1)
-    ent_i = torch.stack([order, pix_base.index_select(0, order), i0.to(torch.int64) - row_first], 1)
-    rows_fe = torch.repeat_interleave(ent_f, nrows, dim=0)  # (R, 7) one row record per (entry, image row)
+    ent_ii = torch.cat([ent_i, (i0.to(torch.int64) - row_first)[:, None]], 1)
+    rows_fe = torch.repeat_interleave(ent_f, nrows, dim=0)  # (R, 7)
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
     if rows_fe.shape[0] == 0:
         return empty, empty, torch.zeros(0, dtype=dt, device=device)
-    rows_ie = torch.repeat_interleave(ent_i, nrows, dim=0)
+    rows_ie = torch.repeat_interleave(ent_ii, nrows, dim=0)  # (R, 3)
     rmx, rmy, ra, rb, rc, ro, rs = rows_fe.unbind(1)
     row_i = rows_ie[:, 2] + torch.arange(rows_fe.shape[0], device=device)
     dy = rmy - (row_i.to(dt) + 0.5)
@@ -222,9 +214,15 @@ def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height):
     j0 = torch.ceil(centre - half - 0.5).clamp(min=0)
     j1 = torch.floor(centre + half - 0.5).clamp(max=width - 1)
     ncols = torch.where(disc >= 0, (j1 - j0 + 1).clamp(min=0), torch.zeros_like(j1)).to(torch.int64)
-    col_first = torch.cumsum(ncols, 0) - ncols
     j0i = j0.to(torch.int64)
-    rows_int = torch.stack([rows_ie[:, 1] + row_i * width + j0i - col_first, rows_ie[:, 0], col_first], 1)
+    row_start = rows_ie[:, 1] + row_i * width  # flat index of pixel (row, 0)
+    if done_rows_cs is not None:
+        grow = torch.div(row_start, width, rounding_mode="floor").clamp(max=n_img_rows - 1)
+        j1i = (j0i + ncols).clamp(max=width)
+        n_done = done_rows_cs[grow, j1i] - done_rows_cs[grow, j0i.clamp(max=width)]
+        ncols = torch.where(n_done >= ncols, torch.zeros_like(ncols), ncols)
+    col_first = torch.cumsum(ncols, 0) - ncols
+    rows_int = torch.stack([row_start + j0i - col_first, rows_ie[:, 0], col_first], 1)
     rows_f = torch.stack([rmx - 0.5 - j0, 0.5 * ra, rb * dy, 0.5 * rc * dy * dy, ro], 1)
     p_int = torch.repeat_interleave(rows_int, ncols, dim=0)
     if p_int.shape[0] == 0:
@@ -235,8 +233,91 @@ def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height):
     dx = p_f[:, 0] - (ar - p_int[:, 2]).to(dt)
     sigma = (p_f[:, 1] * dx + p_f[:, 2]) * dx + p_f[:, 3]
     alpha = torch.clamp(p_f[:, 4] * torch.exp(-sigma), max=MAX_ALPHA)
-    pix, perm = torch.sort(pix, stable=True)
-    return p_int[:, 1][perm], pix, alpha[perm]
+    return p_int[:, 1], pix, alpha
+
+
+def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height, n_pix=None, depth_batches=8):
+    """The (entry, pixel) pairs that the compositor uses, sorted by (pixel, depth). No gradients.
+
+    A pair is a pixel whose centre lies in the entry's ``alpha >= 1/255`` ellipse, with ``alpha`` computed exactly
+    as the compositing kernel does, and that is not behind the point where its pixel's transmittance would fall to
+    ``<= 1e-4`` (gsplat's early termination). To avoid sorting pairs that termination throws away, entries are
+    processed front to back in ``depth_batches`` groups: after each group the per-pixel transmittance and the
+    finished pixels are known, and the next groups skip finished pixels (whole row spans first, then single pairs).
+
+    ``means2d`` (E, 2), ``conics`` (E, 3), ``opac`` (E,), ``pix_base`` (E,) int64 offset of the entry's image in the
+    flat pixel array, ``depth`` (E,); ``n_pix`` the size of the flat pixel array. Returns ``eid`` (P,) int64,
+    ``pix`` (P,) int64 and ``alpha`` (P,).
+    """
+    device, dt = means2d.device, means2d.dtype
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    e = means2d.shape[0]
+    if e == 0:
+        return empty, empty, torch.zeros(0, dtype=dt, device=device)
+    if n_pix is None:
+        n_pix = int(pix_base.max()) + width * height
+    n_img_rows = n_pix // width
+    order = torch.argsort(depth)  # front to back
+    ent = torch.cat([means2d, conics, opac[:, None]], 1).index_select(0, order)  # (E, 6) depth-sorted
+    o = ent[:, 5]
+    # sigma <= s_lim  <=>  alpha >= 1/255 (with a small margin; alpha itself decides afterwards)
+    s_lim = torch.log(o.clamp(min=ALPHA_THRESHOLD) / ALPHA_THRESHOLD) + 1e-3
+    ent_f = torch.cat([ent, s_lim[:, None]], 1)
+    ent_i = torch.stack([order, pix_base.index_select(0, order)], 1)
+
+    log_t = torch.zeros(n_pix, dtype=torch.float64, device=device)  # log transmittance so far
+    done = torch.zeros(n_pix, dtype=torch.bool, device=device)
+    log_thr = math.log(T_THRESHOLD)
+    n_b = max(1, min(int(depth_batches), e // 256 + 1))
+    bounds = [round(k * e / n_b) for k in range(n_b + 1)]
+    out_e, out_p, out_a = [], [], []
+    for k in range(n_b):
+        b0, b1 = bounds[k], bounds[k + 1]
+        if b1 <= b0:
+            continue
+        done_cs = None
+        if k > 0:
+            done_cs = torch.zeros(n_img_rows, width + 1, dtype=torch.int32, device=device)
+            done_cs[:, 1:] = torch.cumsum(done.view(n_img_rows, width).to(torch.int32), 1)
+        eid, pix, alpha = _expand_rows(ent_f[b0:b1], ent_i[b0:b1], width, height, n_img_rows, done_cs)
+        if eid.numel() == 0:
+            continue
+        keep = alpha >= ALPHA_THRESHOLD
+        if k > 0:
+            keep &= ~done[pix]
+        if not bool(keep.all()):
+            idx = torch.nonzero(keep).squeeze(1)
+            eid, pix, alpha = eid[idx], pix[idx], alpha[idx]
+            if eid.numel() == 0:
+                continue
+        pix, perm = torch.sort(pix, stable=True)
+        eid, alpha = eid[perm], alpha[perm]
+        # termination inside this depth group, continuing each pixel's transmittance from the previous groups
+        starts, ends, seg = _segments(pix)
+        seg_pix = pix[starts]
+        la = torch.log1p(-alpha.double())
+        cs = torch.cumsum(la, 0)
+        before = torch.zeros_like(starts, dtype=torch.float64)
+        nz = starts > 0
+        before[nz] = cs[starts[nz] - 1]
+        incl = cs + (log_t[seg_pix] - before)[seg]
+        keep = incl > log_thr
+        seg_kept = _segment_sum(torch.where(keep, la, torch.zeros_like(la)), starts, ends)
+        log_t[seg_pix] += seg_kept
+        stopped = ~keep
+        if bool(stopped.any()):
+            done[pix[stopped]] = True
+            idx = torch.nonzero(keep).squeeze(1)
+            eid, pix, alpha = eid[idx], pix[idx], alpha[idx]
+        out_e.append(eid)
+        out_p.append(pix)
+        out_a.append(alpha)
+    if not out_e:
+        return empty, empty, torch.zeros(0, dtype=dt, device=device)
+    if len(out_e) == 1:
+        return out_e[0], out_p[0], out_a[0]
+    pix, perm = torch.sort(torch.cat(out_p), stable=True)  # groups are in depth order: stable keeps it per pixel
+    return torch.cat(out_e)[perm], pix, torch.cat(out_a)[perm]
 
 
 def _pixel_centres(pix, width, height, dtype):
@@ -277,8 +358,9 @@ class Composite(torch.autograd.Function):
             ctx.save_for_backward(means2d, conics, opac, colors)
             return image, alpha_img
         ctx.empty = False
-        eid, pix, alpha, logt_excl = eid[keep], pix[keep], alpha[keep], logt_excl[keep]
-        starts, ends, seg = _segments(pix)
+        if not bool(keep.all()):
+            eid, pix, alpha, logt_excl = eid[keep], pix[keep], alpha[keep], logt_excl[keep]
+            starts, ends, seg = _segments(pix)
         t_excl = torch.exp(logt_excl)
         w = alpha.double() * t_excl
         seg_pix = pix[starts]

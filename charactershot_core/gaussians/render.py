@@ -227,7 +227,7 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
             m2 = m2_entries[e0:e1].detach()
             pix_base = (cam_ids[e0:e1] - c0) * hw
             eid, pix, pair_alpha = tr.enumerate_pairs(m2, con_e[e0:e1].detach(), opa_e[e0:e1].detach(), pix_base,
-                                                      dep_e[e0:e1].detach(), width, height)
+                                                      dep_e[e0:e1].detach(), width, height, n_pix)
         img, alp = tr.Composite.apply(m2_entries[e0:e1], con_e[e0:e1], opa_e[e0:e1], feat_e[e0:e1], eid, pix,
                                       pair_alpha, n_pix, width, height, sink)
         out_img.append(img.reshape(c1 - c0, height, width, d))

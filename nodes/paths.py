@@ -32,30 +32,26 @@ def list_input_files(extensions: tuple[str, ...], max_files: int = 2000) -> list
     return found
 
 
-def resolve_input_file(name: str, input_name: str) -> str:
-    """Absolute path of ``name`` inside ComfyUI's input folder; refuses anything that would leave it."""
+def _resolve_input(name: str, input_name: str, kind: str) -> str:
     root = folder_paths.get_input_directory()
     if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
-        raise InputError(input_name, f"expected a file inside ComfyUI's input folder, got {name!r}")
+        raise InputError(input_name, f"expected a {kind} inside ComfyUI's input folder, got {name!r}")
     path = os.path.join(root, name)
     if not _inside(root, path):
         raise InputError(input_name, f"{name!r} points outside ComfyUI's input folder")
-    if not os.path.isfile(path):
-        raise InputError(input_name, f"file not found in ComfyUI's input folder: {name}")
+    if not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
+        raise InputError(input_name, f"{kind} not found in ComfyUI's input folder: {name}")
     return path
+
+
+def resolve_input_file(name: str, input_name: str) -> str:
+    """Absolute path of ``name`` inside ComfyUI's input folder; refuses anything that would leave it."""
+    return _resolve_input(name, input_name, "file")
 
 
 def resolve_input_dir(name: str, input_name: str) -> str:
-    """Absolute path of a folder inside ComfyUI's input folder."""
-    root = folder_paths.get_input_directory()
-    if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
-        raise InputError(input_name, f"expected a folder inside ComfyUI's input folder, got {name!r}")
-    path = os.path.join(root, name)
-    if not _inside(root, path):
-        raise InputError(input_name, f"{name!r} points outside ComfyUI's input folder")
-    if not os.path.isdir(path):
-        raise InputError(input_name, f"folder not found in ComfyUI's input folder: {name}")
-    return path
+    """Absolute path of a folder inside ComfyUI's input folder; refuses anything that would leave it."""
+    return _resolve_input(name, input_name, "folder")
 
 
 def output_target(filename_prefix: str, input_name: str, temp: bool = False) -> tuple[str, str, str]:

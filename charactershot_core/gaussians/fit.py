@@ -51,7 +51,7 @@ class FitConfig:
     coarse_fraction: float = 0.2      # share of the schedule spent on the static coarse stage (dynamic input)
     sh_degree: int = 1
     init_points: int = 20000
-    hull_resolution: int = 160
+    hull_resolution: int = 0          # voxels along the hull's longest side; 0 = from the image size
     init_opacity: float = 0.5
     init_scale: float = 1.0           # multiplier of the initial spacing of the hull samples
     lambda_dssim: float = 0.2
@@ -190,6 +190,28 @@ def _lr_factor(p: float, final: float) -> float:
     return final ** min(max(p, 0.0), 1.0)
 
 
+def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
+    """The initial model: Gaussians on the visual hull of the middle frame (+ an identity deformation field for
+    videos, bounded by the hull's box padded by a quarter; a static input gets no field at all)."""
+    frames = video.frames
+    nt = frames.shape[1]
+    mid = nt // 2
+    res = cfg.hull_resolution or int(min(160, max(48, video.width, video.height)))
+    pts, cols, spacing = visual_hull(frames[:, mid], video.rig, cfg.init_points, res, seed=cfg.seed)
+    field_cfg = None
+    bounds = None
+    if nt > 1:
+        field_cfg = dict(cfg.field)
+        r = list(field_cfg["resolution"])
+        r[3] = max(2, min(int(r[3]), nt))  # no more time cells than frames
+        field_cfg["resolution"] = r
+        bounds = scene_bounds(pts, pad=0.25)
+    model = make_gaussians(pts, cols, spacing * cfg.init_scale, cfg.sh_degree, video.times, field_cfg,
+                           cfg.init_opacity, bounds)
+    model.config["rasterize_mode"] = cfg.rasterize_mode
+    return model
+
+
 def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None) -> FitResult:
     """Fit Gaussians to ``video`` (its views are all training views). See the module docstring."""
     cfg = config or FitConfig()
@@ -216,19 +238,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     mid = nt // 2
 
     # 1) initialisation
-    pts, cols, spacing = visual_hull(frames[:, mid], rig, cfg.init_points, cfg.hull_resolution, seed=cfg.seed)
-    field_cfg = None
-    bounds = None
-    if dynamic:
-        field_cfg = dict(cfg.field)
-        res = list(field_cfg["resolution"])
-        res[3] = max(2, min(int(res[3]), nt))  # no more time cells than frames
-        field_cfg["resolution"] = res
-        bounds = scene_bounds(pts, pad=0.25)
-    model = make_gaussians(pts, cols, spacing * cfg.init_scale, cfg.sh_degree, video.times, field_cfg,
-                           cfg.init_opacity, bounds)
-    model.config["rasterize_mode"] = cfg.rasterize_mode
-    model.to(device)
+    model = initialize(video, cfg).to(device)
     init_seconds = time.perf_counter() - t_start
     if cfg.seconds is not None and init_seconds >= cfg.seconds:
         raise InputError("seconds", f"a time budget of {cfg.seconds:g} s is too small: preparing the data and the "
@@ -314,7 +324,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         t = float(video.times[fi]) if (stage == "fine" and dynamic) else None
         sh_deg = min(cfg.sh_degree, int(p / 0.1)) if cfg.sh_degree > 0 else 0
 
-        if not model.all_finite():
+        if not _finite(list(model.parameters())):
             bad = restore_good()
             raise FitDivergedError(it, "the Gaussian parameters", bad, good["it"])
 
@@ -358,8 +368,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
 
         strategy.step_pre_backward(model.splats, optims, sstate, it, info)
         loss.backward()
-        grads_ok = all(p_.grad is None or bool(torch.isfinite(p_.grad).all()) for p_ in model.parameters())
-        if not grads_ok:
+        if not _finite([p_.grad for p_ in model.parameters() if p_.grad is not None]):
             bad = restore_good()
             raise FitDivergedError(it, "the gradients", bad, good["it"])
 
@@ -406,6 +415,15 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         p_.requires_grad_(False)
     model.eval()
     return FitResult(model, it, time.perf_counter() - t_start, init_seconds, backend, device, history, cfg.to_dict())
+
+
+def _finite(tensors) -> bool:
+    """True when no tensor holds NaN or infinity (one fused check: a sum is non-finite iff an element is, or
+    the sum overflows, which is as bad)."""
+    if not tensors:
+        return True
+    total = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors])
+    return bool(torch.isfinite(total).all())
 
 
 def json_copy(d):

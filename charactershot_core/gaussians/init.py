@@ -15,7 +15,7 @@ from ..errors import InputError
 FG_THRESHOLD = 0.97  # a pixel is character when its smallest channel is below this (the fg box rule)
 
 
-def silhouettes(frames: torch.Tensor, threshold: float = FG_THRESHOLD, dilate: int = 1) -> torch.Tensor:
+def silhouettes(frames: torch.Tensor, threshold: float = FG_THRESHOLD, dilate: int = 0) -> torch.Tensor:
     """(V, H, W, 3) float images -> (V, H, W) bool foreground masks, slightly dilated to tolerate soft edges."""
     m = frames.min(dim=-1).values < threshold
     if dilate > 0:

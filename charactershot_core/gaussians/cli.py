@@ -1,0 +1,288 @@
+"""Headless 4D commands: ``fit4d``, ``render`` and ``export`` (``python -m charactershot_core <command> -h``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+from ..errors import InputError
+
+WEIGHTS_NAME = "gaussians.safetensors"
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    text = (text or "").strip()
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise InputError(name, f"expected comma-separated integers such as 3,10,17, got {text!r}") from None
+
+
+def _float_list(text: str, name: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise InputError(name, f"expected comma-separated numbers such as 0,0.5,1, got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fit4d", help="fit 3D/4D Gaussians to multi-view images or videos and score held-out views")
+    p.add_argument("--frames", required=True, help="folder with view{k}.png (static) or viewXX/frame_XXXXX.png (video)")
+    p.add_argument("--cameras", required=True, help="camera rig JSON (the official template layout)")
+    p.add_argument("--out", required=True, help="output folder: weights, held-out renders")
+    p.add_argument("--metrics", default=None, help="metrics JSON file (default: OUT/metrics.json)")
+    p.add_argument("--holdout", default="", help="view indices kept out of training and scored, e.g. 3,10,17")
+    p.add_argument("--holdout-times", default="", help="frame indices kept out of training and scored as "
+                                                       "intermediate times (videos), e.g. 1,5,9")
+    p.add_argument("--scale", type=float, default=1.0, help="resolution factor (0.25: 720x480 -> 180x120)")
+    p.add_argument("--iterations", type=int, default=30000, help="maximum number of iterations")
+    p.add_argument("--seconds", type=float, default=None, help="time budget for the whole fit, in seconds")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"], help="rasteriser")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sh-degree", type=int, default=None, help="spherical-harmonics degree (0-3)")
+    p.add_argument("--batch-views", type=int, default=None, help="cameras per iteration")
+    p.add_argument("--points", type=int, default=None, help="initial Gaussians from the visual hull")
+    p.add_argument("--neighbour-weight", type=float, default=None, help="neighbour constraint weight (0: off)")
+    p.add_argument("--rigidity-weight", type=float, default=None)
+    p.add_argument("--isometry-weight", type=float, default=None)
+    p.add_argument("--temporal-windows", action="store_true", help="progressive temporal windows from the middle frame")
+    p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_fit4d)
+
+    r = subparsers.add_parser("render", help="render fitted Gaussians from a rig or an orbit at given times")
+    r.add_argument("--weights", required=True, help=f"the {WEIGHTS_NAME} written by fit4d")
+    r.add_argument("--out", required=True, help="output folder for PNGs")
+    r.add_argument("--cameras", default=None, help="rig JSON (default: an orbit, see --orbit)")
+    r.add_argument("--orbit", type=int, default=21, help="number of orbit views when no --cameras")
+    r.add_argument("--width", type=int, default=720)
+    r.add_argument("--height", type=int, default=480)
+    r.add_argument("--scale", type=float, default=1.0)
+    r.add_argument("--times", default=None, help="comma-separated times in [0,1] (default: the training times)")
+    r.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    r.set_defaults(func=cmd_render)
+
+    e = subparsers.add_parser("export", help="export per-frame INRIA .ply files and the 4D bundle")
+    e.add_argument("--weights", required=True, help=f"the {WEIGHTS_NAME} written by fit4d")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--times", default=None, help="comma-separated times in [0,1] (default: the training times)")
+    e.add_argument("--no-ply", action="store_true", help="skip the per-frame .ply files")
+    e.add_argument("--no-bundle", action="store_true", help="skip the 4D bundle")
+    e.set_defaults(func=cmd_export)
+
+
+# ----------------------------------------------------------------------------------------------- fit4d
+def _say(args, *msg):
+    if not getattr(args, "quiet", False):
+        print(*msg, file=sys.stderr, flush=True)
+
+
+def frame_name(k: int, fi: int, video: bool) -> str:
+    return os.path.join("heldout", f"view{k}", f"frame_{fi + 1:05d}.png") if video else os.path.join("heldout", f"view{k}.png")
+
+
+def cmd_fit4d(args) -> int:
+    from .data import load_multiview, write_png
+    from .fit import FitConfig, fit, render_views
+    from .metrics import score
+
+    video = load_multiview(args.frames, args.cameras)
+    v, nt = video.num_views, video.num_frames
+    holdout = sorted(set(_int_list(args.holdout, "holdout")))
+    for k in holdout:
+        if not 0 <= k < v:
+            raise InputError("holdout", f"view {k} does not exist (there are {v} views, 0..{v - 1})")
+    train_idx = [k for k in range(v) if k not in holdout]
+    if len(train_idx) < 2:
+        raise InputError("holdout", f"at least 2 training views must remain, got {len(train_idx)} of {v}")
+    hold_t = sorted(set(_int_list(args.holdout_times, "holdout_times")))
+    for f in hold_t:
+        if not 0 <= f < nt:
+            raise InputError("holdout_times", f"frame {f} does not exist (there are {nt} frames)")
+    train_t = [f for f in range(nt) if f not in hold_t]
+    if hold_t and len(train_t) < 2:
+        raise InputError("holdout_times", "at least 2 training frames must remain")
+    if args.scale != 1.0:
+        video = video.scaled(args.scale)
+    cfg = FitConfig(iterations=args.iterations, seconds=args.seconds, backend=args.backend, seed=args.seed)
+    for name, attr in (("sh_degree", "sh_degree"), ("batch_views", "batch_views"), ("points", "init_points"),
+                       ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
+                       ("isometry_weight", "isometry_weight")):
+        val = getattr(args, name)
+        if val is not None:
+            setattr(cfg, attr, val)
+    cfg.temporal_windows = bool(args.temporal_windows)
+    cfg.densify = not args.no_densify
+    train = video.select_views(train_idx).select_frames(train_t)
+    _say(args, f"fit4d: {len(train_idx)} training views x {len(train_t)} frames at {video.width}x{video.height}, "
+               f"held out views {holdout or 'none'}, times {hold_t or 'none'}")
+
+    last = [0.0]
+
+    def progress(state):
+        if time.perf_counter() - last[0] > 10:
+            last[0] = time.perf_counter()
+            _say(args, f"  it {state.iteration} {state.stage} loss {state.loss:.4f} gaussians {state.num_gaussians} "
+                       f"{state.elapsed:.0f}s")
+
+    result = fit(train, cfg, progress)
+    model = result.model
+    os.makedirs(args.out, exist_ok=True)
+    model.save(os.path.join(args.out, WEIGHTS_NAME))
+
+    is_video = nt > 1
+    metrics = {"iterations": result.iterations, "seconds": round(result.seconds, 3),
+               "init_seconds": round(result.init_seconds, 3), "gaussians": model.num_gaussians,
+               "backend": result.backend, "device": result.device, "width": video.width, "height": video.height,
+               "train_views": train_idx, "holdout_views": holdout, "holdout_times": hold_t,
+               "frames": nt, "dynamic": model.is_dynamic}
+    times_train = [video.times[f] for f in train_t]
+
+    def rend(views, frame_idx):
+        ts = [video.times[f] for f in frame_idx] if is_video else None
+        return render_views(model, video.rig.select(views), ts, result.backend)
+
+    # held-out views at the training times (+ their renders on disk)
+    if holdout:
+        pred = rend(holdout, train_t)
+        gt = video.frames[holdout][:, train_t]
+        metrics["heldout"] = score(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:]))
+        for a, k in enumerate(holdout):
+            for b, f in enumerate(train_t):
+                write_png(os.path.join(args.out, frame_name(k, f, is_video)), pred[a, b])
+    else:
+        metrics["heldout"] = {"psnr": None, "ssim": None, "psnr_fg": None, "ssim_fg": None}
+    # training views: every frame for short videos, a spread of up to 5 frames otherwise
+    sub = train_t if len(train_t) <= 5 else [train_t[i] for i in sorted({round(j * (len(train_t) - 1) / 4) for j in range(5)})]
+    pred = rend(train_idx, sub)
+    gt = video.frames[train_idx][:, sub]
+    metrics["train"] = score(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:]))
+    if hold_t:
+        # intermediate (held-out) times: the held-out views and the training views
+        for key, views in (("heldout_intermediate", holdout), ("train_intermediate", train_idx)):
+            if not views:
+                continue
+            pred = rend(views, hold_t)
+            gt = video.frames[views][:, hold_t]
+            metrics[key] = score(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:]))
+            if key == "heldout_intermediate":
+                for a, k in enumerate(views):
+                    for b, f in enumerate(hold_t):
+                        write_png(os.path.join(args.out, frame_name(k, f, True)), pred[a, b])
+    metrics["times_train"] = times_train
+    metrics["config"] = result.config
+    flat = _flatten(metrics)
+    text = json.dumps(flat, indent=1)
+    path = args.metrics or os.path.join(args.out, "metrics.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.partial{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    show = {k: flat[k] for k in flat if k.split(".")[0] in ("heldout", "train", "heldout_intermediate",
+                                                            "train_intermediate", "iterations", "seconds",
+                                                            "gaussians", "backend")}
+    print(json.dumps(show, indent=1))
+    return 0
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """Nested metrics -> dotted keys (``heldout.psnr``), as the issue names them; the config stays nested."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "config":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- render
+def _times(text, model) -> list[float] | None:
+    if not model.is_dynamic:
+        return None
+    if text is None:
+        return list(model.times)
+    ts = _float_list(text, "times")
+    if not ts or any(not (0.0 <= t <= 1.0) for t in ts):
+        raise InputError("times", f"expected times in [0, 1], got {text!r}")
+    return ts
+
+
+def cmd_render(args) -> int:
+    from ..cameras import CameraRig, orbit_rig
+    from .data import write_png
+    from .fit import render_views
+    from .model import Gaussians4D
+
+    model = Gaussians4D.load(args.weights)
+    rig = CameraRig.load(args.cameras) if args.cameras else orbit_rig(num_views=args.orbit, width=args.width,
+                                                                       height=args.height)
+    if args.scale != 1.0:
+        rig = rig.scaled(args.scale)
+    times = _times(args.times, model)
+    device = "cuda" if args.backend in ("auto", "gsplat") and torch.cuda.is_available() else "cpu"
+    model.to(device)
+    imgs = render_views(model, rig, times, args.backend, device)
+    for k in range(imgs.shape[0]):
+        for f in range(imgs.shape[1]):
+            name = f"view{k}/frame_{f + 1:05d}.png" if times is not None else f"view{k}.png"
+            write_png(os.path.join(args.out, name), imgs[k, f])
+    print(f"wrote {imgs.shape[0] * imgs.shape[1]} images to {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from .model import Gaussians4D
+
+    model = Gaussians4D.load(args.weights)
+    times = _times(args.times, model)
+    files = export_all(model, args.out, times, ply=not args.no_ply, bundle=not args.no_bundle)
+    for f in files:
+        print(f)
+    return 0
+
+
+def export_all(model, out_dir: str, times, ply: bool = True, bundle: bool = True, prefix: str = "") -> list[str]:
+    """Per-frame INRIA ``.ply`` files (``{prefix}frame_XXXXX.ply``, or ``{prefix}gaussians.ply`` for a static model)
+    and the 4D bundle (``{prefix}bundle.cs4d``, docs/4d_bundle_format.md). Every file is written atomically."""
+    from . import export
+
+    os.makedirs(out_dir, exist_ok=True)
+    files = []
+    ts = times if times is not None else [None]
+    frames = [model.baked(t) for t in ts]
+    if ply:
+        for i, fr in enumerate(frames):
+            name = f"{prefix}frame_{i + 1:05d}.ply" if times is not None else f"{prefix}gaussians.ply"
+            path = os.path.join(out_dir, name)
+            sh = torch.cat([fr["sh0"], fr["shN"]], dim=1)
+            export.write_ply(path, fr["means"], fr["quats"], fr["scales"], fr["opacities"], sh)
+            files.append(path)
+    if bundle:
+        path = os.path.join(out_dir, f"{prefix}bundle.cs4d")
+        f0 = frames[0]
+        static = {"sh": torch.cat([f0["sh0"], f0["shN"]], dim=1), "opacities": torch.sigmoid(f0["opacities"])}
+        dyn = {"positions": torch.stack([f["means"] for f in frames]),
+               "rotations": torch.stack([f["quats"] for f in frames])}
+        scales = torch.stack([f["scales"] for f in frames])
+        if model.is_dynamic and len(frames) > 1 and bool((scales - scales[:1]).abs().max() > 1e-6):
+            dyn["scales"] = torch.exp(scales)
+        else:
+            static["scales"] = torch.exp(scales[0])
+        export.write_bundle(path, static, dyn, times if times is not None else [0.0],
+                            meta={"source": "charactershot 4D Gaussians", "sh_degree": model.sh_degree,
+                                  "rasterize_mode": model.config.get("rasterize_mode", "classic")})
+        files.append(path)
+    return files
+
+
+__all__ = ["register", "export_all", "WEIGHTS_NAME"]

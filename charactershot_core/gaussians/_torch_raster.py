@@ -236,14 +236,15 @@ def _expand_rows(ent_f, ent_i, width, height, n_img_rows, done_rows_cs):
     return p_int[:, 1], pix, alpha
 
 
-def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height, n_pix=None, depth_batches=8):
+def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height, n_pix=None, depth_batches=16):
     """The (entry, pixel) pairs that the compositor uses, sorted by (pixel, depth). No gradients.
 
     A pair is a pixel whose centre lies in the entry's ``alpha >= 1/255`` ellipse, with ``alpha`` computed exactly
     as the compositing kernel does, and that is not behind the point where its pixel's transmittance would fall to
     ``<= 1e-4`` (gsplat's early termination). To avoid sorting pairs that termination throws away, entries are
     processed front to back in ``depth_batches`` groups: after each group the per-pixel transmittance and the
-    finished pixels are known, and the next groups skip finished pixels (whole row spans first, then single pairs).
+    finished pixels are known, and the next groups skip finished pixels (whole row spans first, then single pairs);
+    one stable sort by pixel of the remaining pairs (generated in depth order) then orders them per pixel.
 
     ``means2d`` (E, 2), ``conics`` (E, 3), ``opac`` (E,), ``pix_base`` (E,) int64 offset of the entry's image in the
     flat pixel array, ``depth`` (E,); ``n_pix`` the size of the flat pixel array. Returns ``eid`` (P,) int64,
@@ -290,34 +291,19 @@ def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height, n_pix
             eid, pix, alpha = eid[idx], pix[idx], alpha[idx]
             if eid.numel() == 0:
                 continue
-        pix, perm = torch.sort(pix, stable=True)
-        eid, alpha = eid[perm], alpha[perm]
-        # termination inside this depth group, continuing each pixel's transmittance from the previous groups
-        starts, ends, seg = _segments(pix)
-        seg_pix = pix[starts]
-        la = torch.log1p(-alpha.double())
-        cs = torch.cumsum(la, 0)
-        before = torch.zeros_like(starts, dtype=torch.float64)
-        nz = starts > 0
-        before[nz] = cs[starts[nz] - 1]
-        incl = cs + (log_t[seg_pix] - before)[seg]
-        keep = incl > log_thr
-        seg_kept = _segment_sum(torch.where(keep, la, torch.zeros_like(la)), starts, ends)
-        log_t[seg_pix] += seg_kept
-        stopped = ~keep
-        if bool(stopped.any()):
-            done[pix[stopped]] = True
-            idx = torch.nonzero(keep).squeeze(1)
-            eid, pix, alpha = eid[idx], pix[idx], alpha[idx]
+        # transmittance after this depth group (pairs past a termination point inside the group are kept here and
+        # dropped exactly by the compositor); pixels whose transmittance fell to <= 1e-4 are finished for the
+        # following, deeper groups
+        log_t.index_add_(0, pix, torch.log1p(-alpha.double()))
+        torch.le(log_t, log_thr, out=done)
         out_e.append(eid)
         out_p.append(pix)
         out_a.append(alpha)
     if not out_e:
         return empty, empty, torch.zeros(0, dtype=dt, device=device)
-    if len(out_e) == 1:
-        return out_e[0], out_p[0], out_a[0]
-    pix, perm = torch.sort(torch.cat(out_p), stable=True)  # groups are in depth order: stable keeps it per pixel
-    return torch.cat(out_e)[perm], pix, torch.cat(out_a)[perm]
+    cat = (lambda xs: xs[0]) if len(out_e) == 1 else torch.cat
+    pix, perm = torch.sort(cat(out_p), stable=True)  # pairs come in depth order: a stable sort keeps it per pixel
+    return cat(out_e)[perm], pix, cat(out_a)[perm]
 
 
 def _pixel_centres(pix, width, height, dtype):

@@ -1,3 +1,403 @@
-"""Nodes of this stage (filled in by its issue)."""
+"""4D stage nodes: multi-view videos in, 4D Gaussians fitted, rendered, saved and loaded."""
 
-NODES = []
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+from comfy_api.v0_0_2 import io
+
+from ..charactershot_core import cameras as cam
+from ..charactershot_core.errors import InputError
+from ..charactershot_core.gaussians.data import MultiViewVideo
+from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, numpy_to_image
+from .paths import _inside, output_target, next_counter
+
+CAT = f"{CATEGORY}/4D"
+BACKENDS = ["auto", "torch", "gsplat"]
+
+
+def _device_for(backend: str) -> torch.device:
+    import comfy.model_management as mm
+
+    dev = mm.get_torch_device()
+    if backend == "torch" and dev.type == "cuda":
+        return dev  # the torch rasteriser runs on any device
+    if backend == "gsplat" and dev.type != "cuda":
+        raise InputError("backend", "gsplat needs a CUDA GPU and ComfyUI runs on the CPU here; choose auto or torch")
+    return dev
+
+
+def _times_from_text(text: str, model, name: str = "times") -> list[float] | None:
+    if not model.is_dynamic:
+        return None
+    text = (text or "").strip()
+    if not text:
+        return list(model.times)
+    try:
+        ts = [float(x) for x in re.split(r"[,\s]+", text) if x]
+    except ValueError:
+        raise InputError(name, f"expected comma-separated times in [0, 1] such as 0, 0.5, 1, got {text!r}") from None
+    if not ts or any(not (0.0 <= t <= 1.0) for t in ts):
+        raise InputError(name, f"expected times in [0, 1], got {text!r}")
+    return ts
+
+
+# ------------------------------------------------------------------------------------------- multi-view input
+class MultiViewFromImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotMultiViewFromImages",
+            display_name="CharacterShot Multi-View From Images",
+            category=CAT,
+            description="Turns an IMAGE batch of views (view-major: all frames of view 0, then view 1, ...) and "
+                        "their cameras into a multi-view video for 4D fitting. Backgrounds must be white.",
+            inputs=[
+                io.Image.Input("images", tooltip="Views x frames images, view-major, white background."),
+                Cameras.Input("cameras", tooltip="One camera per view, in the same order as the images."),
+                io.Int.Input("frames_per_view", default=1, min=1, max=4096, optional=True,
+                             tooltip="Frames of each view in the batch (1 for a static multi-view set)."),
+            ],
+            outputs=[MultiView.Output(display_name="multiview", tooltip="Views, cameras and frame times.")],
+        )
+
+    @classmethod
+    def execute(cls, images, cameras, frames_per_view=1):
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
+            raise InputError("images", "expected an IMAGE batch (B, H, W, 3)")
+        b = images.shape[0]
+        v = len(cameras)
+        if b != v * frames_per_view:
+            raise InputError("images", f"expected {v} cameras x {frames_per_view} frames = {v * frames_per_view} "
+                                       f"images, got {b}")
+        x = images[..., :3].float().clamp(0, 1).reshape(v, frames_per_view, *images.shape[1:3], 3)
+        times = cameras.times if cameras.times is not None and len(cameras.times) == frames_per_view > 1 else None
+        return io.NodeOutput(MultiViewVideo(x.clone(), cameras, times))
+
+
+class SyntheticCharacter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        from ..charactershot_core.gaussians import synthetic
+
+        motions = list(getattr(synthetic, "MOTIONS", ["walk"]))
+        return io.Schema(
+            node_id="CharacterShotSyntheticCharacter",
+            display_name="CharacterShot Synthetic Character",
+            category=CAT,
+            description="A procedural animated character rendered from a rig: try the 4D stage without the "
+                        "diffusion models, with exact ground truth.",
+            inputs=[
+                io.Combo.Input("motion", options=motions, default=motions[0], tooltip="The character's motion."),
+                io.Int.Input("num_frames", default=25, min=1, max=200,
+                             tooltip="Frames per view, at times i/(frames-1) (1: a static multi-view set)."),
+                io.Float.Input("scale", default=0.25, min=0.05, max=1.0, step=0.05,
+                               tooltip="Resolution factor of the rig's canvas (0.25: 720x480 -> 180x120)."),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the character's texture."),
+                io.Int.Input("num_gaussians", default=4000, min=100, max=200000, optional=True,
+                             tooltip="Gaussians of the ground-truth character."),
+                Cameras.Input("cameras", optional=True, tooltip="Rig to render from (default: the official 21 views)."),
+                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                               tooltip="Rasteriser: auto = gsplat on a CUDA GPU, else pure torch."),
+            ],
+            outputs=[MultiView.Output(display_name="multiview", tooltip="Rendered views, cameras and times."),
+                     io.Image.Output(display_name="images", tooltip="The rendered frames, view-major.")],
+        )
+
+    @classmethod
+    def execute(cls, motion, num_frames, scale, seed, num_gaussians=4000, cameras=None, backend="auto"):
+        from ..charactershot_core.gaussians.data import default_times
+        from ..charactershot_core.gaussians.synthetic import SyntheticCharacter as Synth
+
+        rig = cameras if cameras is not None else cam.official_rig()
+        times = default_times(num_frames)
+        character = Synth(motion=motion, seed=seed, n_gaussians=num_gaussians)
+        frames = character.render_views(rig, times, scale=scale, backend=backend)
+        frames = torch.as_tensor(frames).float().cpu()
+        mv = MultiViewVideo(frames, rig.scaled(scale) if scale != 1.0 else rig, times)
+        flat = mv.frames.reshape(-1, mv.height, mv.width, 3)
+        return io.NodeOutput(mv, flat)
+
+
+# ------------------------------------------------------------------------------------------------- fitting
+class Fit4DGaussians(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotFit4DGaussians",
+            display_name="CharacterShot Fit 4D Gaussians",
+            category=CAT,
+            description="Fits canonical 3D Gaussians plus a HexPlane deformation field to the multi-view videos "
+                        "(one frame per view: static 3D Gaussians, no deformation). Frees the diffusion models "
+                        "from VRAM first; shows a preview now and then; Cancel stops within one iteration.",
+            inputs=[
+                MultiView.Input("multiview", tooltip="Views, cameras and frame times (white background)."),
+                io.Int.Input("iterations", default=6000, min=1, max=200000,
+                             tooltip="Maximum number of optimisation steps (each renders batch_views cameras)."),
+                io.Float.Input("seconds", default=0.0, min=0.0, max=86400.0, step=10.0,
+                               tooltip="Time budget in seconds for the whole fit; 0 = no limit. The schedule is "
+                                       "compressed to fit the budget."),
+                io.Float.Input("scale", default=1.0, min=0.05, max=1.0, step=0.05, optional=True,
+                               tooltip="Resolution factor for fitting (0.25 is 4x faster per pixel)."),
+                io.Int.Input("sh_degree", default=1, min=0, max=3, optional=True,
+                             tooltip="Spherical-harmonics degree of the colours (0 = plain colour)."),
+                io.Int.Input("batch_views", default=4, min=1, max=64, optional=True,
+                             tooltip="Cameras rendered per step."),
+                io.Int.Input("initial_gaussians", default=20000, min=100, max=1000000, optional=True,
+                             tooltip="Gaussians sampled on the visual hull at the start."),
+                io.Float.Input("neighbour_weight", default=1.0, min=0.0, max=1000.0, step=0.1, optional=True,
+                               tooltip="Weight of the paper's neighbour constraint (0 = off)."),
+                io.Float.Input("rigidity_weight", default=0.0, min=0.0, max=1000.0, step=0.01, optional=True,
+                               tooltip="Local rigidity between neighbouring Gaussians over time (0 = off)."),
+                io.Boolean.Input("densify", default=True, optional=True,
+                                 tooltip="Split, clone and prune Gaussians during the fit."),
+                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                               tooltip="Rasteriser: auto = gsplat on a CUDA GPU, else the pure-torch rasteriser."),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True, tooltip="Random seed."),
+                io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
+                             tooltip="Send a preview render every this many steps (0 = never)."),
+            ],
+            outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation.")],
+        )
+
+    @classmethod
+    def execute(cls, multiview, iterations, seconds, scale=1.0, sh_degree=1, batch_views=4, initial_gaussians=20000,
+                neighbour_weight=1.0, rigidity_weight=0.0, densify=True, backend="auto", seed=0, preview_every=100):
+        import comfy.model_management as mm
+
+        from ..charactershot_core.gaussians.fit import FitConfig, fit
+
+        if not isinstance(multiview, MultiViewVideo):
+            raise InputError("multiview", f"expected a CHARSHOT_MULTIVIEW, got {type(multiview).__name__}")
+        # free the diffusion models before the optimiser takes the GPU
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+        video = multiview.scaled(scale) if scale != 1.0 else multiview
+        dev = _device_for(backend)
+        cfg = FitConfig(iterations=iterations, seconds=seconds if seconds > 0 else None, sh_degree=sh_degree,
+                        batch_views=batch_views, init_points=initial_gaussians, neighbour_weight=neighbour_weight,
+                        rigidity_weight=rigidity_weight, densify=densify,
+                        backend="torch" if (backend == "auto" and dev.type != "cuda") else backend, seed=seed)
+        bar = Progress(iterations)
+
+        def callback(state):
+            preview = None
+            if preview_every and state.iteration % preview_every == 0:
+                from PIL import Image
+
+                img = (state.preview().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+                preview = Image.fromarray(img)
+            # time budgets end before the iteration count: show progress as the schedule's fraction
+            target = max(state.iteration, int(round(state.progress * iterations)))
+            bar.step(max(0, target - bar.value), preview=preview)
+
+        result = fit(video, cfg, callback)
+        model = result.model.cpu()
+        model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),
+                               "backend": result.backend, "width": video.width, "height": video.height}
+        return io.NodeOutput(model)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+class Render4D(io.ComfyNode):
+    MODES = ["orbit", "turntable", "rig_cameras"]
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotRender4D",
+            display_name="CharacterShot Render 4D",
+            category=CAT,
+            description="Renders 4D Gaussians on white: an orbit of cameras at every time, a turntable (the camera "
+                        "turns while time runs), or the cameras of a rig.",
+            inputs=[
+                Gaussians4D.Input("gaussians", tooltip="Fitted or loaded 4D Gaussians."),
+                io.Combo.Input("mode", options=cls.MODES, default="orbit",
+                               tooltip="orbit: num_views cameras x the times; turntable: one image per time from a "
+                                       "camera turning once around; rig_cameras: the given rig x the times."),
+                io.Int.Input("num_views", default=8, min=1, max=360, optional=True,
+                             tooltip="Cameras on the orbit (orbit mode)."),
+                io.String.Input("times", default="", optional=True,
+                                tooltip="Comma-separated times in [0, 1]; empty = the training frame times."),
+                io.Int.Input("num_frames", default=0, min=0, max=1000, optional=True,
+                             tooltip="If > 0 and times is empty: this many evenly spaced times in [0, 1]."),
+                io.Float.Input("elevation", default=0.0, min=-89.0, max=89.0, step=1.0, optional=True,
+                               tooltip="Camera elevation in degrees (orbit and turntable)."),
+                io.Float.Input("radius", default=cam.OFFICIAL_RADIUS, min=0.1, max=100.0, step=0.05, optional=True,
+                               tooltip="Camera distance to the look-at point (orbit and turntable)."),
+                io.Int.Input("width", default=720, min=8, max=8192, step=8, optional=True,
+                             tooltip="Image width (orbit and turntable)."),
+                io.Int.Input("height", default=480, min=8, max=8192, step=8, optional=True,
+                             tooltip="Image height (orbit and turntable)."),
+                Cameras.Input("cameras", optional=True, tooltip="The rig for rig_cameras mode."),
+                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                               tooltip="Rasteriser: auto = gsplat on a CUDA GPU, else pure torch."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="Renders, view-major (all times of view 0, ...).")],
+        )
+
+    @classmethod
+    def execute(cls, gaussians, mode, num_views=8, times="", num_frames=0, elevation=0.0, radius=cam.OFFICIAL_RADIUS,
+                width=720, height=480, cameras=None, backend="auto"):
+        import comfy.model_management as mm
+        import comfy.model_patcher
+
+        from ..charactershot_core.gaussians.fit import render_views
+
+        model = gaussians
+        if (times or "").strip() == "" and num_frames > 0 and model.is_dynamic:
+            ts = [i / max(1, num_frames - 1) for i in range(num_frames)]
+        else:
+            ts = _times_from_text(times, model)
+        dev = _device_for(backend)
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=dev, offload_device=mm.unet_offload_device())
+        mm.load_models_gpu([patcher], force_full_load=True)
+        m = patcher.model
+        device = m.splats["means"].device
+        be = backend if not (backend == "auto" and device.type != "cuda") else "torch"
+        if mode == "rig_cameras":
+            if cameras is None:
+                raise InputError("cameras", "mode rig_cameras needs a camera rig connected")
+            rig = cameras
+        elif mode in ("orbit", "turntable"):
+            nv = num_views if mode == "orbit" else max(1, len(ts) if ts else 1)
+            rig = cam.orbit_rig(num_views=nv, radius=radius, elevation_deg=elevation, width=width, height=height,
+                                square_size=min(width, height) if (width, height) != (720, 480) else 480)
+        else:
+            raise InputError("mode", f"expected one of {cls.MODES}, got {mode!r}")
+        with torch.inference_mode():
+            if mode == "turntable":
+                n = len(rig)
+                bar = Progress(n)
+                out = []
+                for k in range(n):
+                    t = None if ts is None else [ts[k]]
+                    out.append(render_views(m, rig.select([k]), t, be, device)[0, 0])
+                    bar.step()
+                imgs = torch.stack(out)
+            else:
+                bar = Progress(len(rig))
+                out = []
+                for k in range(len(rig)):
+                    out.append(render_views(m, rig.select([k]), ts, be, device)[0])
+                    bar.step()
+                imgs = torch.cat(out)  # (V*T, H, W, 3)
+        return io.NodeOutput(imgs.float().clamp(0, 1))
+
+
+# -------------------------------------------------------------------------------------------- save / load
+class Save4DGaussians(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotSave4DGaussians",
+            display_name="CharacterShot Save 4D Gaussians",
+            category=CAT,
+            is_output_node=True,
+            description="Writes a standard 3DGS .ply per frame, the compact 4D bundle for the web viewer and the "
+                        "reloadable weights (.safetensors) into ComfyUI's output folder.",
+            inputs=[
+                Gaussians4D.Input("gaussians", tooltip="The 4D Gaussians to save."),
+                io.String.Input("filename_prefix", default="charactershot/4d",
+                                tooltip="Prefix inside the output folder; a counter is appended."),
+                io.String.Input("times", default="", optional=True,
+                                tooltip="Frame times to bake (comma-separated in [0, 1]); empty = the training times."),
+                io.Boolean.Input("save_ply", default=True, optional=True, tooltip="One INRIA .ply per frame."),
+                io.Boolean.Input("save_bundle", default=True, optional=True, tooltip="The 4D bundle (.cs4d)."),
+                io.Boolean.Input("save_weights", default=True, optional=True,
+                                 tooltip="Canonical Gaussians + deformation weights (.safetensors), reloadable with "
+                                         "CharacterShot Load 4D Gaussians."),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, gaussians, filename_prefix, times="", save_ply=True, save_bundle=True, save_weights=True):
+        from ..charactershot_core.gaussians.cli import export_all
+
+        if not (save_ply or save_bundle or save_weights):
+            raise InputError("save_ply", "nothing to save: enable at least one of save_ply, save_bundle, save_weights")
+        model = gaussians
+        ts = _times_from_text(times, model)
+        folder, subfolder, base = output_target(filename_prefix, "filename_prefix")
+        os.makedirs(folder, exist_ok=True)
+        stem = f"{base}_{next_counter(folder, base):05d}"
+        # everything is written into a private temporary folder first, then moved in: no half-written set
+        tmp = tempfile.mkdtemp(prefix=".charshot-partial-", dir=folder)
+        try:
+            written = export_all(model, tmp, ts, ply=save_ply, bundle=save_bundle, prefix=f"{stem}_")
+            if save_weights:
+                path = os.path.join(tmp, f"{stem}.safetensors")
+                model.save(path)
+                written.append(path)
+            names = []
+            for path in written:
+                name = os.path.basename(path)
+                os.replace(path, os.path.join(folder, name))
+                names.append(name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        files = [{"filename": n, "subfolder": subfolder, "type": "output"} for n in names]
+        return io.NodeOutput(ui={"charshot_4d": files})
+
+
+class Load4DGaussians(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotLoad4DGaussians",
+            display_name="CharacterShot Load 4D Gaussians",
+            category=CAT,
+            description="Loads weights written by CharacterShot Save 4D Gaussians (or the fit4d command).",
+            inputs=[
+                io.String.Input("file", default="",
+                                tooltip="A .safetensors in ComfyUI's input folder, or in the output folder with the "
+                                        "suffix ' [output]', e.g. 'charactershot/4d_00001.safetensors [output]'."),
+            ],
+            outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation.")],
+        )
+
+    @classmethod
+    def execute(cls, file):
+        from ..charactershot_core.gaussians.model import Gaussians4D as Model
+
+        return io.NodeOutput(Model.load(resolve_weights(file)))
+
+    @classmethod
+    def fingerprint_inputs(cls, file):
+        try:
+            path = resolve_weights(file)
+            return f"{path}:{os.path.getmtime(path)}"
+        except Exception:
+            return float("nan")
+
+
+def resolve_weights(file: str) -> str:
+    import folder_paths
+
+    text = (file or "").strip()
+    m = re.match(r"^(.*?)\s*\[(input|output|temp)\]$", text)
+    kind = "input"
+    if m:
+        text, kind = m.group(1).strip(), m.group(2)
+    root = {"input": folder_paths.get_input_directory, "output": folder_paths.get_output_directory,
+            "temp": folder_paths.get_temp_directory}[kind]()
+    if not text or os.path.isabs(text) or ".." in re.split(r"[\\/]", text):
+        raise InputError("file", f"expected a .safetensors file name inside ComfyUI's {kind} folder, got {file!r}")
+    if not text.lower().endswith(".safetensors"):
+        raise InputError("file", f"expected a .safetensors file, got {text!r}")
+    path = os.path.join(root, text)
+    if not _inside(root, path):
+        raise InputError("file", f"{file!r} points outside ComfyUI's {kind} folder")
+    if not os.path.isfile(path):
+        raise InputError("file", f"file not found in ComfyUI's {kind} folder: {text}")
+    return path
+
+
+NODES = [MultiViewFromImages, SyntheticCharacter, Fit4DGaussians, Render4D, Save4DGaussians, Load4DGaussians]
+

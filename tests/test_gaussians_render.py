@@ -143,6 +143,24 @@ def test_early_termination_matches_brute_force():
     assert alpha.max().item() > 1 - 2e-4
 
 
+def test_depth_groups_skip_finished_pixels_and_match_brute_force(monkeypatch):
+    # front-to-back depth groups drop pairs behind pixels whose transmittance already fell to <= 1e-4
+    monkeypatch.setattr(tr, "MIN_GROUP", 4)
+    params = _scene(250, seed=6, opacity=(0.9, 0.99), scale=(0.08, 0.16))
+    rig = _look_at_rig([0.0, 2.0], 32, 24)
+    with torch.no_grad():
+        radii, m2, dep, con, op = tr.project(params[0], params[1], params[2], params[3], rig.viewmats(dtype=F64),
+                                            rig.Ks(dtype=F64), 32, 24)
+    sel = (radii[0] > 0).all(-1)
+    args = (m2[0][sel], con[0][sel], op[0][sel], torch.zeros(int(sel.sum()), dtype=torch.int64), dep[0][sel], 32, 24,
+            32 * 24)
+    e1, p1, a1 = tr.enumerate_pairs(*args, depth_batches=1)
+    e8, p8, a8 = tr.enumerate_pairs(*args, depth_batches=8)
+    assert 0 < len(p8) < 0.8 * len(p1)  # many pairs skipped
+    assert torch.all(p8[1:] >= p8[:-1]) and torch.all(p1[1:] >= p1[:-1])  # sorted by pixel
+    _compare_with_brute(params, rig)  # rasterize uses the depth groups too (MIN_GROUP patched)
+
+
 def test_float32_close_to_float64():
     rig = _look_at_rig([0.5, 2.5], 40, 30)
     params = _scene(50, seed=2)

@@ -28,6 +28,8 @@ ALPHA_THRESHOLD = 1.0 / 255.0
 T_THRESHOLD = 1e-4
 MAX_ALPHA = 0.999
 RADIUS_EXTEND = 3.33
+#: fewest entries per depth group in ``enumerate_pairs`` (small sets are processed in one group)
+MIN_GROUP = 256
 
 
 # --------------------------------------------------------------------------------------------- projection
@@ -269,7 +271,7 @@ def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height, n_pix
     log_t = torch.zeros(n_pix, dtype=torch.float64, device=device)  # log transmittance so far
     done = torch.zeros(n_pix, dtype=torch.bool, device=device)
     log_thr = math.log(T_THRESHOLD)
-    n_b = max(1, min(int(depth_batches), e // 256 + 1))
+    n_b = max(1, min(int(depth_batches), e // MIN_GROUP + 1))
     bounds = [round(k * e / n_b) for k in range(n_b + 1)]
     out_e, out_p, out_a = [], [], []
     for k in range(n_b):

@@ -347,7 +347,8 @@ class Composite(torch.autograd.Function):
             return image, alpha_img
         ctx.empty = False
         if not bool(keep.all()):
-            eid, pix, alpha, logt_excl = eid[keep], pix[keep], alpha[keep], logt_excl[keep]
+            idx = torch.nonzero(keep).squeeze(1)
+            eid, pix, alpha, logt_excl = eid[idx], pix[idx], alpha[idx], logt_excl[idx]
             starts, ends, seg = _segments(pix)
         t_excl = torch.exp(logt_excl)
         w = alpha.double() * t_excl
@@ -375,7 +376,6 @@ class Composite(torch.autograd.Function):
         params = torch.cat([means2d, conics, opac[:, None], colors], 1).index_select(0, eid)  # (P, 6 + D)
         c = params[:, 6:]
         w = alpha * t_excl
-        g_colors_pair = gp * w[:, None]
         gc = (gp * c).sum(1)
         q = (gc * w).double()
         cq = torch.cumsum(q, 0)
@@ -392,15 +392,18 @@ class Composite(torch.autograd.Function):
         o = params[:, 5]
         unclamped = (o * e) <= MAX_ALPHA
         g_a = torch.where(unclamped, g_a, torch.zeros_like(g_a))
-        g_o = g_a * e
+        # per-pair gradients of (mean x, mean y, conic a, b, c, opacity, colours), written into one buffer
+        packed = torch.empty(gp.shape[0], 6 + d, device=gp.device, dtype=dt)
         g_sigma = -(o * e) * g_a
-        g_mx = g_sigma * (ca * dx + cb * dy)
-        g_my = g_sigma * (cb * dx + cc * dy)
-        packed = torch.cat(
-            [torch.stack([g_mx, g_my, 0.5 * dx * dx * g_sigma, dx * dy * g_sigma, 0.5 * dy * dy * g_sigma, g_o], 1),
-             g_colors_pair],
-            dim=1,
-        )
+        torch.mul(g_a, e, out=packed[:, 5])
+        torch.mul(g_sigma, ca * dx + cb * dy, out=packed[:, 0])
+        torch.mul(g_sigma, cb * dx + cc * dy, out=packed[:, 1])
+        hs = 0.5 * g_sigma
+        torch.mul(hs * dx, dx, out=packed[:, 2])
+        torch.mul(g_sigma * dx, dy, out=packed[:, 3])
+        torch.mul(hs * dy, dy, out=packed[:, 4])
+        torch.mul(gp, w[:, None], out=packed[:, 6:])
+        g_mx, g_my = packed[:, 0], packed[:, 1]
         grads = torch.zeros(means2d.shape[0], packed.shape[1], device=packed.device, dtype=dt)
         grads.index_add_(0, eid, packed)
         sink = ctx.absgrad_sink

@@ -287,6 +287,15 @@ def test_camera_chunking_gives_the_same_result(monkeypatch):
         assert torch.allclose(a, b.grad, atol=1e-10)
 
 
+def test_too_many_pairs_for_memory_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(render_mod, "MAX_PAIRS_ONE_CAMERA", 5000)
+    rig = _look_at_rig([0.0], 64, 48)
+    params = [t.float() for t in _scene(20, seed=1, scale=(0.3, 0.5))]  # huge splats
+    with pytest.raises(InputError) as e:
+        rasterize(*params, rig.viewmats(), rig.Ks(), 64, 48, backend="torch")
+    assert e.value.input_name == "scales" and "gsplat" in str(e.value)
+
+
 def test_expected_depth_mode():
     rig = _look_at_rig([0.0], 24, 18, f=30.0)
     means = torch.tensor([[0.0, 0.0, 0.9]], dtype=F64)

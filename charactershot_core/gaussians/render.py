@@ -25,6 +25,8 @@ RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 
 #: largest number of candidate (Gaussian, pixel) pairs (bounding-box estimate) composited in one chunk of cameras
 PAIR_BUDGET = 12_000_000
+#: a single camera whose bounding-box estimate exceeds this would need tens of GB in the torch backend
+MAX_PAIRS_ONE_CAMERA = 400_000_000
 
 
 def gsplat_available() -> bool:
@@ -155,6 +157,11 @@ def _camera_chunks(radii: torch.Tensor, budget: int) -> list[tuple[int, int]]:
     """Consecutive camera ranges whose estimated pair count (sum of bounding-box areas) stays under ``budget``."""
     r = radii.to(torch.int64)
     area = ((2 * r[..., 0] + 1) * (2 * r[..., 1] + 1) * (r[..., 0] > 0)).sum(1).tolist()
+    worst = max(area)
+    if worst > MAX_PAIRS_ONE_CAMERA:
+        raise InputError("scales", f"the Gaussians cover about {worst:.3g} (Gaussian, pixel) pairs in one camera, too "
+                                   "many for the CPU rasteriser's memory; use smaller scales, fewer Gaussians, a lower "
+                                   "resolution, or the gsplat backend on a GPU")
     chunks, start, acc = [], 0, 0
     for k, a in enumerate(area):
         if k > start and acc + a > budget:

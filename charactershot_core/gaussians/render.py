@@ -176,6 +176,7 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
                      near_plane, far_plane, radius_clip, rasterize_mode, absgrad, packed, render_mode, eps2d):
     c_cams, n = viewmats.shape[0], means.shape[0]
     dt = means.dtype
+    quats, scales, opacities, colors = quats.to(dt), scales.to(dt), opacities.to(dt), colors.to(dt)
     radii, means2d, depths, conics, opac = tr.project(
         means, quats, scales, opacities, viewmats.to(dt), Ks.to(dt), width, height, eps2d=eps2d,
         near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip,

@@ -13,6 +13,7 @@ None) or SH coefficients ``(N, K, 3)`` / ``(C, N, K, 3)`` evaluated as ``clamp(S
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -29,9 +30,14 @@ PAIR_BUDGET = 12_000_000
 MAX_PAIRS_ONE_CAMERA = 400_000_000
 
 
+#: why gsplat's CUDA extension could not be used in this process (set on the first failure), or None
+_GSPLAT_FAILURE: str | None = None
+
+
 def gsplat_available() -> bool:
-    """True when gsplat can run here: CUDA is available and the package imports."""
-    if not torch.cuda.is_available():
+    """True when gsplat can run here: CUDA is available, the package imports and its CUDA extension has not failed
+    to load in this process."""
+    if not torch.cuda.is_available() or _GSPLAT_FAILURE is not None:
         return False
     try:
         import gsplat  # noqa: F401
@@ -58,6 +64,9 @@ def resolve_backend(name: str, device=None) -> str:
                                     "use backend 'torch' (or 'auto') on this machine")
     if dev.type != "cuda":
         raise InputError("backend", f"the gsplat backend needs the Gaussians on a CUDA device, got {dev}")
+    if _GSPLAT_FAILURE is not None:
+        raise InputError("backend", f"gsplat's CUDA extension could not be loaded ({_GSPLAT_FAILURE}); "
+                                    "use backend 'torch' (or 'auto')")
     if not gsplat_available():
         raise InputError("backend", "the gsplat package cannot be imported; install gsplat or use backend 'torch'")
     return "gsplat"
@@ -132,9 +141,19 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
               render_mode, rasterize_mode)
     which = resolve_backend(backend, means.device)
     if which == "gsplat":
-        return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
-                                 backgrounds, near_plane, far_plane, radius_clip, rasterize_mode, absgrad, packed,
-                                 render_mode, eps2d)
+        global _GSPLAT_FAILURE
+        try:
+            return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
+                                     backgrounds, near_plane, far_plane, radius_clip, rasterize_mode, absgrad, packed,
+                                     render_mode, eps2d)
+        except (ImportError, OSError, AttributeError) as e:
+            # gsplat builds its CUDA extension on first use; without a CUDA toolkit (or with a broken build) it
+            # fails with one of these. "auto" then falls back to the torch backend for the rest of the process.
+            _GSPLAT_FAILURE = f"{type(e).__name__}: {e}"
+            if str(backend).lower().strip() != "auto":
+                raise InputError("backend", f"gsplat's CUDA extension could not be loaded ({_GSPLAT_FAILURE}); "
+                                            "use backend 'torch' (or 'auto')") from e
+            warnings.warn(f"gsplat could not be used ({_GSPLAT_FAILURE}); rendering with the torch backend instead")
     return _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                             backgrounds, near_plane, far_plane, radius_clip, rasterize_mode, absgrad, packed,
                             render_mode, eps2d)

@@ -207,22 +207,24 @@ def _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, widt
 
     m2_flat = means2d.reshape(-1, 2)
     if packed:
-        means2d_info = m2_flat[flat]
+        means2d_info = m2_flat.index_select(0, flat)
         m2_entries = means2d_info
     else:
         means2d_info = means2d
-        m2_entries = m2_flat[flat]
-    con_e = conics.reshape(-1, 3)[flat]
-    opa_e = opac.reshape(-1)[flat]
-    dep_e = depths.reshape(-1)[flat]
+        m2_entries = m2_flat.index_select(0, flat)
+    con_e = conics.reshape(-1, 3).index_select(0, flat)
+    opa_e = opac.reshape(-1).index_select(0, flat)
+    dep_e = depths.reshape(-1).index_select(0, flat)
 
     # per-entry colour features
     if sh_degree is None:
-        col_e = colors[gauss_ids] if colors.dim() == 2 else colors.reshape(c_cams * n, -1)[flat]
+        col_e = (colors.index_select(0, gauss_ids) if colors.dim() == 2
+                 else colors.reshape(c_cams * n, -1).index_select(0, flat))
     else:
         campos = torch.linalg.inv(viewmats.to(dt))[:, :3, 3]  # (C, 3)
-        coeffs = colors[gauss_ids] if colors.dim() == 3 else colors.reshape(c_cams * n, colors.shape[-2], 3)[flat]
-        dirs = means[gauss_ids] - campos[cam_ids]
+        coeffs = (colors.index_select(0, gauss_ids) if colors.dim() == 3
+                  else colors.reshape(c_cams * n, colors.shape[-2], 3).index_select(0, flat))
+        dirs = means.index_select(0, gauss_ids) - campos.index_select(0, cam_ids)
         col_e = torch.clamp_min(tr.eval_sh(sh_degree, dirs, coeffs) + 0.5, 0.0)
     col_e = col_e.to(dt)
     want_rgb = render_mode in ("RGB", "RGB+D", "RGB+ED")

@@ -61,12 +61,9 @@ def project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=
     triangle (a, b, c) of the inverse 2D covariance, and ``opacities`` (C, N) (times the antialiasing compensation
     when ``antialiased``).
     """
-    if covars is None:
-        covars = quat_scale_to_covar(quats, scales)  # (N, 3, 3)
     R = viewmats[:, :3, :3]  # (C, 3, 3)
     t = viewmats[:, :3, 3]  # (C, 3)
     means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # (C, N, 3)
-    covars_c = torch.einsum("cij,njk,clk->cnil", R, covars, R)  # (C, N, 3, 3)
 
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
     cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
@@ -83,11 +80,24 @@ def project(means, quats, scales, opacities, viewmats, Ks, width, height, eps2d=
     lim_y_neg = cy / fy + 0.3 * tan_fovy
     txc = tz * torch.minimum(torch.maximum(tx * rz, -lim_x_neg), lim_x_pos)
     tyc = tz * torch.minimum(torch.maximum(ty * rz, -lim_y_neg), lim_y_pos)
-    zero = torch.zeros_like(tz)
-    J = torch.stack([fx * rz, zero, -fx * txc * rz * rz, zero, fy * rz, -fy * tyc * rz * rz], dim=-1)
-    J = J.reshape(tz.shape + (2, 3))
-    cov2d = J @ covars_c @ J.transpose(-1, -2)  # (C, N, 2, 2)
-    c00, c01, c10, c11 = cov2d[..., 0, 0], cov2d[..., 0, 1], cov2d[..., 1, 0], cov2d[..., 1, 1]
+    # rows of T = J W (the EWA Jacobian times the camera rotation), (C, N, 3) each
+    t0 = (fx * rz)[..., None] * R[:, None, 0, :] - (fx * txc * rz * rz)[..., None] * R[:, None, 2, :]
+    t1 = (fy * rz)[..., None] * R[:, None, 1, :] - (fy * tyc * rz * rz)[..., None] * R[:, None, 2, :]
+    if covars is None:
+        # Σ = M Mᵀ with M = R_q S, so cov2d = (T M)(T M)ᵀ: elementwise, no tiny batched matmuls
+        m = quat_to_rotmat(quats) * scales[..., None, :]  # (N, 3, 3)
+        u0 = (t0[..., :, None] * m[None]).sum(-2)  # (C, N, 3): u0_j = sum_k t0_k m_kj
+        u1 = (t1[..., :, None] * m[None]).sum(-2)
+        c00 = (u0 * u0).sum(-1)
+        c01 = (u0 * u1).sum(-1)
+        c11 = (u1 * u1).sum(-1)
+    else:
+        s0 = (t0[..., :, None] * covars[None]).sum(-2)  # (T Σ) rows
+        s1 = (t1[..., :, None] * covars[None]).sum(-2)
+        c00 = (s0 * t0).sum(-1)
+        c01 = (s0 * t1).sum(-1)
+        c11 = (s1 * t1).sum(-1)
+    c10 = c01
     det_orig = c00 * c11 - c01 * c10
     c00 = c00 + eps2d
     c11 = c11 + eps2d

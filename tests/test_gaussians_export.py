@@ -144,6 +144,7 @@ def test_bundle_round_trip_within_quantisation_tolerance(tmp_path):
     err = np.abs(back["frames"]["positions"] - pos).max(axis=(1, 2))
     assert err.shape == (25,) and np.all(err < 1e-3 * extent) and np.all(err < 2e-5 * extent)
     assert report["position_max_error"] == pytest.approx(err.max(), rel=1e-3, abs=1e-9)
+    assert report["position_max_error_per_frame"] == pytest.approx(list(err), rel=1e-3, abs=1e-9)
     assert report["position_rel_error"] < 1e-3
     # rotations: unit, w >= 0, the same rotation (q ~ -q)
     qn = rot / np.linalg.norm(rot, axis=-1, keepdims=True)

@@ -270,8 +270,8 @@ def write_bundle(path, static: dict, frames: dict, times, meta: dict | None = No
     (T, N, 3) linear. ``times``: T frame times. ``meta``: any JSON-serialisable dict (rig, units, mode...).
 
     The report has ``bytes``, ``count``, ``frames``, the scene ``extent`` (largest side of the position box) and
-    the largest decoding errors: ``position_max_error`` (world units) and ``position_rel_error`` (over the
-    extent), ``rotation_max_error`` (per quaternion component), ``scale_max_rel_error``, ``color_max_error``.
+    the largest decoding errors: ``position_max_error`` (world units), ``position_rel_error`` (over the extent) and
+    ``position_max_error_per_frame`` (a list of T), ``rotation_max_error`` (per quaternion component), ``scale_max_rel_error``, ``color_max_error``.
     """
     if not isinstance(static, dict) or not isinstance(frames, dict):
         raise InputError("bundle", "expected 'static' and 'frames' dictionaries")
@@ -379,13 +379,15 @@ def write_bundle(path, static: dict, frames: dict, times, meta: dict | None = No
     atomic_write_bytes(path, data)
 
     extent = float(np.max(p_hi - p_lo)) if n else 0.0
-    pos_err = float(np.abs(_dequantise_u16(q_pos, p_lo, p_hi) - pos).max())
+    pos_err_frames = np.abs(_dequantise_u16(q_pos, p_lo, p_hi) - pos).reshape(t, -1).max(1)
+    pos_err = float(pos_err_frames.max())
     rot_err = float(np.abs(_dequantise_u16(q_rot, r_lo, r_hi) - rq).max())
     scl_err = float(np.abs(np.exp(_dequantise_u16(q_scl, s_lo, s_hi).astype(np.float64)) / scl - 1.0).max())
     col_err = float(np.abs(rgba[:, :3] / 255.0 - rgb).max())
     return {
         "path": os.fspath(path), "bytes": len(data), "count": n, "frames": t, "extent": extent,
         "position_max_error": pos_err, "position_rel_error": pos_err / extent if extent > 0 else 0.0,
+        "position_max_error_per_frame": [float(x) for x in pos_err_frames],
         "rotation_max_error": rot_err, "scale_max_rel_error": scl_err, "color_max_error": col_err,
     }
 

@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--isometry-weight", type=float, default=None)
     p.add_argument("--temporal-windows", action="store_true", help="progressive temporal windows from the middle frame")
     p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster "
+                                                          "on a CPU shared with other busy processes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fit4d)
 
@@ -92,6 +94,8 @@ def cmd_fit4d(args) -> int:
     from .fit import FitConfig, fit, render_views
     from .metrics import score
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     video = load_multiview(args.frames, args.cameras)
     v, nt = video.num_views, video.num_frames
     holdout = sorted(set(_int_list(args.holdout, "holdout")))

@@ -41,9 +41,13 @@ def photometric_loss(pred: torch.Tensor, gt: torch.Tensor, lambda_dssim: float =
 
 # ------------------------------------------------------------------ KNN graph
 @torch.no_grad()
-def knn(points: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-    """(N, k) indices of each point's k nearest other points, by ``torch.cdist`` in chunks (no sklearn)."""
+def knn(points: torch.Tensor, k: int, chunk: int | None = None) -> torch.Tensor:
+    """(N, k) indices of each point's k nearest other points, by ``torch.cdist`` in chunks (no sklearn).
+
+    ``chunk`` rows at a time (default: about 16M distances per chunk)."""
     n = points.shape[0]
+    if chunk is None:
+        chunk = max(64, (1 << 24) // max(1, n))
     k = min(k, n - 1)
     if k < 1:
         return torch.zeros(n, 0, dtype=torch.long, device=points.device)
@@ -58,7 +62,7 @@ def knn(points: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
 
 
 @torch.no_grad()
-def knn_graph(points: torch.Tensor, k: int = 8, chunk: int = 4096) -> torch.Tensor:
+def knn_graph(points: torch.Tensor, k: int = 8, chunk: int | None = None) -> torch.Tensor:
     """Symmetric KNN graph as a (2, E) edge list (i, j), both directions, duplicates removed, no self edges."""
     idx = knn(points, k, chunk)
     n, kk = idx.shape

@@ -26,7 +26,7 @@ SH_C0 = 0.28209479177387814
 FORMAT = "charactershot-4dgs"
 FORMAT_VERSION = 1
 
-DEFAULT_FIELD = {"resolution": [64, 64, 64, 25], "features": 32, "multires": [1, 2], "width": 64}
+DEFAULT_FIELD = {"resolution": [64, 64, 64, 25], "features": 16, "multires": [1, 2], "width": 64}
 
 
 def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:

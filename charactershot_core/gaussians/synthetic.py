@@ -309,8 +309,12 @@ class SyntheticCharacter:
 
     def render_views(self, rig, times, scale: float = 1.0, backend: str = "auto", device=None) -> np.ndarray:
         """Render every camera of ``rig`` (scaled by ``scale``) at every time -> (V, T, H, W, 3) float32 in [0, 1]
-        on a white background."""
+        on a white background. ``device`` defaults to the GPU when CUDA is available and ``backend`` is not
+        ``"torch"``."""
         from .render import rasterize
+
+        if device is None:
+            device = "cuda" if backend != "torch" and torch.cuda.is_available() else "cpu"
 
         times = [float(x) for x in (times.tolist() if hasattr(times, "tolist") else times)]
         if not times:

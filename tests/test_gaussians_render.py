@@ -163,13 +163,17 @@ def test_depth_groups_skip_finished_pixels_and_match_brute_force(monkeypatch):
 
 def test_float32_close_to_float64():
     rig = _look_at_rig([0.5, 2.5], 40, 30)
-    params = _scene(50, seed=2)
-    i64, a64, _ = rasterize(*params, rig.viewmats(dtype=F64), rig.Ks(dtype=F64), 40, 30, backend="torch")
-    p32 = [t.float() for t in params]
+    p64 = [t.clone().requires_grad_(True) for t in _scene(50, seed=2)]
+    i64, a64, _ = rasterize(*p64, rig.viewmats(dtype=F64), rig.Ks(dtype=F64), 40, 30, backend="torch")
+    p32 = [t.detach().float().requires_grad_(True) for t in p64]
     i32, a32, _ = rasterize(*p32, rig.viewmats(), rig.Ks(), 40, 30, backend="torch")
     assert i32.dtype == torch.float32
     assert (i32.double() - i64).abs().max() < 1e-4
     assert (a32.double() - a64).abs().max() < 1e-4
+    ((i64 - 0.5) ** 2).sum().backward()
+    ((i32 - 0.5) ** 2).sum().backward()
+    for a, b in zip(p32, p64):
+        assert (a.grad.double() - b.grad).abs().max() / b.grad.abs().max() < 1e-3
 
 
 def test_sh_colours_match_gsplat_reference_and_brute_force():

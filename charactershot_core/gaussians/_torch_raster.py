@@ -345,7 +345,7 @@ class Composite(torch.autograd.Function):
             ctx.save_for_backward(means2d, conics, opac, colors)
             return image, alpha_img
         # ``alpha`` was computed by ``enumerate_pairs`` from these very (detached) values
-        valid = (alpha >= ALPHA_THRESHOLD) & (alpha >= 0)
+        valid = alpha >= ALPHA_THRESHOLD  # enumerate_pairs already dropped the others; kept as a guard
         starts, ends, seg = _segments(pix)
         la = torch.where(valid, torch.log1p(-alpha.double()), torch.zeros((), dtype=torch.float64, device=dev))
         cs = torch.cumsum(la, 0)

@@ -7,7 +7,10 @@ scales chosen so that the typical splat radius is a few pixels at the chosen res
     python benchmarks/bench_rasterizer.py --gaussians 20000 --cameras 18 --scale 0.25 --backend torch
     python benchmarks/bench_rasterizer.py --sweep            # a small table over N and camera batch sizes
 
-Prints one line per configuration: pairs composited, forward ms, forward+backward ms, ms per camera.
+Prints one line per configuration: forward ms, forward+backward ms, ms per camera (wall clock, the minimum over the
+repeats) and the process CPU time per camera of forward+backward (steadier than wall clock on a shared machine; with
+one thread it is the single-core cost). On a machine shared with other busy processes, run with ``--threads 1`` or
+``OMP_WAIT_POLICY=PASSIVE``: torch's spinning 2-thread pool can be 10x slower there.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def bench(n, cams, scale, backend, repeats, device="cpu", sh=False, scene="volum
     img, alpha, info = rasterize(*params, vm, ks, rig.width, rig.height, sh_degree=sh_degree, backend=backend,
                                  backgrounds=bg)
     img.sum().backward()
-    fwd, full = [], []
+    fwd, full, cpu = [], [], []
     for _ in range(repeats):
         sync()
         t0 = time.perf_counter()
@@ -78,19 +81,21 @@ def bench(n, cams, scale, backend, repeats, device="cpu", sh=False, scene="volum
             rasterize(*params, vm, ks, rig.width, rig.height, sh_degree=sh_degree, backend=backend, backgrounds=bg)
         sync()
         t1 = time.perf_counter()
+        c1 = time.process_time()
         img, alpha, info = rasterize(*params, vm, ks, rig.width, rig.height, sh_degree=sh_degree, backend=backend,
                                      backgrounds=bg)
         loss = (img - 0.5).abs().mean()
         loss.backward()
         sync()
         t2 = time.perf_counter()
+        cpu.append(time.process_time() - c1)
         fwd.append(t1 - t0)
         full.append(t2 - t1)
     visible = int((info["radii"] > 0).all(-1).sum())
     f, b = min(fwd) * 1000, min(full) * 1000
     print(f"scene={scene:9s} backend={info['backend']:6s} N={n:6d} cams={cams:2d} {rig.width}x{rig.height} sh={'3' if sh else '-'} "
-          f"visible={visible:7d} fwd={f:8.1f} ms  fwd+bwd={b:8.1f} ms  per-camera fwd+bwd={b / cams:6.1f} ms",
-          flush=True)
+          f"visible={visible:7d} fwd={f:8.1f} ms  fwd+bwd={b:8.1f} ms  per-camera fwd+bwd={b / cams:6.1f} ms "
+          f"(process CPU time {min(cpu) * 1000 / cams:6.1f} ms)", flush=True)
     return f, b
 
 

@@ -5,6 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
+# Threads that spin while waiting make torch crawl when another process shares the cores (measured: 16x slower).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 set +e
 .venv/bin/python -m pytest -q -ra --durations=15 "$@"
 rc=$?

@@ -83,3 +83,12 @@ def test_bad_rig_parameters_are_named(comfy):
     with pytest.raises(WorkflowError) as e:
         comfy.run(_rig_prompt("custom_orbit", radius=-1.0))
     assert e.value.status == 400 and "radius" in json.dumps(e.value.body)
+
+
+def test_web_extension_is_served(comfy):
+    exts = json.loads(comfy.request("/extensions")[1])
+    ours = [e for e in exts if e.endswith("/charactershot.js")]
+    assert ours, exts
+    body = comfy.request(ours[0])[1].decode()
+    assert "registerExtension" in body
+    assert "../../scripts/app.js" in body

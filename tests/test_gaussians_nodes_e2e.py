@@ -20,9 +20,9 @@ SYNTH = {"class_type": "CharacterShotSyntheticCharacter",
                     "cameras": ["1", 0], "backend": "torch"}}
 
 
-def _fit(iterations, preview_every=4):
+def _fit(iterations, preview_every=4, source=("2", 0)):
     return {"class_type": "CharacterShotFit4DGaussians",
-            "inputs": {"multiview": ["2", 0], "iterations": iterations, "seconds": 0.0, "scale": 1.0, "sh_degree": 0,
+            "inputs": {"multiview": list(source), "iterations": iterations, "seconds": 0.0, "scale": 1.0, "sh_degree": 0,
                        "batch_views": 2, "initial_gaussians": 600, "neighbour_weight": 1.0, "densify": False,
                        "backend": "torch", "seed": 0, "preview_every": preview_every}}
 
@@ -30,7 +30,11 @@ def _fit(iterations, preview_every=4):
 def test_synthetic_fit_save_load_render(comfy, tmp_path):
     from plyfile import PlyData
 
-    prompt = {"1": RIG, "2": SYNTH, "3": _fit(8),
+    # the synthetic frames go through IMAGE -> Multi-View From Images, the path real views take
+    prompt = {"1": RIG, "2": SYNTH,
+              "9": {"class_type": "CharacterShotMultiViewFromImages",
+                    "inputs": {"images": ["2", 1], "cameras": ["1", 0], "frames_per_view": 3}},
+              "3": _fit(8, source=("9", 0)),
               "4": {"class_type": "CharacterShotSave4DGaussians",
                     "inputs": {"gaussians": ["3", 0], "filename_prefix": "charactershot/e2e4d", "times": "",
                                "save_ply": True, "save_bundle": True, "save_weights": True}}}
@@ -66,10 +70,15 @@ def test_synthetic_fit_save_load_render(comfy, tmp_path):
                      "inputs": {"gaussians": ["5", 0], "mode": "orbit", "num_views": 2, "times": "0, 1",
                                 "num_frames": 0, "elevation": 10.0, "radius": 3.5, "width": 64, "height": 48,
                                 "backend": "torch"}},
-               "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "e2e4d_render"}}}
+               "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "e2e4d_render"}},
+               "8": {"class_type": "CharacterShotRender4D",
+                     "inputs": {"gaussians": ["5", 0], "mode": "turntable", "times": "", "num_frames": 5,
+                                "width": 32, "height": 24, "backend": "torch"}},
+               "10": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "e2e4d_turn"}}}
     hist = comfy.run(prompt2, timeout=300)
     imgs = hist["outputs"]["7"]["images"]
     assert len(imgs) == 4  # 2 views x 2 times
+    assert len(hist["outputs"]["10"]["images"]) == 5  # turntable: one image per time
     arr = np.asarray(Image.open(io.BytesIO(comfy.view(imgs[0]["filename"], imgs[0]["subfolder"], "output"))).convert("RGB"))
     assert arr.shape == (48, 64, 3)
     assert arr.min() < 200 and (arr.reshape(-1, 3) == 255).all(1).mean() > 0.3  # a character on white

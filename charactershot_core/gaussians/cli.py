@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--neighbour-weight", type=float, default=None, help="neighbour constraint weight (0: off)")
     p.add_argument("--rigidity-weight", type=float, default=None)
     p.add_argument("--isometry-weight", type=float, default=None)
-    p.add_argument("--temporal-windows", action="store_true", help="progressive temporal windows from the middle frame")
+    p.add_argument("--no-temporal-windows", action="store_true", help="train every frame from the start instead of "
+                                                                      "progressive windows from the middle frame")
     p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster "
                                                           "on a CPU shared with other busy processes")
@@ -121,7 +122,7 @@ def cmd_fit4d(args) -> int:
         val = getattr(args, name)
         if val is not None:
             setattr(cfg, attr, val)
-    cfg.temporal_windows = bool(args.temporal_windows)
+    cfg.temporal_windows = not args.no_temporal_windows
     cfg.densify = not args.no_densify
     train = video.select_views(train_idx).select_frames(train_t)
     _say(args, f"fit4d: {len(train_idx)} training views x {len(train_t)} frames at {video.width}x{video.height}, "

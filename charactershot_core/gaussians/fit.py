@@ -47,24 +47,28 @@ class FitDivergedError(CharacterShotError):
 class FitConfig:
     iterations: int = 3000            # upper bound on iterations
     seconds: float | None = None      # time budget (whole fit, initialisation included); None = no limit
-    batch_views: int = 4              # cameras rendered per iteration
+    batch_views: int = 2              # cameras rendered per iteration
     coarse_fraction: float = 0.2      # share of the schedule spent on the static coarse stage (dynamic input)
-    sh_degree: int = 1
+    sh_degree: int = 0
     init_points: int = 20000
     hull_resolution: int = 0          # voxels along the hull's longest side; 0 = from the image size
     init_opacity: float = 0.5
-    init_scale: float = 1.0           # multiplier of the initial spacing of the hull samples
+    init_scale: float = 0.5           # multiplier of the initial spacing of the hull samples
     lambda_dssim: float = 0.2
-    # learning rates (means and deformation scaled by the scene scale, exponential decay to lr * lr_final_factor)
-    lr_means: float = 1.6e-4
-    lr_scales: float = 5e-3
-    lr_quats: float = 1e-3
-    lr_opacities: float = 5e-2
-    lr_sh0: float = 2.5e-3
-    lr_shN: float = 2.5e-3 / 20
-    lr_grid: float = 1.6e-3
-    lr_mlp: float = 1.6e-4
-    lr_final_factor: float = 0.01
+    # learning rates (means and deformation scaled by the scene scale, exponential decay to lr * lr_final_factor).
+    # About 4-8x 3DGS's defaults, which are made for 30k iterations: tuned for budgets of a few hundred to a few
+    # thousand iterations (real views, 300 s on a CPU; see benchmarks/bench_fit4d.py)
+    lr_means: float = 1.28e-3
+    lr_scales: float = 2e-2
+    lr_quats: float = 4e-3
+    lr_opacities: float = 1e-1
+    lr_sh0: float = 2e-2
+    lr_shN: float = 2e-2 / 20
+    lr_grid: float = 1.6e-2           # 10x 4DGaussians': its 20k-iteration rates barely move the field in 1k
+    lr_mlp: float = 1.6e-3
+    lr_final_factor: float = 0.01     # positions
+    lr_final_factor_field: float = 0.1  # the deformation field
+    lr_final_factor_other: float = 1.0  # colours, opacities, scales, rotations (decaying them cost ~1 dB in short budgets)
     # densification (gsplat DefaultStrategy); fractions are of the schedule
     densify: bool = True
     densify_from: float = 0.05
@@ -85,7 +89,7 @@ class FitConfig:
     motion_threshold: float = 0.01
     rigidity_weight: float = 0.0
     isometry_weight: float = 0.0
-    temporal_windows: bool = False
+    temporal_windows: bool = True     # progressive windows from the middle frame (videos)
     # rendering
     backend: str = "auto"
     rasterize_mode: str = "classic"
@@ -110,6 +114,8 @@ class FitState:
     elapsed: float
     model: Gaussians4D
     _preview: object = None
+    frame: int = 0            # the frame index this iteration trained on
+    views: tuple = ()         # the camera indices it rendered
 
     def preview(self) -> torch.Tensor:
         """(H, W, 3) render of the first training camera at the middle time, on the CPU."""
@@ -203,7 +209,10 @@ def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
     if nt > 1:
         field_cfg = dict(cfg.field)
         r = list(field_cfg["resolution"])
-        r[3] = max(2, min(int(r[3]), nt))  # no more time cells than frames
+        # no more time cells than needed for a grid row at every frame (frames i/(T-1): T cells)
+        gaps = [b - a for a, b in zip(video.times, video.times[1:])]
+        need = int(math.ceil(1.0 / max(1e-6, min(gaps)) - 1e-6)) + 1
+        r[3] = max(2, min(int(r[3]), need))
         field_cfg["resolution"] = r
         bounds = scene_bounds(pts, pad=0.25)
     model = make_gaussians(pts, cols, spacing * cfg.init_scale, cfg.sh_degree, video.times, field_cfg,
@@ -305,9 +314,12 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         # --- learning rates
         decay = _lr_factor(p, cfg.lr_final_factor)
         optims["means"].param_groups[0]["lr"] = base_lr["means"] * decay
+        other = _lr_factor(p, cfg.lr_final_factor_other)
+        for k in ("scales", "quats", "opacities", "sh0", "shN"):
+            optims[k].param_groups[0]["lr"] = base_lr[k] * other
         if field_opt is not None:
             fp = (p - cfg.coarse_fraction) / max(1e-6, 1 - cfg.coarse_fraction)
-            fd = _lr_factor(fp, cfg.lr_final_factor)
+            fd = _lr_factor(fp, cfg.lr_final_factor_field)
             field_opt.param_groups[0]["lr"] = cfg.lr_grid * scene_scale * fd
             field_opt.param_groups[1]["lr"] = cfg.lr_mlp * scene_scale * fd
         # --- sample a frame and a batch of cameras
@@ -403,7 +415,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
                     "config": json_copy(model.config)}
         if callback is not None:
             callback(FitState(it, cfg.iterations, min(1.0, progress(it)), stage, last_loss, model.num_gaussians,
-                              time.perf_counter() - t_start, model, preview_fn))
+                              time.perf_counter() - t_start, model, preview_fn, fi, tuple(cams)))
 
     if not model.all_finite():
         bad = restore_good()

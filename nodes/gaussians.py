@@ -144,9 +144,9 @@ class Fit4DGaussians(io.ComfyNode):
                                        "compressed to fit the budget."),
                 io.Float.Input("scale", default=1.0, min=0.05, max=1.0, step=0.05, optional=True,
                                tooltip="Resolution factor for fitting (0.25 is 4x faster per pixel)."),
-                io.Int.Input("sh_degree", default=1, min=0, max=3, optional=True,
+                io.Int.Input("sh_degree", default=0, min=0, max=3, optional=True,
                              tooltip="Spherical-harmonics degree of the colours (0 = plain colour)."),
-                io.Int.Input("batch_views", default=4, min=1, max=64, optional=True,
+                io.Int.Input("batch_views", default=2, min=1, max=64, optional=True,
                              tooltip="Cameras rendered per step."),
                 io.Int.Input("initial_gaussians", default=20000, min=100, max=1000000, optional=True,
                              tooltip="Gaussians sampled on the visual hull at the start."),
@@ -166,7 +166,7 @@ class Fit4DGaussians(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, multiview, iterations, seconds, scale=1.0, sh_degree=1, batch_views=4, initial_gaussians=20000,
+    def execute(cls, multiview, iterations, seconds, scale=1.0, sh_degree=0, batch_views=2, initial_gaussians=20000,
                 neighbour_weight=1.0, rigidity_weight=0.0, densify=True, backend="auto", seed=0, preview_every=100):
         import comfy.model_management as mm
 

@@ -42,6 +42,7 @@ def test_fit4d_static_folder_writes_metrics_and_heldout_pngs(tmp_path, character
     for k in KEYS:
         assert k in m, k
     assert m["iterations"] == 15 and m["backend"] == "torch" and m["gaussians"] > 0
+    assert m["heldout"]["psnr"] == m["heldout.psnr"]  # nested sections too
     assert 5 < m["heldout.psnr"] < 60 and 0 < m["heldout.ssim"] <= 1 and m["heldout.psnr_fg"] < m["heldout.psnr"]
     assert m["dynamic"] is False  # one frame per view: no deformation field
     for k in (1, 4):

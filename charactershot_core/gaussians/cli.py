@@ -183,7 +183,12 @@ def cmd_fit4d(args) -> int:
     metrics["times_train"] = times_train
     metrics["config"] = result.config
     flat = _flatten(metrics)
-    text = json.dumps(flat, indent=1)
+    # both spellings: dotted keys ("heldout.psnr") and the nested sections ({"heldout": {"psnr": ...}})
+    both = dict(flat)
+    for k, v in metrics.items():
+        if isinstance(v, dict) and k != "config":
+            both[k] = v
+    text = json.dumps(both, indent=1)
     path = args.metrics or os.path.join(args.out, "metrics.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.partial{os.getpid()}"

@@ -145,10 +145,10 @@ def pick_device(backend: str) -> str:
 
 
 def render_model(model: Gaussians4D, viewmats, Ks, width, height, t=None, backend="auto", sh_degree=None,
-                 rasterize_mode=None, packed=False):
+                 rasterize_mode=None, packed=False, deformed=None):
     from .render import rasterize
 
-    kw = model.raster_inputs(t)
+    kw = model.raster_inputs(t, deformed)
     deg = kw.pop("sh_degree") if sh_degree is None else min(sh_degree, model.sh_degree)
     kw.pop("sh_degree", None)
     c = viewmats.shape[0]
@@ -340,7 +340,9 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
             bad = restore_good()
             raise FitDivergedError(it, "the Gaussian parameters", bad, good["it"])
 
-        img, alpha, info = render_model(model, vm_all[cams], ks_all[cams], w, h, t, backend, sh_deg, packed=False)
+        cur = model.deformed(t) if t is not None else None  # computed once: rendered and constrained
+        img, alpha, info = render_model(model, vm_all[cams], ks_all[cams], w, h, t, backend, sh_deg, packed=False,
+                                        deformed=cur)
         gt = gt_all[cams, fi]
         loss = losses.photometric_loss(img, gt, cfg.lambda_dssim)
         if stage == "fine" and model.deformation is not None:
@@ -364,7 +366,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
                     pi = fi + rng.choice([-1, 1])
                     pi = min(nt - 1, max(0, pi)) if 0 <= pi < nt else (fi - 1 if fi > 0 else fi + 1)
                 t_prev = float(video.times[pi])
-                xc, _, qc = model.deformed(t)
+                xc, _, qc = cur
                 xp, _, qp = model.deformed(t_prev)
                 if cfg.neighbour_weight > 0:
                     nl, lam = losses.neighbour_loss(xc, xp, edges, t, t_prev, cfg.motion_threshold)

@@ -131,9 +131,10 @@ class Gaussians4D(nn.Module):
             return self.splats["means"]
         return self.deformation(self.splats["means"], self.splats["scales"], self.splats["quats"], t)[0]
 
-    def raster_inputs(self, t=None) -> dict:
-        """Keyword arguments for ``render.rasterize`` at time ``t`` (activated values)."""
-        m, ls, q = self.deformed(t)
+    def raster_inputs(self, t=None, deformed=None) -> dict:
+        """Keyword arguments for ``render.rasterize`` at time ``t`` (activated values); ``deformed`` may pass the
+        ``(means, log_scales, quats)`` of :meth:`deformed` already computed for that time."""
+        m, ls, q = self.deformed(t) if deformed is None else deformed
         s = self.splats
         colors = torch.cat([s["sh0"], s["shN"]], dim=1)
         return {"means": m, "quats": q, "scales": torch.exp(ls), "opacities": torch.sigmoid(s["opacities"]),

@@ -91,7 +91,7 @@ def run_synth(args) -> list[dict]:
         variants.append((f"neighbour + rigidity {args.rigidity}", {"neighbour_weight": args.neighbour_weight,
                                                                     "rigidity_weight": args.rigidity}))
     if args.variant != "all":
-        variants = [v for v in variants if v[0].endswith(args.variant)]
+        variants = [v for v in variants if v[0].endswith(args.variant) or (args.variant == "rigidity" and "rigidity" in v[0])]
     rows = []
     for name, kw in variants:
         res = fit(train, _cfg(args, **kw))
@@ -126,7 +126,8 @@ def main(argv=None):
     p.add_argument("--synth-gaussians", type=int, default=20000)
     p.add_argument("--neighbour-weight", type=float, default=1.0)
     p.add_argument("--rigidity", type=float, default=0.0)
-    p.add_argument("--variant", default="all", choices=["all", "on", "off"], help="synth: which ablation rows")
+    p.add_argument("--variant", default="all", choices=["all", "on", "off", "rigidity"],
+                   help="synth: which ablation rows")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.threads:

@@ -115,6 +115,20 @@ def test_neighbour_loss_has_gradients_and_is_zero_for_rigid_translation():
     assert float(losses.rigidity_loss(x * 1.2, q, prev, q, edges)) > 1e-3
 
 
+def test_sampled_neighbour_edges_keep_exact_laplacians():
+    torch.manual_seed(1)
+    x = torch.randn(500, 3)
+    edges = losses.knn_graph(x, 6)
+    nodes, sub = losses.sample_edges(edges, 500, 50, torch.Generator().manual_seed(0))
+    centres = torch.unique(nodes[sub[0]])
+    assert centres.numel() == 50 and nodes.numel() > 50
+    full = losses.laplacian(x, edges)[nodes[sub[0]]]
+    local = losses.laplacian(x[nodes], sub)[sub[0]]
+    assert torch.allclose(full, local, atol=1e-6)  # every sampled centre keeps all its neighbours
+    n2, s2 = losses.sample_edges(edges, 500, 1000)
+    assert n2.numel() == 500 and torch.equal(s2, edges)
+
+
 def test_dssim_loss_is_zero_for_identical_images_and_differentiable():
     a = torch.rand(2, 24, 24, 3)
     assert float(losses.photometric_loss(a, a)) == pytest.approx(0.0, abs=1e-6)

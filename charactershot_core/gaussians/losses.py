@@ -75,6 +75,23 @@ def knn_graph(points: torch.Tensor, k: int = 8, chunk: int | None = None) -> tor
     return torch.stack([key // n, key % n])
 
 
+def sample_edges(edges: torch.Tensor, n: int, max_nodes: int, generator=None):
+    """A random subset of at most ``max_nodes`` centre nodes with ALL their edges (so their Laplacians are exact).
+
+    Returns ``(nodes, local_edges)``: the nodes whose positions are needed (the centres and their neighbours) and the
+    selected edges renumbered into ``nodes``. With ``n <= max_nodes`` everything is kept.
+    """
+    if n <= max_nodes:
+        return torch.arange(n, device=edges.device), edges
+    centre = torch.zeros(n, dtype=torch.bool, device=edges.device)
+    centre[torch.randperm(n, generator=generator)[:max_nodes].to(edges.device)] = True
+    sel = edges[:, centre[edges[0]]]
+    nodes = torch.unique(sel.reshape(-1))
+    remap = torch.full((n,), -1, dtype=torch.long, device=edges.device)
+    remap[nodes] = torch.arange(nodes.numel(), device=edges.device)
+    return nodes, remap[sel]
+
+
 def laplacian(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """L_i(X) = X_i - mean of X_j over the neighbours j of i."""
     i, j = edges

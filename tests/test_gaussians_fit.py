@@ -135,7 +135,7 @@ def test_dssim_loss_is_zero_for_identical_images_and_differentiable():
     b = a.clone().requires_grad_(True)
     loss = losses.photometric_loss(b, (a + 0.1).clamp(0, 1), lambda_dssim=0.5)
     loss.backward()
-    assert float(loss) > 0 and float(b.grad.abs().sum()) > 0
+    assert float(loss.detach()) > 0 and float(b.grad.abs().sum()) > 0
 
 
 # ----------------------------------------------------------------------------------------------- representation

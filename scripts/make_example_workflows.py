@@ -36,7 +36,8 @@ def _widget_values(node_info: dict, inputs: dict) -> list:
             if isinstance(value, list):  # a link feeds this widget input: keep the default as the widget's value
                 value = opts.get("default")
             values.append(value)
-            if opts.get("control_after_generate"):
+            # the editor adds a "control after generate" widget after seeds (by flag, or by the name seed/noise_seed)
+            if opts.get("control_after_generate") or (spec[0] == "INT" and name in ("seed", "noise_seed")):
                 values.append("fixed")
     return values
 

@@ -91,4 +91,4 @@ def test_web_extension_is_served(comfy):
     assert ours, exts
     body = comfy.request(ours[0])[1].decode()
     assert "registerExtension" in body
-    assert "../../scripts/app.js" in body
+    assert "../../../scripts/app.js" in body  # served at /extensions/<pack>/js/

@@ -1,7 +1,7 @@
 // CharacterShot for ComfyUI: shows the files a CharacterShot node saved (4D Gaussians, camera rigs) as
 // download links under the node. Served as a static file: no CDN, no build step.
-import { app } from "../../scripts/app.js";
-import { api } from "../../scripts/api.js";
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
 
 const FILE_KEYS = ["charshot_4d", "charshot_files"];
 const WIDGET = "charshot_saved_files";

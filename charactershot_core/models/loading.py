@@ -305,23 +305,14 @@ def kind_of_class(class_name: str | None) -> str | None:
 # --------------------------------------------------------------------------------------------- building
 def build_transformer_on_meta(kind: str, config: dict) -> nn.Module:
     """The empty (meta) model for ``config``: ours for 4D, diffusers' CogVideoXTransformer3DModel for 2D."""
+    from . import build_on_meta, build_transformer_2d
+
     if kind == KIND_4D:
-        from .config import Transformer4DConfig
-        from .transformer4d import CharacterShotTransformer4D
+        return build_on_meta(config)
 
-        cfg = Transformer4DConfig.from_dict(config)
-        with torch.device("meta"):
-            return CharacterShotTransformer4D(cfg)
-    from diffusers import CogVideoXTransformer3DModel
-
-    import inspect
-
-    names = set(inspect.signature(CogVideoXTransformer3DModel.__init__).parameters) - {"self"}
-    kwargs = {k: v for k, v in config.items() if k in names}
     # The official pipelines switch the learned positional embedding off before sampling (spec §A.7): only RoPE.
-    kwargs["use_learned_positional_embeddings"] = False
-    with torch.device("meta"):
-        return CogVideoXTransformer3DModel(**kwargs)
+    # Built without it, so checkpoints with or without the unused pos_embedding buffer load alike.
+    return build_transformer_2d({**config, "use_learned_positional_embeddings": False}, device="meta")
 
 
 def _dequantize(store: TensorStore, name: str, dtype: torch.dtype) -> torch.Tensor:

@@ -318,13 +318,18 @@ class CharacterShotTransformer4D(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, timestep: torch.Tensor,
                 camera_latents: Optional[torch.Tensor] = None, image_rotary_emb: Optional[RotaryEmb] = None,
-                view_rotary_emb: Optional[RotaryEmb] = None, per_sample_text: bool = False) -> torch.Tensor:
+                view_rotary_emb: Optional[RotaryEmb] = None, per_sample_text: bool = False,
+                frame_text: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Predict (v-prediction) for every view and latent frame.
 
         hidden_states (B, V, F, C_in, h, w); encoder_hidden_states (B, V, S, D_text); timestep (B,);
         camera_latents (B, V, N, D) added to the video tokens of every frame, or None; rotary tables as from
         :func:`~charactershot_core.models.rope.rotary_embeddings` for F frames and V views (None: computed here
         the way the official pipeline computes them).  Returns (B, V, F, C_out, h, w) in :attr:`compute_dtype`.
+
+        ``frame_text`` (1, S, D_text), faithful mode only: the text whose projection the spatial-view branch uses
+        instead of batch element 0's.  The sampler's low-memory mode runs the CFG halves one at a time and passes
+        the negative prompt here, so the positive half sees what it sees in the full batch.
         """
         c = self.config
         if not torch.is_tensor(timestep):
@@ -357,7 +362,15 @@ class CharacterShotTransformer4D(nn.Module):
         if camera_latents is not None:
             x = x + camera_latents.to(device=device, dtype=dtype)[:, :, None]
         s = text.shape[2]
-        source = text[:, :1] if per_sample_text else text[:1, :1]  # faithful: batch element 0, view 0
+        if per_sample_text:
+            source = text[:, :1]
+        elif frame_text is not None:
+            if frame_text.ndim != 3 or frame_text.shape[0] != 1 or frame_text.shape[2] != c.text_embed_dim:
+                raise InputError("frame_text", f"expected shape (1, S, {c.text_embed_dim}), got "
+                                               f"{tuple(frame_text.shape)}")
+            source = self.patch_embed.text_proj(frame_text.to(device=device, dtype=dtype))[:, None]
+        else:
+            source = text[:1, :1]  # faithful: batch element 0, view 0
         text_f = source.expand(b, f, s, d)
         text_v = text
 

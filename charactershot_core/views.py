@@ -173,7 +173,9 @@ def orbit_conditioning_angles(rig: CameraRig, order: str = "rig") -> OrbitAngles
     gaps = np.diff(np.concatenate([ordered, [ordered[0] + 360.0]]))
     if np.any(gaps < 0.5):
         raise InputError("cameras", "two views share an azimuth; SV3D's orbit visits each azimuth once")
-    return OrbitAngles(azimuths=[float(rel_az[k]) for k in views], elevations=[float(elev[k]) for k in views],
+    # 1e-4 degrees is far below what SV3D's embedding resolves; rounding keeps -0.0000038 from showing as such
+    return OrbitAngles(azimuths=[round(float(rel_az[k]), 4) + 0.0 for k in views],
+                       elevations=[round(float(elev[k]), 4) + 0.0 for k in views],
                        frame_views=views, center=center, distance=float(dist.mean()))
 
 

@@ -13,7 +13,8 @@ import sys
 from .errors import CharacterShotError
 
 # modules that add sub-commands; each has register(subparsers) -> None
-COMMAND_MODULES = ["charactershot_core.cli_info", "charactershot_core.models.cli", "charactershot_core.gaussians.cli"]
+COMMAND_MODULES = ["charactershot_core.cli_info", "charactershot_core.models.cli", "charactershot_core.gaussians.cli",
+                   "charactershot_core.sampling.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

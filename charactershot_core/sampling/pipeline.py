@@ -61,14 +61,23 @@ def _spatial_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+_UNTILED: set = set()  # (id(vae), kind, size) whose tiled pass came out wrongly sized: go untiled directly
+
+
+def _untiled(vae, kind: str, size) -> bool:
+    return (id(vae), kind, tuple(size)) in _UNTILED
+
+
 def vae_encode(vae, x: torch.Tensor):
     """``vae.encode(x).latent_dist``, tiled when the VAE's tiling is on (as officially).  diffusers' tiled pass
     returns a wrongly sized latent for images only a little larger than one tile (small test models): then the
     image is encoded in one piece instead."""
     f = _spatial_factor(vae)
-    dist = vae.encode(x).latent_dist
     want = (x.shape[-2] // f, x.shape[-1] // f)
-    if tuple(dist.mean.shape[-2:]) != want and getattr(vae, "use_tiling", False):
+    tiled = getattr(vae, "use_tiling", False)
+    dist = None if tiled and _untiled(vae, "enc", x.shape[-2:]) else vae.encode(x).latent_dist
+    if dist is None or (tuple(dist.mean.shape[-2:]) != want and tiled):
+        _UNTILED.add((id(vae), "enc", tuple(x.shape[-2:])))
         vae.use_tiling = False
         try:
             dist = vae.encode(x).latent_dist
@@ -80,9 +89,11 @@ def vae_encode(vae, x: torch.Tensor):
 def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:
     """``vae.decode(z).sample`` with the same guard as :func:`vae_encode`."""
     f = _spatial_factor(vae)
-    out = vae.decode(z).sample
     want = (z.shape[-2] * f, z.shape[-1] * f)
-    if tuple(out.shape[-2:]) != want and getattr(vae, "use_tiling", False):
+    tiled = getattr(vae, "use_tiling", False)
+    out = None if tiled and _untiled(vae, "dec", z.shape[-2:]) else vae.decode(z).sample
+    if out is None or (tuple(out.shape[-2:]) != want and tiled):
+        _UNTILED.add((id(vae), "dec", tuple(z.shape[-2:])))
         vae.use_tiling = False
         try:
             out = vae.decode(z).sample

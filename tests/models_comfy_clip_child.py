@@ -1,8 +1,11 @@
 """Child process of test_comfy_clip_t5_matches_official_encoder: a real ComfyUI CLIP (ComfyUI's own T5
 implementation, tiny config) fed through ComfyClipEncoder, against the official-path T5FolderEncoder."""
-import json, os, sys
+import json
+import os
+import sys
 repo, comfy_dir, tiny_root = sys.argv[1:4]
-sys.path.insert(0, comfy_dir); sys.path.insert(0, repo)
+sys.path.insert(0, comfy_dir)
+sys.path.insert(0, repo)
 import torch
 from comfy.cli_args import args
 args.cpu = True

@@ -57,11 +57,12 @@ def free_port() -> int:
 class ComfyHost:
     """One ComfyUI process on 127.0.0.1 with temporary folders."""
 
-    def __init__(self, root: Path | None = None, python: str = sys.executable, extra_args: list[str] | None = None):
+    def __init__(self, root: Path | None = None, python: str = sys.executable, extra_args: list[str] | None = None,
+                 port: int | None = None):
         self.root = Path(root or tempfile.mkdtemp(prefix="charshot-comfy-"))
         self.python = python
         self.extra_args = extra_args or []
-        self.port = free_port()
+        self.port = int(port) if port else free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
@@ -251,16 +252,43 @@ class ComfyHost:
         return self.history(prompt_id)
 
 
-def main() -> None:
-    host = ComfyHost().start()
-    print(f"ComfyUI with CharacterShot at {host.base} (folders under {host.root}); Ctrl-C stops it")
+def stop_on_signals() -> None:
+    """Make Ctrl-C, SIGTERM and SIGHUP end the main thread with KeyboardInterrupt, so ``finally`` blocks stop the
+    server (and a second signal does not cut that short).
+
+    ComfyUI runs in its own session (so a Ctrl-C meant for a test run does not reach it); without this, the default
+    SIGTERM action would end Python at once and leave the server running."""
+
+    def handler(signum, frame):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # a second signal must not cut the clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def serve(host: ComfyHost, banner: str) -> int:
+    """Start ``host``, print ``banner`` (formatted with the host) and wait until Ctrl-C, SIGTERM or SIGHUP; then
+    stop the server. Returns ComfyUI's exit code if it ended by itself, else 0."""
+    stop_on_signals()
     try:
+        host.start()
+        print(banner.format(host=host), flush=True)
         while host.proc.poll() is None:
-            time.sleep(1)
+            time.sleep(0.5)
+        print(f"ComfyUI exited with code {host.proc.returncode}; log: {host.log_path}", flush=True)
+        return host.proc.returncode or 1
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         host.stop()
+        print("ComfyUI stopped", flush=True)
+
+
+def main() -> None:
+    sys.exit(serve(ComfyHost(), "ComfyUI with CharacterShot at {host.base} (pid {host.proc.pid}, folders under "
+                                "{host.root}); Ctrl-C stops it"))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from . import cameras, gaussians, models, prepare, views
+from . import cameras, gaussians, models, prepare, preview, views
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
-    return [*cameras.NODES, *prepare.NODES, *models.NODES, *gaussians.NODES, *views.NODES]
+    return [*cameras.NODES, *prepare.NODES, *models.NODES, *gaussians.NODES, *preview.NODES, *views.NODES]
 
 
 class CharacterShotExtension(ComfyExtension):

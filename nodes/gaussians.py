@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -14,11 +15,14 @@ from comfy_api.v0_0_2 import io
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
 from ..charactershot_core.gaussians.data import MultiViewVideo
+from ..charactershot_core.gaussians.threads import cpu_threads
 from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, numpy_to_image
 from .paths import _inside, output_target, next_counter
+from .preview import PREVIEW_KEY, training_rig, write_bundle
 
 CAT = f"{CATEGORY}/4D"
 BACKENDS = ["auto", "torch", "gsplat"]
+FRAMINGS = ["fit character", "fixed"]
 
 
 def _device_for(backend: str) -> torch.device:
@@ -117,7 +121,8 @@ class SyntheticCharacter(io.ComfyNode):
         rig = cameras if cameras is not None else cam.official_rig()
         times = default_times(num_frames)
         character = Synth(motion=motion, seed=seed, n_gaussians=num_gaussians)
-        frames = character.render_views(rig, times, scale=scale, backend=backend)
+        with cpu_threads():
+            frames = character.render_views(rig, times, scale=scale, backend=backend)
         frames = torch.as_tensor(frames).float().cpu()
         mv = MultiViewVideo(frames, rig.scaled(scale) if scale != 1.0 else rig, times)
         flat = mv.frames.reshape(-1, mv.height, mv.width, 3)
@@ -196,10 +201,12 @@ class Fit4DGaussians(io.ComfyNode):
             target = max(state.iteration, int(round(state.progress * iterations)))
             bar.step(max(0, target - bar.value), preview=preview)
 
-        result = fit(video, cfg, callback)
+        with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
+            result = fit(video, cfg, callback)
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),
                                "backend": result.backend, "width": video.width, "height": video.height}
+        model.config["rig"] = video.rig.to_dict()  # the training cameras, for the preview's "snap to camera"
         return io.NodeOutput(model)
 
 
@@ -237,13 +244,17 @@ class Render4D(io.ComfyNode):
                 Cameras.Input("cameras", optional=True, tooltip="The rig for rig_cameras mode."),
                 io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
                                tooltip="Rasteriser: auto = gsplat on a CUDA GPU, else pure torch."),
+                io.Combo.Input("framing", options=FRAMINGS, default=FRAMINGS[0], optional=True,
+                               tooltip="orbit and turntable: 'fit character' looks at the centre of the character's "
+                                       "box over all frames from the distance that keeps all of it in view (radius "
+                                       "is then ignored); 'fixed' looks at the official rig's height from radius."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Renders, view-major (all times of view 0, ...).")],
         )
 
     @classmethod
     def execute(cls, gaussians, mode, num_views=8, times="", num_frames=0, elevation=0.0, radius=cam.OFFICIAL_RADIUS,
-                width=720, height=480, cameras=None, backend="auto"):
+                width=720, height=480, cameras=None, backend="auto", framing=FRAMINGS[0]):
         import comfy.model_management as mm
         import comfy.model_patcher
 
@@ -266,11 +277,18 @@ class Render4D(io.ComfyNode):
             rig = cameras
         elif mode in ("orbit", "turntable"):
             nv = num_views if mode == "orbit" else max(1, len(ts) if ts else 1)
-            rig = cam.orbit_rig(num_views=nv, radius=radius, elevation_deg=elevation, width=width, height=height,
-                                square_size=min(width, height) if (width, height) != (720, 480) else 480)
+            if framing not in FRAMINGS:
+                raise InputError("framing", f"expected one of {FRAMINGS}, got {framing!r}")
+            if framing == "fit character":
+                from .preview import framed_orbit
+
+                rig = framed_orbit(m, nv, elevation, width, height, ts)
+            else:
+                rig = cam.orbit_rig(num_views=nv, radius=radius, elevation_deg=elevation, width=width, height=height,
+                                    square_size=min(width, height) if (width, height) != (720, 480) else 480)
         else:
             raise InputError("mode", f"expected one of {cls.MODES}, got {mode!r}")
-        with torch.inference_mode():
+        with torch.inference_mode(), cpu_threads() if device.type == "cpu" else contextlib.nullcontext():
             if mode == "turntable":
                 n = len(rig)
                 bar = Progress(n)
@@ -330,7 +348,10 @@ class Save4DGaussians(io.ComfyNode):
         # everything is written into a private temporary folder first, then moved in: no half-written set
         tmp = tempfile.mkdtemp(prefix=".charshot-partial-", dir=folder)
         try:
-            written = export_all(model, tmp, ts, ply=save_ply, bundle=save_bundle, prefix=f"{stem}_")
+            written = export_all(model, tmp, ts, ply=save_ply, bundle=False, prefix=f"{stem}_")
+            if save_bundle:  # the same bundle export_all writes, plus the training cameras for the preview
+                rig, source = training_rig(model)
+                written.append(write_bundle(model, os.path.join(tmp, f"{stem}_bundle.cs4d"), ts, rig, source))
             if save_weights:
                 path = os.path.join(tmp, f"{stem}.safetensors")
                 model.save(path)
@@ -343,7 +364,11 @@ class Save4DGaussians(io.ComfyNode):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         files = [{"filename": n, "subfolder": subfolder, "type": "output"} for n in names]
-        return io.NodeOutput(ui={"charshot_4d": files})
+        ui = {"charshot_4d": files}
+        bundles = [f for f in files if f["filename"].endswith(".cs4d")]
+        if bundles:
+            ui[PREVIEW_KEY] = bundles  # the node's inline preview shows what was saved
+        return io.NodeOutput(ui=ui)
 
 
 class Load4DGaussians(io.ComfyNode):
@@ -353,28 +378,129 @@ class Load4DGaussians(io.ComfyNode):
             node_id="CharacterShotLoad4DGaussians",
             display_name="CharacterShot Load 4D Gaussians",
             category=CAT,
-            description="Loads weights written by CharacterShot Save 4D Gaussians (or the fit4d command).",
+            description="Loads weights written by CharacterShot Save 4D Gaussians (or the fit4d command) and shows "
+                        "their 4D bundle in the node. The list holds the .safetensors weights and .cs4d bundles "
+                        "found in ComfyUI's input folder and, marked ' [output]', its output folder; choosing a "
+                        "bundle loads the weights saved next to it.",
             inputs=[
-                io.String.Input("file", default="",
-                                tooltip="A .safetensors in ComfyUI's input folder, or in the output folder with the "
-                                        "suffix ' [output]', e.g. 'charactershot/4d_00001.safetensors [output]'."),
+                io.Combo.Input("file", options=list_4d_files(),
+                               tooltip="Weights (.safetensors) or a 4D bundle (.cs4d) in ComfyUI's input folder, or "
+                                       "in the output folder with the suffix ' [output]', e.g. "
+                                       "'charactershot/4d_00001.safetensors [output]'."),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation.")],
         )
 
     @classmethod
+    def validate_inputs(cls, file):
+        # any text is accepted here (API users type names, new files appear after the list was made); the file
+        # itself is checked when the node runs, with an error that names the input
+        return True if isinstance(file, str) else "file: expected a file name"
+
+    @classmethod
     def execute(cls, file):
         from ..charactershot_core.gaussians.model import Gaussians4D as Model
 
-        return io.NodeOutput(Model.load(resolve_weights(file)))
+        weights, bundle, kind = resolve_4d_file(file)
+        model = Model.load(weights)
+        ui = None
+        if bundle:
+            root = _root(kind)
+            rel = os.path.relpath(bundle, root).replace(os.sep, "/")
+            sub, name = os.path.split(rel)
+            ui = {PREVIEW_KEY: [{"filename": name, "subfolder": sub, "type": kind}]}
+        return io.NodeOutput(model, ui=ui)
 
     @classmethod
     def fingerprint_inputs(cls, file):
         try:
-            path = resolve_weights(file)
+            path = resolve_4d_file(file)[0]
             return f"{path}:{os.path.getmtime(path)}"
         except Exception:
             return float("nan")
+
+
+def _root(kind: str) -> str:
+    import folder_paths
+
+    return {"input": folder_paths.get_input_directory, "output": folder_paths.get_output_directory,
+            "temp": folder_paths.get_temp_directory}[kind]()
+
+
+def list_4d_files(max_files: int = 2000) -> list[str]:
+    """Weights and bundles in the input folder (plain relative names) and output folder (suffix ' [output]')."""
+    found: list[str] = []
+    for kind in ("input", "output"):
+        try:
+            root = _root(kind)
+        except Exception:
+            continue
+        if not os.path.isdir(root):
+            continue
+        names = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fn in sorted(filenames):
+                if fn.lower().endswith((".safetensors", ".cs4d")) and not fn.startswith("."):
+                    rel = os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/")
+                    if fn.lower().endswith(".safetensors") and not _is_4d_weights(os.path.join(dirpath, fn)):
+                        continue
+                    names.append(rel if kind == "input" else f"{rel} [output]")
+            if len(names) >= max_files:
+                break
+        found += names[:max_files]
+    return found
+
+
+def _is_4d_weights(path: str) -> bool:
+    """True for weights written by this pack (checked from the safetensors header only)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            if n > 1 << 24:
+                return False
+            meta = json.loads(f.read(n)).get("__metadata__") or {}
+    except (OSError, ValueError, struct.error):
+        return False
+    return meta.get("format") == "charactershot-4dgs"
+
+
+def resolve_4d_file(file: str) -> tuple[str, str | None, str]:
+    """(weights path, bundle path or None, folder kind) for a list value or a typed name."""
+    text = (file or "").strip()
+    if text.lower().endswith(".cs4d") or re.match(r"^.*\.cs4d\s*\[(input|output|temp)\]$", text, re.I):
+        m = re.match(r"^(.*?)\s*\[(input|output|temp)\]$", text)
+        name, kind = (m.group(1).strip(), m.group(2)) if m else (text, "input")
+        bundle = _resolve_in(name, kind, ".cs4d")
+        stem = re.sub(r"_bundle\.cs4d$", "", name, flags=re.I)
+        stem = re.sub(r"\.cs4d$", "", stem, flags=re.I)
+        weights_name = f"{stem}.safetensors"
+        weights = os.path.join(_root(kind), weights_name)
+        if not os.path.isfile(weights):
+            raise InputError("file", f"{name} is a 4D bundle for viewing; the weights saved with it ({weights_name}) "
+                                     f"are not in ComfyUI's {kind} folder, so there are no Gaussians to pass on. "
+                                     "Choose a .safetensors file (Save 4D Gaussians with save_weights on).")
+        return weights, bundle, kind
+    weights = resolve_weights(file)
+    m = re.match(r"^(.*?)\s*\[(input|output|temp)\]$", text)
+    kind = m.group(2) if m else "input"
+    sibling = re.sub(r"\.safetensors$", "_bundle.cs4d", weights, flags=re.I)
+    return weights, (sibling if os.path.isfile(sibling) else None), kind
+
+
+def _resolve_in(name: str, kind: str, ext: str) -> str:
+    root = _root(kind)
+    if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
+        raise InputError("file", f"expected a {ext} file name inside ComfyUI's {kind} folder, got {name!r}")
+    path = os.path.join(root, name)
+    if not _inside(root, path):
+        raise InputError("file", f"{name!r} points outside ComfyUI's {kind} folder")
+    if not os.path.isfile(path):
+        raise InputError("file", f"file not found in ComfyUI's {kind} folder: {name}")
+    return path
 
 
 def resolve_weights(file: str) -> str:

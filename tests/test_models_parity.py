@@ -14,7 +14,8 @@ from charactershot_core.models import CameraGuider, CharacterShotTransformer4D, 
 from tests.parity_utils import fixture_names, load_fixture, max_abs_diff, parity_root, without_pos_embedding
 
 TOL = 1e-4
-COMPARED = ("camera_guider_out", "transformer4d_out")
+COMPARED = ("camera_guider_out", "transformer4d_out", "pipeline4d_dpm_dynamic_latents", "pipeline4d_ddim_latents",
+            "pipeline4d_dpm_frames", "pipeline2d_dpm_dynamic_latents")
 
 
 def _params():
@@ -30,7 +31,69 @@ def _camera_guider(fx):
     return guider.eval()
 
 
+def _vae(fx):
+    from diffusers import AutoencoderKLCogVideoX
+
+    vae = AutoencoderKLCogVideoX(**{k: v for k, v in fx.config["vae_config"].items() if not k.startswith("_")})
+    vae.load_state_dict(fx.weights("vae"), strict=True)
+    return vae.eval()
+
+
+def _transformer4d(fx):
+    model = CharacterShotTransformer4D(Transformer4DConfig.from_dict(fx.config["transformer4d_config"])).eval()
+    model.load_state_dict(without_pos_embedding(fx.weights("transformer4d")), strict=True)
+    return model
+
+
+def _run_pipeline(fx, tensor: str) -> torch.Tensor:
+    """Our pipeline from the fixture's inputs, weights and seed, as the official pipeline call was made."""
+    from charactershot_core.models import build_transformer_2d
+    from charactershot_core.models.rope import rotary_embeddings
+    from charactershot_core.sampling.pipeline import (DenoiseOptions, decode_views, denoise, draw_noise,
+                                                      encode_posteriors, predict_2d, predict_4d,
+                                                      sample_image_latents)
+
+    c = fx.config
+    vae = _vae(fx)
+    sf = float(c["vae_config"]["scaling_factor"])
+    views = fx.input_tensor("views_uint8")
+    pose = fx.input_tensor("pose_latent").float()
+    assert views.shape[0] == c["views"], "views_uint8 holds a different number of views than config.json 'views'"
+    latent_frames = (c["num_frames"] - 1) // 4 + 1
+    assert pose.shape[1] == latent_frames + 1, "pose_latent should hold L+1 frames (reference pose first)"
+    text = torch.cat([fx.input_tensor("negative_prompt_embeds"), fx.input_tensor("prompt_embeds")]).float()
+    two_d = tensor.startswith("pipeline2d")
+    ddim = "ddim" in tensor
+    opts = DenoiseOptions(steps=int(c["steps"]), guidance=float(c["guidance_scale"]),
+                          scheduler="ddim" if ddim else "dpm", dynamic_cfg="off" if ddim else "timestep")
+    gen = torch.Generator().manual_seed(int(c["seed"]))
+    used = views[:1] if two_d else views
+    image_latents = sample_image_latents(encode_posteriors(vae, used), gen, sf, torch.float32)
+    ch, h, w = image_latents.shape[3:]
+    noise = draw_noise(gen, used.shape[0], latent_frames, ch, h, w, "cpu", torch.float32)
+    if two_d:
+        cfg2 = c["transformer2d_config"]
+        model = build_transformer_2d(cfg2)
+        model.load_state_dict(fx.weights("transformer2d"), strict=True, assign=True)
+        p = cfg2["patch_size"]
+        rope = rotary_embeddings(latent_frames + 1, h // p, w // p, cfg2["attention_head_dim"],
+                                 (cfg2["sample_height"] // p, cfg2["sample_width"] // p))
+        out = denoise(predict_2d(model.eval(), rope), image_latents, noise, pose[:, None], text, opts, gen,
+                      c["scheduler_config"])
+        return out[:, 0]
+    tokens = camera_tokens(_camera_guider(fx)(fx.input_tensor("camera_maps").float()))
+    pose_v = pose[:, None].expand(1, used.shape[0], *pose.shape[1:])
+    out = denoise(predict_4d(_transformer4d(fx), tokens, per_sample_text=False), image_latents, noise, pose_v, text,
+                  opts, gen, c["scheduler_config"])
+    if tensor == "pipeline4d_dpm_frames":
+        return decode_views(vae, out, sf)
+    return out
+
+
 def _run(fx, tensor: str) -> torch.Tensor:
+    if tensor.startswith("pipeline"):
+        with torch.no_grad():
+            return _run_pipeline(fx, tensor)
     with torch.no_grad():
         guider_out = _camera_guider(fx)(fx.input_tensor("camera_maps").float())
         if tensor == "camera_guider_out":

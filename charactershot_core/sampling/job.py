@@ -197,6 +197,11 @@ def check_frames_and_size(views: torch.Tensor, pose_frames: torch.Tensor, refere
     if (h, w) != TRAINED_SIZE:
         warnings.append(f"views are {w}x{h}; the model was trained at {TRAINED_SIZE[1]}x{TRAINED_SIZE[0]} (other sizes "
                         "run but are out of distribution)")
+    latent = (f - 1) // 4 + 1
+    if latent % 2 == 0:
+        warnings.append(f"{f} frames make {latent} latent frames, an even count: the CogVideoX VAE then decodes "
+                        f"{4 * latent} frames, not {f} (as the official pipeline would); 9, 17, 25 or 33 frames "
+                        "decode to themselves")
     if f != TRAINED_FRAMES:
         warnings.append(f"{f} frames; the model was trained on {TRAINED_FRAMES} (other counts run but are out of "
                         "distribution)")

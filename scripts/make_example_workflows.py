@@ -5,6 +5,10 @@ ComfyUI editor opens (nodes, links, widget values in the order /object_info give
 from what is tested. Run it after changing a node's inputs or a twin:
 
     .venv/bin/python scripts/make_example_workflows.py          # starts a temporary ComfyUI for /object_info
+    .venv/bin/python scripts/make_example_workflows.py --thumbnails-only   # only the .jpg thumbnails
+
+Every template also gets a ``<name>.jpg`` thumbnail (the graph, under ``docs/images/<name>_result.png`` if there is
+one), which ComfyUI's template browser shows beside it.
 """
 
 from __future__ import annotations
@@ -102,22 +106,107 @@ def api_to_ui(prompt: dict, object_info: dict, title: str = "") -> dict:
             "version": 0.4}
 
 
-def main() -> int:
-    sys.path.insert(0, str(REPO))
-    from tests.comfy_host import ComfyHost
+# ------------------------------------------------------------------------------------------------ thumbnails
+THUMB_SIZE = (512, 384)
+PICTURES = REPO / "docs" / "images"  # an optional <template>_result.png shown above the graph
 
-    host = ComfyHost().start()
+
+def _font(size: int):
+    from PIL import ImageFont
+
     try:
-        info = host.object_info()
-    finally:
-        host.stop()
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        return ImageFont.load_default()
+
+
+def draw_thumbnail(ui: dict, title: str = "", picture=None):
+    """The template's thumbnail (ComfyUI shows <name>.jpg beside <name>.json): the graph as laid out in the editor
+    (boxes and links; CharacterShot nodes in blue, core nodes in grey), under a result picture when one is given."""
+    from PIL import Image, ImageDraw
+
+    w, h = THUMB_SIZE
+    img = Image.new("RGB", (w, h), (30, 31, 36))
+    d = ImageDraw.Draw(img)
+    top = 0
+    if picture is not None:
+        pic = picture.convert("RGB")
+        pic.thumbnail((w, int(h * 0.55)))
+        img.paste(pic, ((w - pic.width) // 2, 0))
+        top = pic.height + 4
+    d.text((8, top + 4), title[:70], fill=(225, 225, 230), font=_font(13))
+    nodes = ui["nodes"]
+    if not nodes:
+        return img
+    x0 = min(n["pos"][0] for n in nodes)
+    y0 = min(n["pos"][1] for n in nodes)
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
+    y1 = max(n["pos"][1] + n["size"][1] * 0.5 for n in nodes)
+    area = (10, top + 26, w - 10, h - 10)
+    sc = min((area[2] - area[0]) / max(1, x1 - x0), (area[3] - area[1]) / max(1, y1 - y0))
+    boxes = {}
+    for n in nodes:
+        bx = area[0] + (n["pos"][0] - x0) * sc
+        by = area[1] + (n["pos"][1] - y0) * sc
+        boxes[n["id"]] = (bx, by, bx + n["size"][0] * sc, by + n["size"][1] * 0.5 * sc)
+    for link in ui["links"]:
+        _, src, _, dst = link[:4]
+        a, b = boxes[src], boxes[dst]
+        d.line([(a[2], (a[1] + a[3]) / 2), (b[0], (b[1] + b[3]) / 2)], fill=(160, 160, 90), width=2)
+    font = _font(max(8, int(11 * min(1.0, sc * 2.2))))
+    for n in nodes:
+        b = boxes[n["id"]]
+        ours = n["type"].startswith("CharacterShot")
+        d.rounded_rectangle(b, radius=5, fill=(44, 78, 120) if ours else (70, 70, 76),
+                            outline=(120, 170, 230) if ours else (150, 150, 150))
+        name = n.get("title") or n["type"].replace("CharacterShot", "")
+        words, lines, line = name.split(), [], ""
+        for word in words:  # wrap to the box
+            if line and d.textlength(f"{line} {word}", font=font) > b[2] - b[0] - 8:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        for i, text in enumerate(lines[:4]):
+            d.text((b[0] + 4, b[1] + 3 + i * (font.size + 2 if hasattr(font, "size") else 12)), text,
+                   fill=(235, 235, 240), font=font)
+    return img
+
+
+def write_thumbnail(name: str, ui: dict) -> Path:
+    from PIL import Image
+
+    pic = PICTURES / f"{name}_result.png"
+    title = ui.get("extra", {}).get("charactershot", {}).get("title", name)
+    img = draw_thumbnail(ui, title, Image.open(pic) if pic.is_file() else None)
+    path = OUT / f"{name}.jpg"
+    tmp = path.with_suffix(".jpg.partial")
+    img.save(tmp, format="JPEG", quality=88)
+    tmp.replace(path)
+    return path
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     OUT.mkdir(exist_ok=True)
-    for twin in sorted(TWINS.glob("*.json")):
-        prompt = json.loads(twin.read_text())
-        title = prompt.pop("_title", twin.stem)
-        ui = api_to_ui(prompt, info, title)
-        (OUT / twin.name).write_text(json.dumps(ui, indent=1) + "\n")
-        print(f"wrote {OUT / twin.name} ({len(ui['nodes'])} nodes)")
+    if "--thumbnails-only" not in args:
+        sys.path.insert(0, str(REPO))
+        from tests.comfy_host import ComfyHost
+
+        host = ComfyHost().start()
+        try:
+            info = host.object_info()
+        finally:
+            host.stop()
+        for twin in sorted(TWINS.glob("*.json")):
+            prompt = json.loads(twin.read_text())
+            title = prompt.pop("_title", twin.stem)
+            ui = api_to_ui(prompt, info, title)
+            (OUT / twin.name).write_text(json.dumps(ui, indent=1) + "\n")
+            print(f"wrote {OUT / twin.name} ({len(ui['nodes'])} nodes)")
+    for template in sorted(OUT.glob("*.json")):
+        print(f"wrote {write_thumbnail(template.stem, json.loads(template.read_text()))}")
     return 0
 
 

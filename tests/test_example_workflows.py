@@ -51,6 +51,35 @@ def test_synthetic_4d_workflow_runs(comfy):
     assert any(f.endswith(".safetensors") for f in files)
 
 
+def test_demo_workflow_runs_and_reports_its_files(comfy, capsys):
+    """The README's demo (scripts/demo.sh runs this twin through scripts/demo_workflow.py), CI-sized."""
+    from scripts.demo_workflow import load_demo, report_outputs
+
+    prompt = load_demo(seconds=None)
+    prompt["2"]["inputs"].update(num_frames=3, num_gaussians=1500, scale=0.1)
+    prompt["3"]["inputs"].update(iterations=10, seconds=0.0)
+    prompt["5"]["inputs"].update(num_frames=4, width=96, height=64)
+    prompt["7"]["inputs"].update(turntable_frames=2)
+    hist = comfy.run(prompt, timeout=600)
+    files = report_outputs(comfy, hist)
+    assert len(files["ply"]) == 3 and all(p.is_file() for p in files["ply"])
+    assert len(files["bundle"]) == 1 and files["bundle"][0].is_file()
+    assert len(files["weights"]) == 1 and len(files["turntable"]) == 4
+    assert all(p.is_file() for p in files["turntable"])
+    assert "CharacterShotPreview4D" in {prompt[k]["class_type"] for k in hist["outputs"]}
+    assert str(files["bundle"][0]) in capsys.readouterr().out
+
+
+def test_every_template_has_a_thumbnail():
+    from scripts.make_example_workflows import THUMB_SIZE
+
+    for template in sorted(OUT.glob("*.json")):
+        thumb = template.with_suffix(".jpg")
+        assert thumb.is_file(), f"{thumb.name} is missing: run scripts/make_example_workflows.py"
+        with Image.open(thumb) as img:
+            assert img.format == "JPEG" and img.size == THUMB_SIZE, (thumb.name, img.format, img.size)
+
+
 def test_prepare_character_workflow_runs(comfy, example_dir):
     shutil.copy(example_dir / "reference_2d.png", comfy.input_dir / "charactershot_example_character.png")
     hist = comfy.run(_twin("charactershot_prepare_character.json"))

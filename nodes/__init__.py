@@ -2,11 +2,12 @@
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from . import cameras, gaussians, models, prepare, preview, views
+from . import cameras, gaussians, models, prepare, preview, sampling, views
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
-    return [*cameras.NODES, *prepare.NODES, *models.NODES, *gaussians.NODES, *preview.NODES, *views.NODES]
+    return [*cameras.NODES, *prepare.NODES, *models.NODES, *sampling.NODES, *gaussians.NODES, *preview.NODES,
+            *views.NODES]
 
 
 class CharacterShotExtension(ComfyExtension):

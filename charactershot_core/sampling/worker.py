@@ -175,6 +175,14 @@ class MultiViewWorker:
             out.append(self._posteriors[key])
         return out
 
+    def latent_rgb(self, job: MultiViewJob) -> tuple:
+        """A linear latent-to-RGB map for previews, fitted on view 0 (see preview.py)."""
+        from .preview import fit_latent_to_rgb
+
+        dev = next(self.vae.vae.parameters()).device
+        post = self._image_posteriors(job, [0], dev)[0]
+        return fit_latent_to_rgb(post.mean[0, :, 0].float().cpu() * self.vae.scaling_factor, job.views[0])
+
     def _pose_latents(self, job: MultiViewJob, device) -> torch.Tensor:
         h = hashlib.sha256()
         h.update(job.pose_frames.numpy().tobytes())

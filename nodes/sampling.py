@@ -1,0 +1,439 @@
+"""Sampling nodes: multi-view videos (Multi-View Sampler), 2D animation (Animate 2D), saving and loading views.
+
+Thin over ``charactershot_core.sampling``: the models go through ComfyUI's VRAM manager (the VAE is loaded to encode
+and decode, the transformer to denoise), every step updates a progress bar (groups x steps) with a latent preview
+and checks for Cancel, and every finished view group is written to ComfyUI's temp folder at once: a rerun with the
+same inputs, model and seed reuses finished groups, and an interrupt or error keeps them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import numpy as np
+import torch
+from comfy_api.v0_0_2 import io, ui
+
+from ..charactershot_core import cameras as cam
+from ..charactershot_core.errors import CharacterShotError, InputError
+from ..charactershot_core.gaussians.data import MultiViewVideo, default_times
+from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
+                                           animate_2d, sample_multiview)
+from ..charactershot_core.sampling.schedulers import DYNAMIC_CFG, SCHEDULERS
+from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds, numpy_to_image
+from .paths import _inside, output_target
+
+log = logging.getLogger("CharacterShot")
+
+CAT = f"{CATEGORY}/sampling"
+DYNAMIC_OPTIONS = ["auto", *DYNAMIC_CFG]
+GROUP_STORE = os.path.join("charactershot", "groups")
+NO_FOLDER = "(none)"
+
+
+def _dynamic(choice: str, scheduler: str) -> str:
+    """auto: dynamic CFG from the timestep value with DPM (official CLI), off with DDIM (the official advice)."""
+    if choice == "auto":
+        return "timestep" if scheduler == "dpm" else "off"
+    return choice
+
+
+def _images_uint8(image, name: str) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (3, 4):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InputError(name, f"expected an IMAGE batch (B, H, W, 3), got {shape}")
+    if image.shape[0] == 0:
+        raise InputError(name, "the image batch is empty")
+    return (image[..., :3].detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def _groups_text(text: str) -> list[int] | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return [int(x) for x in re.split(r"[,\s]+", text) if x]
+    except ValueError:
+        raise InputError("groups", f"expected comma-separated group indices such as 0, 2 (empty = all), got "
+                                   f"{text!r}") from None
+
+
+def _memory_estimate(tokens: int, dim: int, dtype: torch.dtype) -> int:
+    """Bytes of activations to keep free beside the weights: a generous multiple of one token stream."""
+    return int(tokens * dim * torch.empty((), dtype=dtype).element_size() * 16)
+
+
+def _device_hooks(model, vae, tokens: int):
+    import comfy.model_management as mm
+
+    def use_vae():
+        mm.load_models_gpu([vae.patcher])
+        return vae.patcher.load_device
+
+    def use_transformer():
+        dim = model.config["num_attention_heads"] * model.config["attention_head_dim"]
+        mm.load_models_gpu([model.patcher], memory_required=_memory_estimate(tokens, dim, model.dtype))
+        return model.patcher.load_device
+
+    return use_vae, use_transformer
+
+
+def _preview_image(strip: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(strip)
+
+
+class MultiViewSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotMultiViewSampler",
+            display_name="CharacterShot Multi-View Sampler",
+            category=CAT,
+            description="Pose-driven multi-view videos of a character with the CharacterShot model: the views are "
+                        "sampled in groups of five (view 0 in each) exactly as the official pipeline does, so the "
+                        "same seed gives the same videos. Finished groups are kept in ComfyUI's temp folder and "
+                        "reused on a rerun.",
+            inputs=[
+                Model4D.Input("model", tooltip="CharacterShot Model Loader output (multi-view model)."),
+                VAE.Input("vae", tooltip="CharacterShot VAE Loader output."),
+                TextEmbeds.Input("text", tooltip="CharacterShot Text Encode output (prompt + negative prompt)."),
+                io.Image.Input("views", tooltip="One image per camera of the rig, view 0 first (the official rig: "
+                                                "21 views on the white 720x480 canvas; CharacterShot Prepare "
+                                                "Character)."),
+                io.Image.Input("pose_frames", tooltip="The driving pose drawings (4k+1 frames, 25 trained; "
+                                                      "CharacterShot Pose From Keypoints or Prepare Pose Images)."),
+                io.Image.Input("reference_pose", tooltip="The pose of view 0, drawn like the pose frames."),
+                io.Int.Input("seed", default=42, min=0, max=2 ** 63 - 1,
+                             tooltip="Seed of the generator (re-created for every view group, as officially)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps (official: 50)."),
+                io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
+                               tooltip="Guidance scale (official: 6). 1 or less: no classifier-free guidance."),
+                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
+                               tooltip="dpm: CogVideoXDPMScheduler, trailing spacing (official). ddim: "
+                                       "CogVideoXDDIMScheduler."),
+                Cameras.Input("cameras", optional=True, tooltip="The rig of the views (default: the official 21 "
+                                                                "views). The model was trained on that rig only."),
+                io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
+                             tooltip="Frames to make (4k+1; trained: 25); must equal the number of pose frames."),
+                io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
+                               tooltip="auto: as the official code (from the timestep value with dpm, off with "
+                                       "ddim). step_index: the intended schedule (a fix). off: constant cfg."),
+                io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
+                             tooltip="Views per group, view 0 in each (official: 5)."),
+                io.String.Input("groups", default="", optional=True,
+                                tooltip="Sample only these groups (e.g. '0,2'); empty = all. With a subset the "
+                                        "outputs hold the views of those groups."),
+                io.Boolean.Input("low_memory", default=False, optional=True,
+                                 tooltip="Run the two CFG halves one after the other: the same result, a lower peak."),
+                io.Combo.Input("camera_source", options=["checkpoint", "from_rig"], default="checkpoint",
+                               optional=True,
+                               tooltip="checkpoint: the model's camera embeddings (official; view k -> embedding "
+                                       "k). from_rig: Plücker rays of the cameras input (experimental)."),
+                io.Boolean.Input("reuse_finished", default=True, optional=True,
+                                 tooltip="Reuse view groups already sampled with the same inputs, model and seed "
+                                         "(kept in ComfyUI's temp folder until the server restarts)."),
+            ],
+            outputs=[
+                MultiView.Output(display_name="multiview", tooltip="The multi-view videos with their cameras and "
+                                                                   "frame times (Fit 4D Gaussians takes it)."),
+                io.Image.Output(display_name="images", tooltip="All frames, view-major (all frames of view 0, "
+                                                               "then view 1, ...)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, text, views, pose_frames, reference_pose, seed, steps, cfg, scheduler,
+                cameras=None, num_frames=25, dynamic_cfg="auto", group_size=5, groups="", low_memory=False,
+                camera_source="checkpoint", reuse_finished=True):
+        import comfy.model_management as mm
+        import folder_paths
+
+        rig = cameras if cameras is not None else cam.official_rig()
+        v_imgs = _images_uint8(views, "views")
+        poses = _images_uint8(pose_frames, "pose_frames")
+        ref = _images_uint8(reference_pose, "reference_pose")
+        if ref.shape[0] != 1:
+            log.warning("[CharacterShot] reference_pose: %d images given; using the first", ref.shape[0])
+        if poses.shape[0] != num_frames:
+            raise InputError("pose_frames", f"{poses.shape[0]} pose frames given but num_frames is {num_frames}; "
+                                            "resample the poses (Prepare Pose Images / Pose From Keypoints) or "
+                                            "change num_frames")
+        if len(rig) != v_imgs.shape[0]:
+            raise InputError("views", f"{v_imgs.shape[0]} view images but the camera rig has {len(rig)} views; give "
+                                      "one image per camera, view 0 first")
+        h, w = v_imgs.shape[1:3]
+        rig_px = rig if (rig.width, rig.height) == (w, h) else rig.resized(w, h)
+        job = MultiViewJob(v_imgs, poses, ref[0], text.prompt_embeds, text.negative_prompt_embeds, seed=seed,
+                           steps=steps, guidance=cfg, scheduler=scheduler,
+                           dynamic_cfg=_dynamic(dynamic_cfg, scheduler), group_size=group_size,
+                           low_memory=low_memory, rig=rig_px)
+        p = model.config["patch_size"]
+        tokens = (2 if cfg > 1 else 1) * max(len(g) for g in job.groups) * (job.latent_frames + 1) * \
+            (h // 8 // p) * (w // 8 // p)
+        use_vae, use_transformer = _device_hooks(model, vae, tokens)
+        worker = MultiViewWorker(model, vae, use_vae=use_vae, use_transformer=use_transformer,
+                                 camera_source=camera_source)
+        warnings = job.warnings + worker.check_job(job)
+        for m in warnings:
+            log.warning("[CharacterShot] %s", m)
+        wanted = _groups_text(groups)
+        store = GroupStore(os.path.join(folder_paths.get_temp_directory(), GROUP_STORE))
+        todo = [gi for gi in (wanted if wanted is not None else range(len(job.groups)))
+                if not (reuse_finished and 0 <= gi < len(job.groups)
+                        and store.has(job.group_key(gi, worker.identity)))]
+        bar = Progress(max(1, len(todo)) * steps)
+        projection = {}
+        finished = {}
+
+        def on_step(gi, i, n, x0_fn):
+            preview = None
+            if i % max(1, n // 10) == 0 or i == n - 1:
+                if "ab" not in projection:
+                    projection["ab"] = worker.latent_rgb(job)
+                from ..charactershot_core.sampling.preview import preview_strip
+
+                preview = _preview_image(preview_strip(x0_fn().cpu(), *projection["ab"]))
+            bar.step(1, preview=preview)
+
+        def on_group(res):
+            finished[res.index] = res
+            log.info("[CharacterShot] view group %d %s: views %s -> %s", res.index,
+                     "reused" if res.reused else "sampled", res.views, res.path)
+
+        try:
+            result = sample_multiview(job, LocalExecutor(worker), store, wanted, on_step, on_group,
+                                      reuse=reuse_finished)
+        except mm.InterruptProcessingException:
+            if finished:
+                log.warning("[CharacterShot] interrupted; finished view groups are kept and reused on a rerun: %s",
+                            ", ".join(f"group {gi} ({r.path})" for gi, r in sorted(finished.items())))
+            raise
+        if result.complete:
+            frames = result.frames
+            out_rig = rig_px
+        else:
+            idx = sorted({v for gi in result.results for v in job.groups[gi]})
+            first = {}
+            for gi in sorted(result.results):
+                for j, v in enumerate(job.groups[gi]):
+                    first.setdefault(v, result.results[gi].frames[j])
+            frames = torch.stack([first[v] for v in idx])
+            out_rig = rig_px.select(idx)
+        times = rig.times if rig.times is not None and len(rig.times) == frames.shape[1] else \
+            default_times(frames.shape[1])
+        video = frames.float() / 255.0
+        mv = MultiViewVideo(video, out_rig, times)
+        summary = (f"{frames.shape[0]} views x {frames.shape[1]} frames at {w}x{h}; groups sampled "
+                   f"{result.sampled or 'none'}, reused {result.reused or 'none'}; kept in {store.root}")
+        text_ui = "\n".join([f"WARNING: {m}" for m in warnings] + [summary])
+        return io.NodeOutput(mv, video.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))
+
+
+class Animate2D(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotAnimate2D",
+            display_name="CharacterShot Animate 2D",
+            category=CAT,
+            description="Pose-driven 2D animation of one character image with the Character2D model (the official "
+                        "2D pipeline, with its crash and its wrong reference pose fixed).",
+            inputs=[
+                Model2D.Input("model2d", tooltip="CharacterShot 2D Model Loader output."),
+                VAE.Input("vae", tooltip="CharacterShot VAE Loader output."),
+                TextEmbeds.Input("text", tooltip="CharacterShot Text Encode output."),
+                io.Image.Input("image", tooltip="The character image (720x480 as trained; the first image of a "
+                                                "batch)."),
+                io.Image.Input("pose_frames", tooltip="The driving pose drawings (4k+1 frames, 25 trained)."),
+                io.Image.Input("reference_pose", tooltip="The pose of this image, drawn like the pose frames."),
+                io.Int.Input("seed", default=42, min=0, max=2 ** 63 - 1,
+                             tooltip="Seed of the generator."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps (official: 50)."),
+                io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1, tooltip="Guidance scale."),
+                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
+                               tooltip="dpm (official, trailing spacing) or ddim."),
+                io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
+                             tooltip="Frames to make (4k+1); must equal the number of pose frames."),
+                io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
+                               tooltip="auto: as the official code; step_index: the fix; off: constant."),
+                io.Boolean.Input("low_memory", default=False, optional=True,
+                                 tooltip="Run the two CFG halves one after the other (same result)."),
+            ],
+            outputs=[io.Image.Output(display_name="frames", tooltip="The animated frames.")],
+        )
+
+    @classmethod
+    def execute(cls, model2d, vae, text, image, pose_frames, reference_pose, seed, steps, cfg, scheduler,
+                num_frames=25, dynamic_cfg="auto", low_memory=False):
+        img = _images_uint8(image, "image")
+        poses = _images_uint8(pose_frames, "pose_frames")
+        ref = _images_uint8(reference_pose, "reference_pose")
+        if poses.shape[0] != num_frames:
+            raise InputError("pose_frames", f"{poses.shape[0]} pose frames given but num_frames is {num_frames}")
+        if img.shape[0] > 1:
+            log.warning("[CharacterShot] image: %d images given; animating the first", img.shape[0])
+        job = Animate2DJob(img[0], poses, ref[0], text.prompt_embeds, text.negative_prompt_embeds, seed=seed,
+                           steps=steps, guidance=cfg, scheduler=scheduler,
+                           dynamic_cfg=_dynamic(dynamic_cfg, scheduler), low_memory=low_memory)
+        h, w = img.shape[1:3]
+        p = model2d.config["patch_size"]
+        tokens = (2 if cfg > 1 else 1) * (job.latent_frames + 1) * (h // 8 // p) * (w // 8 // p)
+        use_vae, use_transformer = _device_hooks(model2d, vae, tokens)
+        bar = Progress(steps)
+        frames = animate_2d(model2d, vae, job, use_vae=use_vae, use_transformer=use_transformer,
+                            on_step=lambda i, n, x0: bar.step(1))
+        for m in job.warnings:
+            log.warning("[CharacterShot] %s", m)
+        return io.NodeOutput(frames.float() / 255.0)
+
+
+# ------------------------------------------------------------------------------------------------ save / load
+class SaveMultiView(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotSaveMultiView",
+            display_name="CharacterShot Save Multi-View",
+            category=CAT,
+            is_output_node=True,
+            description="Writes multi-view videos as PNG frames in the official layout (viewXX/frame_XXXXX.png) "
+                        "with cameras.json into ComfyUI's output folder; the 4D CLI and CharacterShot Load "
+                        "Multi-View read it back.",
+            inputs=[
+                MultiView.Input("multiview", tooltip="The multi-view videos to save."),
+                io.String.Input("filename_prefix", default="charactershot/multiview",
+                                tooltip="Folder prefix inside the output folder; a counter is appended."),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, multiview, filename_prefix="charactershot/multiview"):
+        from ..charactershot_core.sampling.store import write_multiview_folder
+        from .paths import next_counter
+
+        if not isinstance(multiview, MultiViewVideo):
+            raise InputError("multiview", f"expected a CHARSHOT_MULTIVIEW, got {type(multiview).__name__}")
+        folder, subfolder, base = output_target(filename_prefix, "filename_prefix")
+        os.makedirs(folder, exist_ok=True)
+        name = f"{base}_{next_counter(folder, base):05d}"
+        frames = (multiview.frames * 255).round().to(torch.uint8)
+        write_multiview_folder(os.path.join(folder, name), frames, multiview.rig, multiview.times)
+        sub = f"{subfolder}/{name}" if subfolder else name
+        images = [{"filename": "frame_00001.png", "subfolder": f"{sub}/view{v:02d}", "type": "output"}
+                  for v in range(multiview.num_views)]
+        return io.NodeOutput(ui={"images": images})
+
+
+def multiview_sources() -> list[str]:
+    """Folders (``viewXX/`` or ``view{k}.png``) and ``.mp4`` files in the input folder, and saved folders of the
+    output folder (suffix `` [output]``)."""
+    import folder_paths
+
+    found = []
+    for kind, root in (("input", folder_paths.get_input_directory()), ("output", folder_paths.get_output_directory())):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not re.match(r"view\d+$", d))
+            depth = os.path.relpath(dirpath, root).count(os.sep)
+            if depth > 3:
+                dirnames[:] = []
+            names = os.listdir(dirpath)
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            if rel != "." and (any(re.fullmatch(r"view\d+", n) for n in names)
+                               or any(re.fullmatch(r"view\d+\.(png|jpg|jpeg)", n, re.I) for n in names)):
+                found.append(rel + ("/ [output]" if kind == "output" else "/"))
+            if kind == "input":
+                for fn in sorted(filenames):
+                    if fn.lower().endswith(".mp4"):
+                        r = fn if rel == "." else f"{rel}/{fn}"
+                        found.append(r)
+            if len(found) > 500:
+                break
+    return found
+
+
+def resolve_multiview_source(name: str) -> str:
+    import folder_paths
+
+    text = (name or "").strip()
+    kind = "input"
+    m = re.match(r"^(.*?)\s*\[(input|output)\]$", text)
+    if m:
+        text, kind = m.group(1).strip(), m.group(2)
+    root = folder_paths.get_input_directory() if kind == "input" else folder_paths.get_output_directory()
+    if not text or text == NO_FOLDER or os.path.isabs(text) or ".." in re.split(r"[\\/]", text):
+        raise InputError("source", f"expected a folder or .mp4 from the list (inside ComfyUI's {kind} folder), got "
+                                   f"{name!r}")
+    path = os.path.join(root, text.rstrip("/"))
+    if not _inside(root, path) or not os.path.exists(path):
+        raise InputError("source", f"not found in ComfyUI's {kind} folder: {text}")
+    return path
+
+
+class LoadMultiView(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotLoadMultiView",
+            display_name="CharacterShot Load Multi-View",
+            category=CAT,
+            description="Reads multi-view videos: a folder in the official layout (viewXX/frame_XXXXX.png, or "
+                        "view{k}.png for one frame per view; with its cameras.json when there is one) or the official "
+                        "CLI's single mp4 (5 groups x 5 views x 25 frames).",
+            inputs=[
+                io.Combo.Input("source", options=multiview_sources() or [NO_FOLDER],
+                               tooltip="A folder or .mp4 in ComfyUI's input folder, or a folder saved by Save "
+                                       "Multi-View (' [output]')."),
+                Cameras.Input("cameras", optional=True,
+                              tooltip="The rig of the views (default: the folder's cameras.json, else the official "
+                                      "21 views)."),
+                io.Int.Input("frames_per_view", default=25, min=1, max=1000, optional=True,
+                             tooltip="mp4 only: frames of each view in the video (official: 25)."),
+                io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
+                             tooltip="mp4 only: views per group in the video (official: 5)."),
+            ],
+            outputs=[MultiView.Output(display_name="multiview", tooltip="Views, cameras and frame times."),
+                     io.Image.Output(display_name="images", tooltip="All frames, view-major.")],
+        )
+
+    @classmethod
+    def execute(cls, source, cameras=None, frames_per_view=25, group_size=5):
+        from ..charactershot_core.gaussians.data import read_frames_dir
+        from ..charactershot_core.sampling.store import read_official_mp4
+
+        path = resolve_multiview_source(source)
+        if os.path.isfile(path):
+            rig = cameras if cameras is not None else cam.official_rig()
+            arr = read_official_mp4(path, cam.view_groups(len(rig), group_size), frames_per_view)
+        else:
+            arr = read_frames_dir(path, "source")
+            rig_file = os.path.join(path, "cameras.json")
+            if cameras is not None:
+                rig = cameras
+            elif os.path.isfile(rig_file):
+                rig = cam.CameraRig.load(rig_file)
+            else:
+                rig = cam.official_rig()
+        if len(rig) != arr.shape[0]:
+            raise InputError("cameras", f"the rig has {len(rig)} cameras but {source} holds {arr.shape[0]} views")
+        t = arr.shape[1]
+        times = rig.times if rig.times is not None and len(rig.times) == t and t > 1 else default_times(t)
+        mv = MultiViewVideo(torch.from_numpy(arr), rig, times)
+        return io.NodeOutput(mv, mv.frames.reshape(-1, mv.height, mv.width, 3))
+
+    @classmethod
+    def fingerprint_inputs(cls, source, **kwargs):
+        try:
+            path = resolve_multiview_source(source)
+            return f"{path}:{os.path.getmtime(path)}"
+        except CharacterShotError:
+            return float("nan")
+
+
+NODES = [MultiViewSampler, Animate2D, SaveMultiView, LoadMultiView]

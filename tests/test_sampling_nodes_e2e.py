@@ -1,0 +1,187 @@
+"""Sampling nodes through a real ComfyUI host with tiny checkpoints: loaders -> text -> multi-view sampler -> save
+-> Fit 4D Gaussians; the 2D path; reuse of finished groups on a rerun; /interrupt keeps finished groups."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.comfy_host import WorkflowError
+
+pytestmark = pytest.mark.e2e
+
+H, W, F, STEPS = 64, 96, 9, 2
+FIG = {0: (360, 60), 1: (360, 100), 2: (330, 100), 5: (390, 100), 8: (340, 200), 9: (342, 275), 10: (345, 350),
+       11: (380, 200), 12: (377, 275), 13: (374, 350), 14: (352, 54), 15: (368, 54), 16: (344, 60), 17: (376, 60)}
+
+
+def _kp_frame(points, w=720, h=480):
+    body = []
+    for i in range(18):
+        body += [points[i][0] / w, points[i][1] / h, 1.0] if i in points else [0.0, 0.0, 0.0]
+    return {"people": [{"pose_keypoints_2d": body, "face_keypoints_2d": None, "hand_left_keypoints_2d": None,
+                        "hand_right_keypoints_2d": None}], "canvas_width": w, "canvas_height": h}
+
+
+@pytest.fixture(scope="module")
+def tiny(comfy, tmp_path_factory):
+    from charactershot_core.models.tiny import make_tiny_set
+
+    ts = make_tiny_set(str(tmp_path_factory.mktemp("tiny_sampling")), views=21)
+    dst = comfy.models_dir / "charactershot"
+    for src, name in ((ts.official, "CharacterShot-tiny21"), (ts.official_2d, "Character2D-tiny21")):
+        if not (dst / name).exists():
+            shutil.copytree(src, dst / name)
+    # inputs: 9 character views (one image per camera of a 9-view orbit), driving and reference keypoints
+    views = comfy.input_dir / "samp_views"
+    views.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k in range(9):
+        img = np.full((H, W, 3), 255, np.uint8)
+        img[10:58, 36 + k % 3:60] = rng.integers(0, 255, 3, dtype=np.uint8)
+        Image.fromarray(img).save(views / f"view{k}.png")
+    Image.open(views / "view0.png").save(comfy.input_dir / "samp_view0.png")
+    ref = [_kp_frame(FIG)]
+    drv = [_kp_frame({k: (x + 6 * t, y) for k, (x, y) in FIG.items()}) for t in range(F)]
+    (comfy.input_dir / "samp_ref.json").write_text(json.dumps(ref))
+    (comfy.input_dir / "samp_drv.json").write_text(json.dumps(drv))
+    return ts
+
+
+def _graph(seed=7, **sampler):
+    return {
+        "1": {"class_type": "CharacterShotModelLoader",
+              "inputs": {"checkpoint": "CharacterShot-tiny21/", "dtype": "fp32"}},
+        "2": {"class_type": "CharacterShotVAELoader", "inputs": {"vae": "CharacterShot-tiny21/", "dtype": "fp32"}},
+        "3": {"class_type": "CharacterShotTextEncode",
+              "inputs": {"prompt": "smooth motion or in the wind", "t5_folder": "CharacterShot-tiny21/"}},
+        "4": {"class_type": "CharacterShotCameraRig",
+              "inputs": {"preset": "custom_orbit", "num_views": 9, "radius": 3.5, "elevation": 0.0,
+                         "look_at_height": 0.7, "fov": 39.6, "start_azimuth": 0.0, "direction": "counterclockwise",
+                         "width": W, "height": H}},
+        "5": {"class_type": "CharacterShotLoadMultiView", "inputs": {"source": "samp_views/", "cameras": ["4", 0]}},
+        "6": {"class_type": "CharacterShotLoadPoseKeypoints", "inputs": {"json_file": "samp_drv.json"}},
+        "7": {"class_type": "CharacterShotLoadPoseKeypoints", "inputs": {"json_file": "samp_ref.json"}},
+        "8": {"class_type": "CharacterShotPoseFromKeypoints",
+              "inputs": {"driving_pose": ["6", 0], "reference_pose": ["7", 0], "num_frames": F, "retarget": True,
+                         "width": W, "height": H}},
+        "9": {"class_type": "CharacterShotMultiViewSampler",
+              "inputs": {"model": ["1", 0], "vae": ["2", 0], "text": ["3", 0], "views": ["5", 1],
+                         "pose_frames": ["8", 0], "reference_pose": ["8", 1], "cameras": ["4", 0], "seed": seed,
+                         "steps": STEPS, "cfg": 6.0, "scheduler": "dpm", "num_frames": F, **sampler}},
+        "10": {"class_type": "CharacterShotSaveMultiView",
+               "inputs": {"multiview": ["9", 0], "filename_prefix": f"samp/mv_{seed}"}},
+    }
+
+
+def _progress(events, node):
+    return [e["data"]["value"] for e in events if e.get("type") == "progress" and e["data"].get("node") == node]
+
+
+def _text(hist, node):
+    return "\n".join(hist["outputs"][node].get("text", []))
+
+
+def test_multiview_sampler_save_fit_and_reuse(comfy, tiny):
+    prompt = _graph()
+    prompt["11"] = {"class_type": "CharacterShotFit4DGaussians",
+                    "inputs": {"multiview": ["9", 0], "iterations": 3, "seconds": 0.0, "initial_gaussians": 300,
+                               "preview_every": 0}}
+    prompt["12"] = {"class_type": "CharacterShotSave4DGaussians",
+                    "inputs": {"gaussians": ["11", 0], "filename_prefix": "samp/g", "save_bundle": False,
+                               "save_weights": False}}
+    hist = comfy.run(prompt, timeout=600)
+    assert hist["status"]["status_str"] == "success"
+    text = _text(hist, "9")
+    assert "9 views x 9 frames at 96x64; groups sampled [0, 1], reused none" in text
+    assert "not the official 21-view orbit" in text  # a custom rig with the official embeddings warns
+    assert max(_progress(comfy.events, "9")) == 2 * STEPS
+    # the saved layout: viewXX/frame_XXXXX.png + cameras.json, readable by the 4D stage
+    saved = sorted((comfy.output_dir / "samp").glob("mv_7_*"))
+    assert len(saved) == 1
+    folder = saved[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["cameras.json"] + [f"view{v:02d}" for v in range(9)]
+    assert sorted(p.name for p in (folder / "view08").iterdir()) == [f"frame_{i:05d}.png" for i in range(1, F + 1)]
+    cams = json.loads((folder / "cameras.json").read_text())
+    assert len(cams["times"]) == F
+    first = [np.asarray(Image.open(folder / f"view{v:02d}" / "frame_00005.png")) for v in range(9)]
+    assert all(im.shape == (H, W, 3) for im in first)
+    imgs = hist["outputs"]["10"]["images"]
+    assert len(imgs) == 9 and imgs[0]["subfolder"].endswith("/view00")
+    assert any(f.endswith(".ply") for f in (x["filename"] for x in hist["outputs"]["12"]["charshot_4d"]))
+
+    # a rerun with a changed node input that does not change the numbers reuses both finished groups
+    prompt2 = _graph(low_memory=True)
+    prompt2["10"]["inputs"]["filename_prefix"] = "samp/mv_again"
+    hist2 = comfy.run(prompt2, timeout=600)
+    assert "groups sampled none, reused [0, 1]" in _text(hist2, "9")
+    assert _progress(comfy.events, "9") == [] or max(_progress(comfy.events, "9")) <= 1
+    again = sorted((comfy.output_dir / "samp").glob("mv_again_*"))[0]
+    for v in range(9):
+        assert (again / f"view{v:02d}" / "frame_00005.png").read_bytes() == \
+            (folder / f"view{v:02d}" / "frame_00005.png").read_bytes()
+    # and the saved folder loads back as the same multi-view video
+    shutil.copytree(folder, comfy.input_dir / "samp_saved")
+    back = {"1": {"class_type": "CharacterShotLoadMultiView", "inputs": {"source": "samp_saved/"}},
+            "2": {"class_type": "CharacterShotSaveMultiView",
+                  "inputs": {"multiview": ["1", 0], "filename_prefix": "samp/back"}}}
+    comfy.run(back, timeout=120)
+    round_trip = sorted((comfy.output_dir / "samp").glob("back_*"))[0]
+    assert (round_trip / "view03" / "frame_00009.png").read_bytes() == \
+        (folder / "view03" / "frame_00009.png").read_bytes()
+
+
+def test_interrupt_keeps_finished_groups(comfy, tiny):
+    prompt = _graph(seed=8)
+    sent = {}
+
+    def on_event(msg):
+        d = msg.get("data", {})
+        if msg.get("type") == "progress" and d.get("node") == "9" and d["value"] > STEPS and not sent:
+            sent["at"] = d["value"]
+            comfy.interrupt()
+
+    with pytest.raises(WorkflowError) as err:
+        comfy.run(prompt, timeout=600, on_event=on_event)
+    assert "interrupted" in err.value.message.lower()
+    seen = _progress(comfy.events, "9")
+    assert sent and max(seen) <= sent["at"] + 1, "stopped within one step of the interrupt"
+    assert "finished view groups are kept" in comfy.log_text()
+    hist = comfy.run(prompt, timeout=600)
+    assert "groups sampled [1], reused [0]" in _text(hist, "9")
+
+
+def test_animate_2d(comfy, tiny):
+    prompt = _graph()
+    for k in ("1", "4", "5", "9", "10"):
+        prompt.pop(k)
+    prompt["11"] = {"class_type": "CharacterShot2DModelLoader",
+                    "inputs": {"checkpoint": "Character2D-tiny21/", "dtype": "fp32"}}
+    prompt["12"] = {"class_type": "LoadImage", "inputs": {"image": "samp_view0.png"}}
+    prompt["13"] = {"class_type": "CharacterShotAnimate2D",
+                    "inputs": {"model2d": ["11", 0], "vae": ["2", 0], "text": ["3", 0], "image": ["12", 0],
+                               "pose_frames": ["8", 0], "reference_pose": ["8", 1], "seed": 3, "steps": STEPS,
+                               "cfg": 6.0, "scheduler": "ddim", "num_frames": F}}
+    prompt["14"] = {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "samp/anim"}}
+    hist = comfy.run(prompt, timeout=600)
+    imgs = hist["outputs"]["14"]["images"]
+    assert len(imgs) == F
+    im = Image.open(io.BytesIO(comfy.view(imgs[0]["filename"], imgs[0]["subfolder"], imgs[0]["type"])))
+    assert im.size == (W, H)
+    # bad inputs are named
+    wrong = _graph()
+    wrong["9"]["inputs"]["num_frames"] = 13
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(wrong, timeout=120)
+    assert "pose_frames: 9 pose frames given but num_frames is 13" in e.value.message
+    rig21 = _graph()
+    rig21["9"]["inputs"]["cameras"] = ["15", 0]
+    rig21["15"] = {"class_type": "CharacterShotCameraRig", "inputs": dict(rig21["4"]["inputs"], num_views=21)}
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(rig21, timeout=120)
+    assert "views: 9 view images but the camera rig has 21 views" in e.value.message

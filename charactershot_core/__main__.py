@@ -14,7 +14,7 @@ from .errors import CharacterShotError
 
 # modules that add sub-commands; each has register(subparsers) -> None
 COMMAND_MODULES = ["charactershot_core.cli_info", "charactershot_core.models.cli", "charactershot_core.gaussians.cli",
-                   "charactershot_core.sampling.cli"]
+                   "charactershot_core.sampling.cli", "charactershot_core.distributed.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -269,4 +269,67 @@ class LoadPoseKeypoints(io.ComfyNode):
                                                        + "".join(f"\nWARNING: {w}" for w in seq.warnings)))
 
 
-NODES = [PrepareCharacter, PoseFromKeypoints, PreparePoseImages, LoadPoseKeypoints]
+def image_folders(max_folders: int = 500) -> list[str]:
+    """Sub-folders of ComfyUI's input folder that hold numbered images (``0.png``, ``frame_00001.png`` ...)."""
+    import os
+    import re
+
+    import folder_paths
+
+    root = folder_paths.get_input_directory()
+    found: list[str] = []
+    if not os.path.isdir(root):
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if dirpath != root and any(re.search(r"\d+\.(png|jpe?g|webp)$", f, re.I) for f in filenames):
+            found.append(os.path.relpath(dirpath, root).replace(os.sep, "/") + "/")
+            if len(found) >= max_folders:
+                break
+    return found
+
+
+class LoadImageSequence(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotLoadImageSequence",
+            display_name="CharacterShot Load Image Sequence",
+            category=STAGE,
+            description="Loads the numbered images of a folder in ComfyUI's input folder (0.png, 1.png, ... or "
+                        "frame_00001.png, ...) as one IMAGE batch in numeric order, as the official CLI reads its "
+                        "pose folders.",
+            inputs=[
+                io.Combo.Input("folder", options=image_folders() or [NO_FILE],
+                               tooltip="A folder of numbered images inside ComfyUI's input folder."),
+                io.Int.Input("max_frames", default=0, min=0, max=100000, optional=True,
+                             tooltip="Keep only the first N images (0 = all). The official CLI takes the first 25."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The images in numeric order.")],
+        )
+
+    @classmethod
+    def execute(cls, folder=NO_FILE, max_frames=0):
+        from ..charactershot_core.sampling.cli import read_poses
+        from .paths import resolve_input_dir
+
+        if not folder or folder == NO_FILE:
+            raise InputError("folder", "no folder chosen; put a folder of numbered images in ComfyUI's input folder")
+        path = resolve_input_dir(folder.rstrip("/"), "folder")
+        arr = read_poses(path, max_frames or None, name="folder")
+        return io.NodeOutput(numpy_to_image(arr), ui=ui.PreviewText(f"{arr.shape[0]} image(s) from {folder}"))
+
+    @classmethod
+    def fingerprint_inputs(cls, folder=NO_FILE, max_frames=0):
+        import os
+
+        from .paths import resolve_input_dir
+
+        try:
+            path = resolve_input_dir(folder.rstrip("/"), "folder")
+            return ";".join(f"{n}:{os.path.getmtime(os.path.join(path, n))}" for n in sorted(os.listdir(path)))
+        except InputError:
+            return float("nan")
+
+
+NODES = [PrepareCharacter, PoseFromKeypoints, PreparePoseImages, LoadPoseKeypoints, LoadImageSequence]

@@ -12,45 +12,16 @@ import pytest
 from PIL import Image
 
 from tests.comfy_host import WorkflowError
+from tests.tiny_models import F, H, W, install
 
 pytestmark = pytest.mark.e2e
 
-H, W, F, STEPS = 64, 96, 9, 2
-FIG = {0: (360, 60), 1: (360, 100), 2: (330, 100), 5: (390, 100), 8: (340, 200), 9: (342, 275), 10: (345, 350),
-       11: (380, 200), 12: (377, 275), 13: (374, 350), 14: (352, 54), 15: (368, 54), 16: (344, 60), 17: (376, 60)}
-
-
-def _kp_frame(points, w=720, h=480):
-    body = []
-    for i in range(18):
-        body += [points[i][0] / w, points[i][1] / h, 1.0] if i in points else [0.0, 0.0, 0.0]
-    return {"people": [{"pose_keypoints_2d": body, "face_keypoints_2d": None, "hand_left_keypoints_2d": None,
-                        "hand_right_keypoints_2d": None}], "canvas_width": w, "canvas_height": h}
+STEPS = 2
 
 
 @pytest.fixture(scope="module")
 def tiny(comfy, tmp_path_factory):
-    from charactershot_core.models.tiny import make_tiny_set
-
-    ts = make_tiny_set(str(tmp_path_factory.mktemp("tiny_sampling")), views=21)
-    dst = comfy.models_dir / "charactershot"
-    for src, name in ((ts.official, "CharacterShot-tiny21"), (ts.official_2d, "Character2D-tiny21")):
-        if not (dst / name).exists():
-            shutil.copytree(src, dst / name)
-    # inputs: 9 character views (one image per camera of a 9-view orbit), driving and reference keypoints
-    views = comfy.input_dir / "samp_views"
-    views.mkdir(exist_ok=True)
-    rng = np.random.default_rng(0)
-    for k in range(9):
-        img = np.full((H, W, 3), 255, np.uint8)
-        img[10:58, 36 + k % 3:60] = rng.integers(0, 255, 3, dtype=np.uint8)
-        Image.fromarray(img).save(views / f"view{k}.png")
-    Image.open(views / "view0.png").save(comfy.input_dir / "samp_view0.png")
-    ref = [_kp_frame(FIG)]
-    drv = [_kp_frame({k: (x + 6 * t, y) for k, (x, y) in FIG.items()}) for t in range(F)]
-    (comfy.input_dir / "samp_ref.json").write_text(json.dumps(ref))
-    (comfy.input_dir / "samp_drv.json").write_text(json.dumps(drv))
-    return ts
+    install(comfy, tmp_path_factory.mktemp("tiny_sampling"))
 
 
 def _graph(seed=7, **sampler):

@@ -51,11 +51,11 @@ def read_views(folder: str) -> np.ndarray:
     return np.ascontiguousarray(arr[:, 0])
 
 
-def read_poses(folder: str, num_frames: int | None) -> np.ndarray:
+def read_poses(folder: str, num_frames: int | None, name: str = "poses") -> np.ndarray:
     """Pose images sorted by the number in their name (``0.png``, ``1.png`` ... or ``frame_00001.png``); the first
     ``num_frames`` (all when None), as the official CLI takes them -> (F, H, W, 3) uint8."""
     if not os.path.isdir(folder):
-        raise InputError("poses", f"folder not found: {folder}")
+        raise InputError(name, f"folder not found: {folder}")
     files = []
     for fn in os.listdir(folder):
         stem, ext = os.path.splitext(fn)
@@ -63,15 +63,15 @@ def read_poses(folder: str, num_frames: int | None) -> np.ndarray:
         if ext.lower() in _IMAGE_EXT and m:
             files.append((int(m.group(1)), fn))
     if not files:
-        raise InputError("poses", f"{folder} holds no numbered pose images (0.png, 1.png, ...)")
+        raise InputError(name, f"{folder} holds no numbered pose images (0.png, 1.png, ...)")
     files.sort()
     if num_frames is not None:
         if len(files) < num_frames:
-            raise InputError("poses", f"{folder} holds {len(files)} pose images; {num_frames} frames requested")
+            raise InputError(name, f"{folder} holds {len(files)} pose images; {num_frames} frames requested")
         files = files[:num_frames]
-    imgs = [read_image(os.path.join(folder, fn), "poses") for _, fn in files]
+    imgs = [read_image(os.path.join(folder, fn), name) for _, fn in files]
     if len({im.shape for im in imgs}) != 1:
-        raise InputError("poses", f"pose images in {folder} differ in size")
+        raise InputError(name, f"pose images in {folder} differ in size")
     return np.stack(imgs)
 
 

@@ -94,7 +94,7 @@ PREVIEW_PROMPT = {
           "inputs": {"motion": "wave", "num_frames": FRAMES, "scale": 0.25, "seed": 0, "num_gaussians": 1500,
                      "backend": "torch"}},
     "2": {"class_type": "CharacterShotFit4DGaussians",
-          "inputs": {"multiview": ["1", 0], "iterations": 120, "seconds": 0.0, "scale": 1.0, "sh_degree": 0,
+          "inputs": {"multiview": ["1", 0], "iterations": 80, "seconds": 0.0, "scale": 1.0, "sh_degree": 0,
                      "batch_views": 2, "initial_gaussians": 4000, "neighbour_weight": 1.0, "rigidity_weight": 0.0,
                      "densify": False, "backend": "torch", "seed": 0, "preview_every": 0}},
     "3": {"class_type": "CharacterShotPreview4D", "inputs": {"gaussians": ["2", 0], "times": "", "turntable_frames": 4}},
@@ -110,7 +110,7 @@ window.__cs = window.__cs || {
     for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - bg[0]) > 24 || Math.abs(d[i+1] - bg[1]) > 24 ||
         Math.abs(d[i+2] - bg[2]) > 24) n++; return n; },
   b64: (u8) => { let s = ''; for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode(...u8.subarray(i, i + 0x8000)); return btoa(s); },
-  settle: async (v) => { for (let i = 0; i < 400; i++) { if (v.displayedFrame === v.wantFrame && !v.inflight &&
+  settle: async (v) => { for (let i = 0; i < 400; i++) { if (!v.scene) return false; if (v.displayedFrame === v.wantFrame && !v.inflight &&
       v.sortedViewId === v.viewId) return true; await new Promise(r => setTimeout(r, 25)); } return false; },
 };
 if (!window.__csHooked) {
@@ -148,7 +148,7 @@ def run_preview_fit(page) -> dict:
         await window.app.queuePrompt(0, 1);
         return true; }})()""")
     page.wait_for("window.__cs.errors.length > 0 || !!(window.__cs.viewer('CharacterShotPreview4D')?.scene && "
-                  "window.__cs.viewer('CharacterShotPreview4D').displayedFrame >= 0)", timeout=150)
+                  "window.__cs.viewer('CharacterShotPreview4D').displayedFrame >= 0)", timeout=400)
     errors = page.eval("window.__cs.errors")
     assert not errors, errors
     images = page.eval("window.__cs.executed.filter(d => d.output && d.output.images).flatMap(d => d.output.images)")
@@ -180,6 +180,11 @@ def test_preview_widget_draws_the_character(page, fitted):
     page.screenshot(ARTIFACTS / "preview4d_page.png")
 
 
+def _temp(comfy) -> Path:
+    """ComfyUI's temp folder (``--temp-directory X`` serves X/temp)."""
+    return comfy.temp_dir / "temp"
+
+
 def synthetic_bundle(path, n: int = 4000, frames: int = 5, motion: str = "wave") -> str:
     """The synthetic character's exact Gaussians (known motion) as a 4D bundle with the official rig's cameras."""
     from charactershot_core.cameras import official_rig
@@ -207,8 +212,8 @@ STANDALONE = """(async () => {{
 
 def test_frame_slider_changes_the_picture(page, comfy, fitted):
     # the synthetic character's exact motion (the arm rises in the middle of the wave), so the change is known
-    (comfy.temp_dir / "charshot_gt").mkdir(exist_ok=True)
-    synthetic_bundle(comfy.temp_dir / "charshot_gt" / "wave.cs4d", n=4000, frames=5)
+    (_temp(comfy) / "charshot_gt").mkdir(exist_ok=True)
+    synthetic_bundle(_temp(comfy) / "charshot_gt" / "wave.cs4d", n=4000, frames=5)
     r = page.eval(STANDALONE.format(w=384, h=384 + 60, name="wave.cs4d", sub="charshot_gt"))
     assert r["count"] == 4000 and not r["message"], r
     V = "window.__csStandalone"
@@ -291,7 +296,7 @@ def test_hidden_widget_stops_drawing(page, fitted):
     page.eval(f"{V}.pause(); true")
 
 
-def _bundle_bytes(n: int, frames: int = 2, seed: int = 0) -> bytes:
+def _bundle_bytes(n: int, frames: int = 2, seed: int = 0, level: int = 6) -> bytes:
     from charactershot_core.gaussians.export import write_bundle
 
     rng = np.random.default_rng(seed)
@@ -301,7 +306,7 @@ def _bundle_bytes(n: int, frames: int = 2, seed: int = 0) -> bytes:
         path = os.path.join(d, "b.cs4d")
         write_bundle(path, {"colors": rng.random((n, 3)), "opacities": np.full(n, 0.8),
                             "scales": np.full((n, 3), 0.01)}, {"positions": pos, "rotations": rot},
-                     [i / max(1, frames - 1) for i in range(frames)])
+                     [i / max(1, frames - 1) for i in range(frames)], level=level)
         return open(path, "rb").read()
 
 
@@ -313,11 +318,11 @@ def test_bad_files_show_clear_messages(page, comfy, fitted):
         "newer.cs4d": good[:4] + (2).to_bytes(4, "little") + good[8:],
         "mesh.ply": b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
                     b"property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n" + bytes(12),
-        "big.cs4d": _bundle_bytes(2_000_000, frames=2),
+        "big.cs4d": _bundle_bytes(2_000_000, frames=1, level=1),
     }
-    (comfy.temp_dir / "charshot_bad").mkdir(exist_ok=True)
+    (_temp(comfy) / "charshot_bad").mkdir(exist_ok=True)
     for name, data in bad.items():
-        (comfy.temp_dir / "charshot_bad" / name).write_bytes(data)
+        (_temp(comfy) / "charshot_bad" / name).write_bytes(data)
     expect = {"truncated.cs4d": "truncated", "corrupt.cs4d": "corrupt", "newer.cs4d": "newer CharacterShot",
               "mesh.ply": "no 3D Gaussian properties", "missing.cs4d": "HTTP 404", "big.cs4d": "showing every"}
     for name, needle in expect.items():
@@ -341,6 +346,8 @@ def test_bad_files_show_clear_messages(page, comfy, fitted):
         if name == "big.cs4d":
             assert r["total"] == 2_000_000 and r["count"] <= 600_000 and r["frame"] == 0, r
             assert "decimated" in r["info"], r
+            print(f"2M splats: loaded and sorted in {r['ms']:.0f} ms, longest main-thread gap {r['maxGap']:.0f} ms")
+            assert r["maxGap"] < 3000, r  # the page keeps running while a huge preview loads
         else:
             assert r["kind"] == "error" and r["count"] == 0, (name, r)
     # the page and the workflow are untouched

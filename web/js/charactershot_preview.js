@@ -32,7 +32,7 @@ function attachPreview(node) {
   });
   widget.serialize = false; // never in the workflow's widgets_values
   const cls = nodeClass(node);
-  viewer.showMessage(cls === "CharacterShotLoad4DGaussians"
+  if (!viewer.noWebGL2) viewer.showMessage(cls === "CharacterShotLoad4DGaussians"
     ? "Run the workflow to see the chosen file's 4D bundle here."
     : "No result yet: run the workflow to see the 4D preview here.");
   const preview = { viewer, widget };

@@ -79,4 +79,20 @@ if ! step_done "reqs:$reqhash"; then
   "${pip[@]}" -r requirements.txt -r requirements-dev.txt
   mark "reqs:$reqhash"
 fi
+
+# A real browser for the front-end tests (headless Chromium with software WebGL2): Debian's chromium package.
+chromium_bin() { command -v chromium || command -v chromium-browser || command -v google-chrome || true; }
+if ! step_done browser || [ -z "$(chromium_bin)" ]; then
+  if [ -z "$(chromium_bin)" ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      log "installing Debian's chromium for the browser tests"
+      apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2
+    else
+      log "Chromium is missing: the browser tests need it. Install it with 'sudo apt-get install chromium'"
+      log "(Debian/Ubuntu), run this script as root, or set CHARSHOT_SKIP_BROWSER=1 to skip those tests."
+    fi
+  fi
+  [ -n "$(chromium_bin)" ] && ! step_done browser && mark browser
+fi
 log "ready: $venv (ComfyUI host: $host)"

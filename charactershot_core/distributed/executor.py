@@ -49,7 +49,7 @@ class _GroupActor:
         import torch
 
         return {"identity": self.worker.identity, "pid": os.getpid(), "host": socket.gethostname(),
-                "device": str(self.spec.resolved_device()), "threads": torch.get_num_threads()}
+                "node": _node_id(), "device": str(self.spec.resolved_device()), "threads": torch.get_num_threads()}
 
     def progress(self) -> dict:
         return dict(self.state, pid=os.getpid())
@@ -62,9 +62,19 @@ class _GroupActor:
             self.state = {"group": int(index), "step": i + 1, "steps": n}
 
         try:
-            return self.worker.run_group(job, int(index), hook)
+            res = self.worker.run_group(job, int(index), hook)
+            return res, {"pid": os.getpid(), "host": socket.gethostname(), "node": _node_id()}
         finally:
             self.state = {"group": None, "step": 0, "steps": 0}
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray
+        return ""
 
 
 @dataclass
@@ -173,6 +183,7 @@ class RayExecutor:
         self.gpus = gpus
         self._lock = threading.Condition()
         self._queue: collections.deque = collections.deque()
+        self.history: list = []     # (group index, {"pid", "host", "node"} of the actor that computed it), in order
         self._thread: Optional[threading.Thread] = None
         self._stop = False
         self._closed = False
@@ -182,8 +193,9 @@ class RayExecutor:
     def actors(self) -> list:
         return [s.info for s in self._slots if s.alive]
 
-    def actor_pids(self) -> list:
-        return [s.info.get("pid") for s in self._slots if s.alive]
+    def actor_progress(self, timeout: float = 60.0) -> list:
+        """What each live actor is doing now: ``{"group": index or None, "step", "steps", "pid"}``."""
+        return self.ray.get([s.handle.progress.remote() for s in self._slots if s.alive], timeout=timeout)
 
     def run(self, job, indices: Iterable[int], on_step=None) -> Iterator:
         """Hand the groups ``indices`` of ``job`` to the actors; yield each :class:`GroupResult` as it finishes.
@@ -299,7 +311,7 @@ class RayExecutor:
         w, ref = s.work, s.ref
         s.work, s.ref = None, None
         try:
-            res = ray.get(ref)
+            res, where = ray.get(ref)
         except ray.exceptions.RayActorError as e:
             s.alive = False
             w.attempts += 1
@@ -319,6 +331,7 @@ class RayExecutor:
         except Exception as e:  # noqa: BLE001 - object lost etc.
             w.sink.put(("error", CharacterShotError(f"view group {w.index}: {type(e).__name__}: {e}")))
             return
+        self.history.append((w.index, where))
         if not w.cancelled:
             w.sink.put(("result", res))
 

@@ -7,8 +7,8 @@ from what is tested. Run it after changing a node's inputs or a twin:
     .venv/bin/python scripts/make_example_workflows.py          # starts a temporary ComfyUI for /object_info
     .venv/bin/python scripts/make_example_workflows.py --thumbnails-only   # only the .jpg thumbnails
 
-Every template also gets a ``<name>.jpg`` thumbnail (the graph, under ``docs/images/<name>_result.png`` if there is
-one), which ComfyUI's template browser shows beside it.
+Every template also gets a ``<name>.jpg`` thumbnail (the graph, under ``docs/images/<name>_result.png``/``.jpg`` if
+there is one), which ComfyUI's template browser shows beside it.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def api_to_ui(prompt: dict, object_info: dict, title: str = "") -> dict:
             depth[key] = 1 + max((node_depth(u) for u in ups), default=-1)
         return depth[key]
 
-    rows: dict[int, int] = {}
+    rows: dict[int, int] = {}  # column -> next free y
     for key, node in prompt.items():
         info = object_info[node["class_type"]]
         ins = []
@@ -83,15 +83,18 @@ def api_to_ui(prompt: dict, object_info: dict, title: str = "") -> dict:
                     entry["link"] = link_id
                 ins.append(entry)
         d = node_depth(key)
-        row = rows.get(d, 0)
-        rows[d] = row + 1
+        widgets = _widget_values(info, node["inputs"])
+        # about the editor's own size: a title, one row per slot or widget, room for an output node's preview
+        height = 46 + 21 * (max(len(ins), len(info["output"])) + len(widgets)) + (300 if info.get("output_node") else 0)
+        y = rows.get(d, 40)
+        rows[d] = y + height + 50
         nodes.append({
-            "id": ids[key], "type": node["class_type"], "pos": [40 + d * 360, 40 + row * 320], "size": [320, 260],
+            "id": ids[key], "type": node["class_type"], "pos": [40 + d * 360, y], "size": [320, height],
             "flags": {}, "order": 0, "mode": 0, "inputs": ins,
             "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                         for i, (n, t) in enumerate(zip(info.get("output_name", info["output"]), info["output"]))],
             "properties": {"Node name for S&R": node["class_type"]},
-            "widgets_values": _widget_values(info, node["inputs"]),
+            "widgets_values": widgets,
         })
         if node.get("_meta", {}).get("title"):
             nodes[-1]["title"] = node["_meta"]["title"]
@@ -108,7 +111,7 @@ def api_to_ui(prompt: dict, object_info: dict, title: str = "") -> dict:
 
 # ------------------------------------------------------------------------------------------------ thumbnails
 THUMB_SIZE = (512, 384)
-PICTURES = REPO / "docs" / "images"  # an optional <template>_result.png shown above the graph
+PICTURES = REPO / "docs" / "images"  # an optional <template>_result.png (or .jpg) shown above the graph
 
 
 def _font(size: int):
@@ -141,14 +144,14 @@ def draw_thumbnail(ui: dict, title: str = "", picture=None):
     x0 = min(n["pos"][0] for n in nodes)
     y0 = min(n["pos"][1] for n in nodes)
     x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
-    y1 = max(n["pos"][1] + n["size"][1] * 0.5 for n in nodes)
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
     area = (10, top + 26, w - 10, h - 10)
     sc = min((area[2] - area[0]) / max(1, x1 - x0), (area[3] - area[1]) / max(1, y1 - y0))
     boxes = {}
     for n in nodes:
         bx = area[0] + (n["pos"][0] - x0) * sc
         by = area[1] + (n["pos"][1] - y0) * sc
-        boxes[n["id"]] = (bx, by, bx + n["size"][0] * sc, by + n["size"][1] * 0.5 * sc)
+        boxes[n["id"]] = (bx, by, bx + n["size"][0] * sc, by + n["size"][1] * sc)
     for link in ui["links"]:
         _, src, _, dst = link[:4]
         a, b = boxes[src], boxes[dst]
@@ -177,9 +180,10 @@ def draw_thumbnail(ui: dict, title: str = "", picture=None):
 def write_thumbnail(name: str, ui: dict) -> Path:
     from PIL import Image
 
-    pic = PICTURES / f"{name}_result.png"
+    pics = [PICTURES / f"{name}_result{ext}" for ext in (".png", ".jpg")]
+    pic = next((p for p in pics if p.is_file()), None)
     title = ui.get("extra", {}).get("charactershot", {}).get("title", name)
-    img = draw_thumbnail(ui, title, Image.open(pic) if pic.is_file() else None)
+    img = draw_thumbnail(ui, title, Image.open(pic) if pic else None)
     path = OUT / f"{name}.jpg"
     tmp = path.with_suffix(".jpg.partial")
     img.save(tmp, format="JPEG", quality=88)

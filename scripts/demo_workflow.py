@@ -110,7 +110,7 @@ def run(args) -> int:
 def ui(args) -> int:
     host = ComfyHost(root=args.root, port=args.port or DEFAULT_PORT)
     banner = ("ComfyUI with CharacterShot: open {host.base} in a browser (Workflow -> Browse Templates -> "
-              "charactershot -> charactershot_demo; Queue runs it, Preview 4D shows the result). Output folder: "
+              "charactershot -> charactershot_demo; Run runs it, Preview 4D shows the result). Output folder: "
               "{host.output_dir}. Ctrl-C stops ComfyUI.")
     return serve(host, banner)
 

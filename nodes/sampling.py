@@ -186,17 +186,14 @@ class MultiViewSampler(io.ComfyNode):
                 if not (reuse_finished and 0 <= gi < len(job.groups)
                         and store.has(job.group_key(gi, worker.identity)))]
         bar = Progress(max(1, len(todo)) * steps)
-        projection = {}
         finished = {}
 
         def on_step(gi, i, n, x0_fn):
             preview = None
             if i % max(1, n // 10) == 0 or i == n - 1:
-                if "ab" not in projection:
-                    projection["ab"] = worker.latent_rgb(job)
                 from ..charactershot_core.sampling.preview import preview_strip
 
-                preview = _preview_image(preview_strip(x0_fn().cpu(), *projection["ab"]))
+                preview = _preview_image(preview_strip(x0_fn().cpu(), *worker.preview_map))
             bar.step(1, preview=preview)
 
         def on_group(res):

@@ -292,3 +292,19 @@ def test_official_mp4_layout_is_read_group_by_group(tmp_path):
         assert np.abs(arr[v].reshape(-1, 3).mean(0) - np.array(colours[v])).max() < 12
     with pytest.raises(InputError, match="video: .* has 30 frames; expected 2 groups x 3 views x 4 frames"):
         read_official_mp4(path, groups, frames_per_view=4)
+
+
+def test_latent_preview_map_is_fitted_on_the_reference():
+    from charactershot_core.sampling.preview import fit_latent_to_rgb, latents_to_rgb, preview_strip
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 8, 12, generator=g)
+    a_true = torch.randn(3, 4, generator=g) * 0.03  # stays inside [0, 1]: no clamping
+    rgb = (torch.einsum("kc,chw->hwk", a_true, z) + 0.5).clamp(0, 1)
+    image = (torch.nn.functional.interpolate(rgb.permute(2, 0, 1)[None], scale_factor=8, mode="nearest")[0]
+             .permute(1, 2, 0) * 255).round().to(torch.uint8)
+    a, b = fit_latent_to_rgb(z, image)
+    back = latents_to_rgb(z, a, b).astype(int)
+    assert np.abs(back - (rgb.numpy() * 255).round()).max() <= 2
+    strip = preview_strip(z[None, None, None].expand(1, 3, 3, 4, 8, 12), a, b, scale=2)
+    assert strip.shape == (16, 72, 3)

@@ -72,6 +72,7 @@ def test_multiview_sampler_save_fit_and_reuse(comfy, tiny):
     assert "9 views x 9 frames at 96x64; groups sampled [0, 1], reused none" in text
     assert "not the official 21-view orbit" in text  # a custom rig with the official embeddings warns
     assert max(_progress(comfy.events, "9")) == 2 * STEPS
+    assert any(e.get("type") == "binary" for e in comfy.events), "latent previews were sent"
     # the saved layout: viewXX/frame_XXXXX.png + cameras.json, readable by the 4D stage
     saved = sorted((comfy.output_dir / "samp").glob("mv_7_*"))
     assert len(saved) == 1

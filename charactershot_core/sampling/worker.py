@@ -25,6 +25,7 @@ from ..models.rope import rotary_embeddings
 from .job import Animate2DJob, GroupResult, MultiViewJob
 from .pipeline import (DenoiseOptions, decode_views, denoise, draw_noise, encode_pose_latents, encode_posteriors,
                        frames_to_uint8, predict_2d, predict_4d, sample_image_latents)
+from .preview import fit_latent_to_rgb
 from .schedulers import DEFAULT_SCHEDULER_CONFIG
 
 log = logging.getLogger("CharacterShot")
@@ -126,6 +127,7 @@ class MultiViewWorker:
         self.identity = model_identity(model, vae) + (":rig" if camera_source == "from_rig" else "")
         self._posteriors: dict = {}
         self._pose_cache: dict = {}
+        self.preview_map: Optional[tuple] = None  # (A, b): latent -> RGB of the current group, for previews
 
     # ------------------------------------------------------------------------------------------------ checks
     def check_job(self, job: MultiViewJob) -> list:
@@ -175,14 +177,6 @@ class MultiViewWorker:
             out.append(self._posteriors[key])
         return out
 
-    def latent_rgb(self, job: MultiViewJob) -> tuple:
-        """A linear latent-to-RGB map for previews, fitted on view 0 (see preview.py)."""
-        from .preview import fit_latent_to_rgb
-
-        dev = next(self.vae.vae.parameters()).device
-        post = self._image_posteriors(job, [0], dev)[0]
-        return fit_latent_to_rgb(post.mean[0, :, 0].float().cpu() * self.vae.scaling_factor, job.views[0])
-
     def _pose_latents(self, job: MultiViewJob, device) -> torch.Tensor:
         h = hashlib.sha256()
         h.update(job.pose_frames.numpy().tobytes())
@@ -219,7 +213,9 @@ class MultiViewWorker:
                 on_stage("encode")
             dev = self.use_vae()
             gen = torch.Generator().manual_seed(int(job.seed))  # re-created per group, as officially
-            image_latents = sample_image_latents(self._image_posteriors(job, views, dev), gen, sf, dtype)
+            posteriors = self._image_posteriors(job, views, dev)
+            image_latents = sample_image_latents(posteriors, gen, sf, dtype)
+            self.preview_map = fit_latent_to_rgb(posteriors[0].mean[0, :, 0].float().cpu() * sf, job.views[views[0]])
             pose = self._pose_latents(job, dev)
             ch, h, w = image_latents.shape[3:]
             guider_out = model.camera_guider(self._camera_maps(job, views))  # fp32, on the guider's device
@@ -233,7 +229,9 @@ class MultiViewWorker:
                 else job.prompt_embeds
             opts = DenoiseOptions(job.steps, job.guidance, job.scheduler, job.dynamic_cfg, job.spacing,
                                   job.low_memory)
-            latents = denoise(predict_4d(model.transformer, tokens.to(dev, dtype), model.per_sample_text),
+            rope = model.transformer.rotary_embeddings(job.latent_frames + 1, len(views), h // model.config[
+                "patch_size"], w // model.config["patch_size"], dev)  # once per group, not per step
+            latents = denoise(predict_4d(model.transformer, tokens.to(dev, dtype), model.per_sample_text, rope),
                               image_latents, noise, pose_v, text, opts, gen, job.scheduler_config
                               or self.scheduler_config, dev, dtype, on_step)
             if on_stage:

@@ -70,6 +70,29 @@ def test_demo_workflow_runs_and_reports_its_files(comfy, capsys):
     assert str(files["bundle"][0]) in capsys.readouterr().out
 
 
+def test_4d_from_files_workflow_runs(comfy):
+    """Workflow 4: multi-view frames on disk (the official layout view00/frame_00001.png, with our cameras.json)."""
+    from charactershot_core.cameras import official_rig
+    from charactershot_core.gaussians.data import write_png
+    from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+    folder = comfy.input_dir / "charactershot_views"
+    rig = official_rig()
+    frames = SyntheticCharacter("wave", seed=2, n_gaussians=800).render_views(rig, [0.0, 0.5, 1.0], scale=0.1,
+                                                                             backend="torch")
+    for v in range(frames.shape[0]):
+        for i in range(frames.shape[1]):
+            write_png(str(folder / f"view{v:02d}" / f"frame_{i + 1:05d}.png"), frames[v, i])
+    rig.save(str(folder / "cameras.json"))
+    prompt = _twin("charactershot_4d_from_files.json")
+    prompt["2"]["inputs"].update(iterations=10, seconds=0.0)
+    prompt["3"]["inputs"].update(turntable_frames=2)
+    hist = comfy.run(prompt, timeout=600)
+    files = [f["filename"] for f in hist["outputs"]["4"]["charshot_4d"]]
+    assert sum(f.endswith(".ply") for f in files) == 3 and any(f.endswith(".cs4d") for f in files)
+    assert "3" in hist["outputs"]  # Preview 4D showed it
+
+
 def test_every_template_has_a_thumbnail():
     from scripts.make_example_workflows import THUMB_SIZE
 

@@ -22,7 +22,7 @@ from ..charactershot_core.gaussians.data import MultiViewVideo, default_times
 from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
                                            animate_2d, sample_multiview)
 from ..charactershot_core.sampling.schedulers import DYNAMIC_CFG, SCHEDULERS
-from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds, numpy_to_image
+from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds
 from .paths import _inside, output_target
 
 log = logging.getLogger("CharacterShot")

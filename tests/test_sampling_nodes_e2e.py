@@ -157,3 +157,18 @@ def test_animate_2d(comfy, tiny):
     with pytest.raises(WorkflowError) as e:
         comfy.run(rig21, timeout=120)
     assert "views: 9 view images but the camera rig has 21 views" in e.value.message
+
+
+def test_a_subset_of_groups_gives_their_views(comfy, tiny):
+    """One ComfyUI (or one ComfyUI-Distributed worker) per group index: the outputs hold that group's views."""
+    prompt = _graph(groups="1")
+    prompt["10"]["inputs"]["filename_prefix"] = "samp/group1"
+    hist = comfy.run(prompt, timeout=600)
+    assert "5 views x 9 frames" in _text(hist, "9")
+    saved = sorted((comfy.output_dir / "samp").glob("group1_*"))[0]
+    cams = json.loads((saved / "cameras.json").read_text())
+    assert len(cams["views"]) == 5 and sorted(p.name for p in saved.glob("view*")) == [f"view{v:02d}" for v in range(5)]
+    bad = _graph(groups="0, 7")
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(bad, timeout=120)
+    assert "groups: group indices [7] out of range: the job has 2 groups" in e.value.message

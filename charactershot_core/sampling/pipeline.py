@@ -198,7 +198,8 @@ def denoise(predict: Predict, image_latents: torch.Tensor, noise: torch.Tensor, 
     timesteps = scheduler.timesteps
     do_cfg = opts.guidance > 1.0
     if do_cfg and text.shape[0] != 2:
-        raise InputError("text", f"expected [negative, positive] embeddings for guidance > 1, got batch {text.shape[0]}")
+        raise InputError("text", f"expected [negative, positive] embeddings for guidance > 1, got batch "
+                                 f"{text.shape[0]}")
     image_latents = image_latents.to(device=device, dtype=dtype)
     latents = torch.cat([noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma, image_latents], dim=2)
     pose = pose_latents.to(device=device, dtype=dtype)

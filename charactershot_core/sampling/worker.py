@@ -71,7 +71,7 @@ def model_identity(model, vae) -> str:
 
 
 def scheduler_config_for(source: str) -> dict:
-    """The ``scheduler/scheduler_config.json`` of the official folder ``source`` belongs to, else the CogVideoX-5B one."""
+    """The ``scheduler/scheduler_config.json`` of the official folder ``source`` is in, else the CogVideoX-5B one."""
     if source:
         here = os.path.abspath(source)
         for folder in (here, os.path.dirname(here), os.path.dirname(os.path.dirname(here))):

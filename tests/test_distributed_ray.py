@@ -56,7 +56,7 @@ def test_two_actors_split_the_groups_and_equal_the_sequential_run(setup, executo
     res = sample_multiview(setup["job"], executor, store)
     assert res.complete and sorted(res.sampled) == [0, 1]
     assert equal_results(res, setup["reference"])
-    pids = {where["pid"] for _, where in executor.history[n0:]}
+    pids = {where["pid"] for _, where, _ in executor.history[n0:]}
     assert len(pids) == 2, f"both actors should have taken a group: {executor.history[n0:]}"
     # stored groups reload to the same bytes, and a rerun reuses them without sending work to the actors
     again = sample_multiview(setup["job"], executor, store)
@@ -91,7 +91,7 @@ def test_killed_actor_is_retried_and_the_result_is_unchanged(setup, executor):
     assert "err" not in out, out.get("err")
     res = out["res"]
     assert equal_results(res, setup["reference"])
-    redone = [where for gi, where in executor.history[n0:] if gi == killed["group"]]
+    redone = [where for gi, where, _ in executor.history[n0:] if gi == killed["group"]]
     assert redone and redone[0]["pid"] != killed["pid"], "the killed actor's group must be recomputed elsewhere"
 
 

@@ -45,6 +45,7 @@ class Outcome:
     export_files: list = field(default_factory=list)
     error: Optional[str] = None
     seconds: float = 0.0
+    workers: list = field(default_factory=list)   # Ray: (group index, {"pid", "host", "node"}) of each sampled group
 
     def summary(self) -> dict:
         return {"name": self.name, "out": self.out, "complete": self.complete, "groups": self.groups,
@@ -184,6 +185,8 @@ def run_batch(jobs: JobsFile, use_ray: bool = False, address: Optional[str] = No
             finally:
                 sampled_events[ch.index].set()
             oc.sampled, oc.reused = sorted(result.sampled), sorted(result.reused)
+            if use_ray:
+                oc.workers = [(gi, where) for gi, where, tok in list(executor.history) if tok == id(job)]
             write_assembled(oc.out, result.frames, job.rig, job.rig.times if job.rig is not None else None)
             oc.complete = True
             log(f"[{name}] all {ng} groups: {job.num_views} views x {job.num_frames} frames -> {oc.out} "

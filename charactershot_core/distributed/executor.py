@@ -82,6 +82,7 @@ class _Work:
     job_ref: object
     index: int
     sink: queue.Queue
+    token: int = 0
     attempts: int = 0
     cancelled: bool = False
 
@@ -183,7 +184,7 @@ class RayExecutor:
         self.gpus = gpus
         self._lock = threading.Condition()
         self._queue: collections.deque = collections.deque()
-        self.history: list = []     # (group index, {"pid", "host", "node"} of the actor that computed it), in order
+        self.history: list = []     # (group index, {"pid", "host", "node"} of its actor, id(job)), in order
         self._thread: Optional[threading.Thread] = None
         self._stop = False
         self._closed = False
@@ -207,7 +208,7 @@ class RayExecutor:
             raise CharacterShotError("the Ray executor is closed")
         sink: queue.Queue = queue.Queue()
         job_ref = self.ray.put(job)
-        works = [_Work(job_ref, gi, sink) for gi in indices]
+        works = [_Work(job_ref, gi, sink, id(job)) for gi in indices]
         with self._lock:
             self._queue.extend(works)
             if self._thread is None:
@@ -331,7 +332,7 @@ class RayExecutor:
         except Exception as e:  # noqa: BLE001 - object lost etc.
             w.sink.put(("error", CharacterShotError(f"view group {w.index}: {type(e).__name__}: {e}")))
             return
-        self.history.append((w.index, where))
+        self.history.append((w.index, where, w.token))
         if not w.cancelled:
             w.sink.put(("result", res))
 

@@ -19,18 +19,21 @@ precision highp int;
 precision highp usampler2D;
 uniform usampler2D u_canon;
 uniform usampler2D u_frame;
+uniform usampler2D u_order;
 uniform mat4 u_view;
 uniform mat4 u_proj;
 uniform vec2 u_viewport;
 uniform vec2 u_focal;
 uniform uint u_stride;
-in vec2 a_corner;
-in uint a_index;
 out vec4 v_color;
 out vec2 v_pos;
 ivec2 texel(uint t) { return ivec2(int(t & 2047u), int(t >> 11u)); }
 void main() {
-  uint i = a_index;
+  // one indexed draw, 4 vertices per splat (no instancing: software WebGL runs each instance as a separate draw)
+  uint vid = uint(gl_VertexID);
+  uint slot = vid >> 2u;
+  vec2 a_corner = vec2(float(vid & 1u) * 2.0 - 1.0, float((vid >> 1u) & 1u) * 2.0 - 1.0);
+  uint i = texelFetch(u_order, texel(slot), 0).x; // the depth order, near to far
   uvec4 c0 = texelFetch(u_canon, texel(2u * i), 0);
   uvec4 f0 = texelFetch(u_frame, texel(u_stride * i), 0);
   uvec4 cv = u_stride == 2u ? texelFetch(u_frame, texel(2u * i + 1u), 0) : texelFetch(u_canon, texel(2u * i + 1u), 0);
@@ -65,10 +68,9 @@ in vec4 v_color;
 in vec2 v_pos;
 out vec4 fragColor;
 void main() {
-  float r2 = dot(v_pos, v_pos);
-  if (r2 > 9.0) discard;
-  float alpha = min(0.99, v_color.a * exp(-0.5 * r2));
-  if (alpha < 1.0 / 255.0) discard;
+  // no discard: a zero-alpha fragment adds nothing with front-to-back blending, and branches cost in software GL
+  float alpha = min(0.99, v_color.a * exp(-0.5 * dot(v_pos, v_pos)));
+  alpha = alpha < 1.0 / 255.0 ? 0.0 : alpha;
   fragColor = vec4(v_color.rgb * alpha, alpha);
 }`;
 
@@ -297,24 +299,12 @@ export class SplatViewer {
     this.prog = link(VERT, FRAG);
     this.bgProg = link(BG_VERT, BG_FRAG);
     this.loc = {};
-    for (const u of ["u_canon", "u_frame", "u_view", "u_proj", "u_viewport", "u_focal", "u_stride"]) {
+    for (const u of ["u_canon", "u_frame", "u_order", "u_view", "u_proj", "u_viewport", "u_focal", "u_stride"]) {
       this.loc[u] = gl.getUniformLocation(this.prog, u);
     }
     this.loc.u_bg = gl.getUniformLocation(this.bgProg, "u_bg");
     this.vao = gl.createVertexArray();
     gl.bindVertexArray(this.vao);
-    this.cornerBuf = gl.createBuffer();
-    gl.bindBuffer(gl.ARRAY_BUFFER, this.cornerBuf);
-    gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 1, -1, -1, 1, 1, 1]), gl.STATIC_DRAW);
-    const aCorner = gl.getAttribLocation(this.prog, "a_corner");
-    gl.enableVertexAttribArray(aCorner);
-    gl.vertexAttribPointer(aCorner, 2, gl.FLOAT, false, 0, 0);
-    this.indexBuf = gl.createBuffer();
-    gl.bindBuffer(gl.ARRAY_BUFFER, this.indexBuf);
-    const aIndex = gl.getAttribLocation(this.prog, "a_index");
-    gl.enableVertexAttribArray(aIndex);
-    gl.vertexAttribIPointer(aIndex, 1, gl.UNSIGNED_INT, 0, 0);
-    gl.vertexAttribDivisor(aIndex, 1);
     gl.bindVertexArray(null);
     this.bgVao = gl.createVertexArray();
     this.canvas.addEventListener("webglcontextlost", (e) => {
@@ -323,7 +313,7 @@ export class SplatViewer {
     });
   }
 
-  _texture(width, rows) {
+  _texture(width, rows, format) {
     const gl = this.gl;
     const t = gl.createTexture();
     gl.bindTexture(gl.TEXTURE_2D, t);
@@ -331,15 +321,16 @@ export class SplatViewer {
     gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
     gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
     gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
-    gl.texStorage2D(gl.TEXTURE_2D, 1, gl.RGBA32UI, width, rows);
+    gl.texStorage2D(gl.TEXTURE_2D, 1, format || gl.RGBA32UI, width, rows);
     return t;
   }
 
   _freeSceneGL() {
     const gl = this.gl;
     if (!gl) return;
-    for (const t of [this.canonTex, ...(this.frameTex || [])]) if (t) gl.deleteTexture(t);
+    for (const t of [this.canonTex, this.orderTex, ...(this.frameTex || [])]) if (t) gl.deleteTexture(t);
     this.canonTex = null;
+    this.orderTex = null;
     this.frameTex = null;
   }
 
@@ -424,8 +415,20 @@ export class SplatViewer {
     this.frameTex = [this._texture(TEX_WIDTH, this.frameRows), this._texture(TEX_WIDTH, this.frameRows)];
     this.front = 0;
     this.frameScratch = new Uint32Array(TEX_WIDTH * this.frameRows * 4);
-    gl.bindBuffer(gl.ARRAY_BUFFER, this.indexBuf);
-    gl.bufferData(gl.ARRAY_BUFFER, n * 4, gl.DYNAMIC_DRAW);
+    // the sort order as an R32UI texture read with gl_InstanceID (instanced integer attributes are emulated,
+    // and slow, on some WebGL2 implementations such as the software SwiftShader)
+    this.orderRows = Math.max(1, Math.ceil(n / TEX_WIDTH));
+    this.orderTex = this._texture(TEX_WIDTH, this.orderRows, gl.R32UI);
+    this.orderScratch = new Uint32Array(TEX_WIDTH * this.orderRows);
+    const idx = new Uint32Array(6 * n); // two triangles per splat over its 4 corner vertices
+    for (let j = 0, v = 0; j < 6 * n; j += 6, v += 4) {
+      idx[j] = v; idx[j + 1] = v + 1; idx[j + 2] = v + 2; idx[j + 3] = v + 2; idx[j + 4] = v + 1; idx[j + 5] = v + 3;
+    }
+    gl.bindVertexArray(this.vao);
+    if (!this.quadIndex) this.quadIndex = gl.createBuffer();
+    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, this.quadIndex);
+    gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, idx, gl.STATIC_DRAW);
+    gl.bindVertexArray(null);
     this._startWorker();
     this._pump();
   }
@@ -486,8 +489,9 @@ export class SplatViewer {
     } else if (msg.frame === this.displayedFrame) use = true;
     if (use) {
       const gl = this.gl;
-      gl.bindBuffer(gl.ARRAY_BUFFER, this.indexBuf);
-      gl.bufferSubData(gl.ARRAY_BUFFER, 0, msg.order);
+      this.orderScratch.set(msg.order);
+      gl.bindTexture(gl.TEXTURE_2D, this.orderTex);
+      gl.texSubImage2D(gl.TEXTURE_2D, 0, 0, 0, TEX_WIDTH, this.orderRows, gl.RED_INTEGER, gl.UNSIGNED_INT, this.orderScratch);
       this.sortedViewId = msg.viewId;
       if (this.message === "Loading the 4D preview…") this.showMessage("");
     }
@@ -714,8 +718,11 @@ export class SplatViewer {
       gl.activeTexture(gl.TEXTURE1);
       gl.bindTexture(gl.TEXTURE_2D, this.frameTex[this.front]);
       gl.uniform1i(this.loc.u_frame, 1);
+      gl.activeTexture(gl.TEXTURE2);
+      gl.bindTexture(gl.TEXTURE_2D, this.orderTex);
+      gl.uniform1i(this.loc.u_order, 2);
       gl.bindVertexArray(this.vao);
-      gl.drawArraysInstanced(gl.TRIANGLE_STRIP, 0, 4, this.scene.count);
+      gl.drawElements(gl.TRIANGLES, 6 * this.scene.count, gl.UNSIGNED_INT, 0);
       gl.bindVertexArray(null);
       gl.activeTexture(gl.TEXTURE0);
     }
@@ -792,7 +799,7 @@ export class SplatViewer {
     const gl = this.gl;
     if (gl) {
       this._freeSceneGL();
-      for (const b of [this.cornerBuf, this.indexBuf]) if (b) gl.deleteBuffer(b);
+      if (this.quadIndex) gl.deleteBuffer(this.quadIndex);
       if (this.vao) gl.deleteVertexArray(this.vao);
       if (this.bgVao) gl.deleteVertexArray(this.bgVao);
       if (this.prog) gl.deleteProgram(this.prog);

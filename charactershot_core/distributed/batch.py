@@ -127,7 +127,7 @@ def _fit_remote(ray, gpus: int):
 def run_batch(jobs: JobsFile, use_ray: bool = False, address: Optional[str] = None, gpus: Optional[int] = None,
               actors: Optional[int] = None, cpus_per_actor: int = 1, threads: Optional[int] = None,
               connect_timeout: float = 5.0, num_cpus: Optional[int] = None, quiet: bool = False,
-              log: Callable[[str], None] = _say) -> list:
+              retries: int = 2, log: Callable[[str], None] = _say) -> list:
     """Sample (and fit, where asked) every character of ``jobs``; returns one :class:`Outcome` per character.
     A failing character does not stop the others; finished groups are kept in its ``groups/`` folder."""
     from ..sampling.cli import GROUPS_DIR, _spec, write_assembled, write_run_file
@@ -143,7 +143,7 @@ def run_batch(jobs: JobsFile, use_ray: bool = False, address: Optional[str] = No
 
         executor = RayExecutor(spec, address=address, gpus=gpus, actors=actors, max_actors=total_groups,
                                cpus_per_actor=cpus_per_actor, threads=threads, connect_timeout=connect_timeout,
-                               num_cpus=num_cpus, log=log)
+                               num_cpus=num_cpus, retries=retries, log=log)
         log(f"ray: {len(executor.actors)} actor(s) ready in {time.time() - t0:.1f} s: " + ", ".join(
             f"{a['host']} pid {a['pid']} {a['device']}" for a in executor.actors))
         fit_remote = _fit_remote(executor.ray, executor.gpus)

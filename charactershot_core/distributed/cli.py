@@ -27,7 +27,8 @@ def cmd_batch(args) -> int:
         require_ray()  # before reading any image: "not installed" is the first thing to say
     outcomes = run_batch(jobs, use_ray=use_ray, address=args.ray_address, gpus=args.gpus, actors=args.actors,
                          cpus_per_actor=args.cpus_per_actor, threads=args.threads or None,
-                         connect_timeout=args.connect_timeout, num_cpus=args.num_cpus, quiet=args.quiet)
+                         connect_timeout=args.connect_timeout, num_cpus=args.num_cpus, quiet=args.quiet,
+                         retries=args.retries)
     print(format_summary(outcomes))
     if args.summary:
         tmp = f"{args.summary}.partial{os.getpid()}"
@@ -56,6 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: --cpus-per-actor with Ray, "
                                                           "torch's default locally)")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for the cluster to answer")
+    p.add_argument("--retries", type=int, default=2, help="restarts of a dead actor and retries of its group (Ray), "
+                                                          "then as many hand-overs to another actor")
     p.add_argument("--summary", default=None, help="also write the summary as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no per-step progress")
     p.set_defaults(func=cmd_batch)

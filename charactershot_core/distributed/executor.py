@@ -318,8 +318,9 @@ class RayExecutor:
             w.attempts += 1
             others = [o for o in self._slots if o.alive]
             if others and w.attempts <= self.retries:
-                w.sink.put(("note", f"actor pid {s.info.get('pid')} on {s.info.get('host')} is gone after Ray's "
-                                    f"retries; group {w.index} goes to another actor"))
+                note = (f"actor pid {s.info.get('pid')} on {s.info.get('host')} is gone after Ray's retries; "
+                        f"group {w.index} goes to another actor")
+                w.sink.put(("note", note))
                 with self._lock:
                     self._queue.appendleft(w)
                 return

@@ -207,7 +207,7 @@ def check_fit_options(path: str, options: dict, line: int, where: str) -> None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args, extra = parser.parse_known_args(fit_argv(options, "F", "C", "O"))
+            _args, extra = parser.parse_known_args(fit_argv(options, "F", "C", "O"))
     except (argparse.ArgumentError, SystemExit) as e:
         why = (err.getvalue().strip().splitlines() or [str(e)])[-1]
         raise _err(path, line, where, f"not a valid fit4d option set ({why}); see 'python -m charactershot_core "

@@ -103,7 +103,7 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
                             start_new_session=True)
     store = GroupStore(store_root)
     results, reused, sampled = {}, [], []
-    identity, error = None, None
+    error = None
     try:
         for raw in proc.stdout:
             try:
@@ -111,9 +111,7 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
             except ValueError:
                 continue
             kind = ev.get("event")
-            if kind == "identity":
-                identity = ev["identity"]
-            elif kind == "log" and log is not None:
+            if kind == "log" and log is not None:
                 log(ev["message"])
             elif kind == "step" and on_step is not None:
                 on_step(ev["group"], ev["step"], ev["steps"], None)

@@ -109,9 +109,9 @@ def run(args) -> int:
 
 def ui(args) -> int:
     host = ComfyHost(root=args.root, port=args.port or DEFAULT_PORT)
-    banner = ("ComfyUI with CharacterShot: open {host.base} in a browser (Workflow -> Browse Templates -> "
-              "charactershot -> charactershot_demo; Run runs it, Preview 4D shows the result). Output folder: "
-              "{host.output_dir}. Ctrl-C stops ComfyUI.")
+    banner = ("ComfyUI with CharacterShot at {host.base} (pid {host.proc.pid}): open it in a browser (Workflow -> "
+              "Browse Templates -> charactershot -> charactershot_demo; Run runs it, Preview 4D shows the result). "
+              "Output folder: {host.output_dir}. Ctrl-C stops ComfyUI.")
     return serve(host, banner)
 
 

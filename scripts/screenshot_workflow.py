@@ -19,7 +19,8 @@ sys.path.insert(0, str(REPO))
 from tests.browser import Chromium  # noqa: E402
 from tests.comfy_host import ComfyHost, stop_on_signals  # noqa: E402
 
-WIDTH, HEIGHT = 2400, 1500  # large enough that the editor keeps drawing text (it drops it below ~60 % zoom)
+# large enough that the editor keeps drawing text (it drops it below ~60 % zoom)
+WIDTH, HEIGHT = 2400, 1500
 OUT_WIDTH = 1600
 
 
@@ -52,17 +53,20 @@ def main(argv=None) -> int:
                     top = top.parentElement;
                 top.remove(); return true; } } return false; })()""")
         page.eval("""(() => { const b = [...document.querySelectorAll('button')].find(
-            e => e.closest('.p-panel, .minimap-container, [class*=minimap]') && /close/i.test(e.getAttribute('aria-label') || e.className));
+            e => e.closest('.p-panel, .minimap-container, [class*=minimap]')
+                 && /close/i.test(e.getAttribute('aria-label') || e.className));
             if (b) b.click(); return !!b; })()""")
         time.sleep(1.0)
         # fit the whole graph into the window (the nodes' real sizes come from the editor)
         page.eval(f"""(() => {{
             const ns = window.app.graph._nodes;
             const x0 = Math.min(...ns.map(n => n.pos[0])), y0 = Math.min(...ns.map(n => n.pos[1] - 30));
-            const x1 = Math.max(...ns.map(n => n.pos[0] + n.size[0])), y1 = Math.max(...ns.map(n => n.pos[1] + n.size[1]));
+            const x1 = Math.max(...ns.map(n => n.pos[0] + n.size[0]));
+            const y1 = Math.max(...ns.map(n => n.pos[1] + n.size[1]));
             const ds = window.app.canvas.ds;
             const left = 80, top = 100;  // the side bar and the tab/run bars
-            const s = Math.min((window.innerWidth - left - 20) / (x1 - x0), (window.innerHeight - top - 20) / (y1 - y0));
+            const s = Math.min((window.innerWidth - left - 20) / (x1 - x0),
+                               (window.innerHeight - top - 20) / (y1 - y0));
             ds.scale = s;
             ds.offset = [-x0 + left / s, -y0 + top / s];
             window.app.canvas.setDirty(true, true);

@@ -1,5 +1,5 @@
-"""``python tests/comfy_host.py`` (and ``scripts/demo.sh --ui``, which serves the same way) must take its ComfyUI
-server down when it is stopped with SIGTERM, not leave it running."""
+"""``python tests/comfy_host.py`` and ``scripts/demo.sh --ui`` must take their ComfyUI server down when they are
+stopped with SIGTERM, not leave it running."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.comfy_host import REPO, comfyui_dir
+from tests.comfy_host import REPO, comfyui_dir, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -39,11 +39,17 @@ def _serving(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_sigterm_stops_the_comfyui_server_too():
+@pytest.mark.parametrize("command", ["comfy_host", "demo_ui"])
+def test_sigterm_stops_the_comfyui_server_too(command, tmp_path):
     if not (comfyui_dir() / "main.py").is_file():
         pytest.skip("ComfyUI is not unpacked")
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "comfy_host.py")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    if command == "comfy_host":
+        argv = [sys.executable, str(REPO / "tests" / "comfy_host.py")]
+    else:  # what `scripts/demo.sh --ui` execs after the set-up
+        argv = [sys.executable, str(REPO / "scripts" / "demo_workflow.py"), "--ui", "--root", str(tmp_path),
+                "--port", str(free_port())]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            start_new_session=True)
     comfy_pid = port = None
     try:
         deadline = time.time() + 240
@@ -57,7 +63,7 @@ def test_sigterm_stops_the_comfyui_server_too():
             if m:
                 port, comfy_pid = int(m.group(1)), int(m.group(2))
                 break
-        assert comfy_pid, "no banner from tests/comfy_host.py:\n" + "".join(seen[-40:])
+        assert comfy_pid, f"no banner from {command}:\n" + "".join(seen[-40:])
         assert _alive(comfy_pid) and _serving(port)
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)

@@ -34,10 +34,12 @@ HIDE_RAY = textwrap.dedent("""
         import charactershot_core.distributed, charactershot_core.distributed.raylib
         import charactershot_core.distributed.executor, charactershot_core.distributed.batch
         import charactershot_core.distributed.jobs, charactershot_core.distributed.submit
-        from charactershot_core.__main__ import build_parser
+        from charactershot_core.__main__ import build_parser, main
         build_parser().parse_args(["batch", "x.json"])
         assert "ray" not in sys.modules
-        print("imports ok")
+        print("imports ok", flush=True)
+        # asked for Ray without Ray: a clear message, nothing started
+        print("rc", main(["batch", sys.argv[2], "--ray"]))
     else:
         sys.argv = ["charactershot_core"] + sys.argv[1:]
         runpy.run_module("charactershot_core", run_name="__main__", alter_sys=True)
@@ -125,9 +127,11 @@ def test_pack_imports_and_runs_a_batch_without_ray(tmp_path, inputs):
     from charactershot_core.distributed.batch import run_batch
     from charactershot_core.distributed.jobs import load_jobs
 
-    p, _ = _run(["--imports"], hide_ray=True)
-    assert p.returncode == 0 and "imports ok" in p.stdout, p.stderr[-3000:]
     jobs = write_jobs(tmp_path / "jobs.json", inputs, [{"name": "alice", "out": "out/alice"}])
+    p, _ = _run(["--imports", str(jobs)], hide_ray=True)
+    assert p.returncode == 0 and "imports ok" in p.stdout, p.stderr[-3000:]
+    assert "rc 1" in p.stdout and "Ray is not installed" in p.stderr and "charactershot[ray]" in p.stderr
+    assert not (tmp_path / "out").exists()
     p, _ = _run(["batch", str(jobs), "--summary", str(tmp_path / "summary.json")], hide_ray=True)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "[alice] group 2/2 sampled" in p.stderr
@@ -136,9 +140,6 @@ def test_pack_imports_and_runs_a_batch_without_ray(tmp_path, inputs):
     out = tmp_path / "out" / "alice"
     assert f"alice: views -> {out}" in p.stdout
     assert sorted(n for n in os.listdir(out) if n.startswith("view")) == [f"view{k:02d}" for k in range(9)]
-    # asked for Ray without Ray: a clear message, nothing started
-    p, _ = _run(["batch", str(jobs), "--ray"], hide_ray=True)
-    assert p.returncode == 1 and "Ray is not installed" in p.stderr and "charactershot[ray]" in p.stderr
     # a rerun (here, in-process and local) reuses every finished group
     (o,) = run_batch(load_jobs(str(jobs)), log=lambda m: None)
     assert o.complete and o.reused == [0, 1] and o.sampled == []

@@ -22,13 +22,21 @@ def cmd_batch(args) -> int:
     if not use_ray and (args.gpus is not None or args.actors is not None):
         print("warning: --gpus / --actors need --ray; running locally", file=sys.stderr)
     if use_ray:
-        from .raylib import require_ray
+        from .raylib import LOCAL, check_reachable, require_ray, resolve_address
 
-        require_ray()  # before reading any image: "not installed" is the first thing to say
-    outcomes = run_batch(jobs, use_ray=use_ray, address=args.ray_address, gpus=args.gpus, actors=args.actors,
-                         cpus_per_actor=args.cpus_per_actor, threads=args.threads or None,
-                         connect_timeout=args.connect_timeout, num_cpus=args.num_cpus, quiet=args.quiet,
-                         retries=args.retries)
+        require_ray()  # before reading any image or loading T5: "not installed" / "unreachable" come first
+        address = resolve_address(args.ray_address)
+        if address not in LOCAL:
+            check_reachable(address, args.connect_timeout)
+    try:
+        outcomes = run_batch(jobs, use_ray=use_ray, address=args.ray_address, gpus=args.gpus, actors=args.actors,
+                             cpus_per_actor=args.cpus_per_actor, threads=args.threads or None,
+                             connect_timeout=args.connect_timeout, num_cpus=args.num_cpus, quiet=args.quiet,
+                             retries=args.retries)
+    except KeyboardInterrupt:
+        print("interrupted: finished view groups are kept in each character's OUT/groups/ and reused by a rerun of "
+              "the same command", file=sys.stderr)
+        return 130
     print(format_summary(outcomes))
     if args.summary:
         tmp = f"{args.summary}.partial{os.getpid()}"

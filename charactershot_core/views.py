@@ -12,8 +12,8 @@ SV3D_p's conventions, as the sampling script codes them:
   the script overwrites that frame with the input image after decoding.
 * ``polars_rad = deg2rad(90 - elevation)``: elevation in degrees above the object's centre (positive = from above).
 * Azimuth grows **counter-clockwise seen from above** (the repository's own trajectory plot puts the camera at
-  ``(cos e cos a, cos e sin a, sin e)`` with z up; the project page's ground-truth orbits turn the same way: the
-  camera moves to its right as the azimuth grows).
+  ``(cos e cos a, cos e sin a, sin e)`` with z up; the project page's ground-truth orbits and SV3D_p's outputs
+  beside them turn the same way: the camera moves to its right as the azimuth grows).
 * Frames are 576x576; Stability gives the field of view as 33.8 degrees.
 
 Our rigs (``cameras.orbit_rig``, the official template) use the same sense: view k at azimuth k*360/21

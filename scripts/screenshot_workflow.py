@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             if (b) b.click(); return !!b; })()""")
         time.sleep(1.0)
         # fit the whole graph into the window (the nodes' real sizes come from the editor)
-        page.eval(f"""(() => {{
+        page.eval("""(() => {
             const ns = window.app.graph._nodes;
             const x0 = Math.min(...ns.map(n => n.pos[0])), y0 = Math.min(...ns.map(n => n.pos[1] - 30));
             const x1 = Math.max(...ns.map(n => n.pos[0] + n.size[0]));
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
             ds.offset = [-x0 + left / s, -y0 + top / s];
             window.app.canvas.setDirty(true, true);
             return s;
-        }})()""")
+        })()""")
         time.sleep(2.0)
         path = Path(page.screenshot(REPO / out if not Path(out).is_absolute() else out))
         from PIL import Image

@@ -102,16 +102,17 @@ def run(args) -> int:
         return 130
     finally:
         host.stop()
-    print("\nTo look at it in ComfyUI (the template browser lists it under charactershot -> charactershot_demo; "
+    print("\nTo look at it in ComfyUI (template charactershot_view_4d shows these Gaussians in the Preview 4D widget; "
           "the files above are in its output folder):\n  scripts/demo.sh --ui")
     return 0
 
 
 def ui(args) -> int:
     host = ComfyHost(root=args.root, port=args.port or DEFAULT_PORT)
-    banner = ("ComfyUI with CharacterShot at {host.base} (pid {host.proc.pid}): open it in a browser (Workflow -> "
-              "Browse Templates -> charactershot -> charactershot_demo; Run runs it, Preview 4D shows the result). "
-              "Output folder: {host.output_dir}. Ctrl-C stops ComfyUI.")
+    banner = ("ComfyUI with CharacterShot at {host.base} (pid {host.proc.pid}): open it in a browser, then Workflow -> "
+              "Browse Templates -> charactershot -> charactershot_view_4d (Run: the last demo's 4D Gaussians in the "
+              "Preview 4D widget) or charactershot_demo (the whole demo). Output folder: {host.output_dir}. Ctrl-C "
+              "stops ComfyUI.")
     return serve(host, banner)
 
 

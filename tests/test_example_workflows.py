@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.make_example_workflows import OUT, TWINS, api_to_ui
+from scripts.make_example_workflows import OUT, TWINS, read_twin
 
 pytestmark = pytest.mark.e2e
 
@@ -17,18 +17,14 @@ TWIN_FILES = sorted(TWINS.glob("*.json"))
 
 
 def _twin(name):
-    prompt = json.loads((TWINS / name).read_text())
-    prompt.pop("_title", None)
-    return prompt
+    return read_twin(TWINS / name).for_test()
 
 
 @pytest.mark.parametrize("twin", TWIN_FILES, ids=[p.stem for p in TWIN_FILES])
 def test_template_matches_its_twin_and_the_nodes(comfy, twin):
     template = OUT / twin.name
     assert template.is_file(), f"run scripts/make_example_workflows.py to write {template.name}"
-    prompt = json.loads(twin.read_text())
-    title = prompt.pop("_title", twin.stem)
-    expected = api_to_ui(prompt, comfy.object_info(), title)
+    expected = read_twin(twin).template(comfy.object_info())
     assert json.loads(template.read_text()) == expected, f"{template.name} is stale: rerun scripts/make_example_workflows.py"
 
 
@@ -91,6 +87,25 @@ def test_4d_from_files_workflow_runs(comfy):
     files = [f["filename"] for f in hist["outputs"]["4"]["charshot_4d"]]
     assert sum(f.endswith(".ply") for f in files) == 3 and any(f.endswith(".cs4d") for f in files)
     assert "3" in hist["outputs"]  # Preview 4D showed it
+
+
+def test_view_4d_workflow_opens_saved_gaussians(comfy):
+    """The template that shows the demo's result in the widget (scripts/demo.sh --ui) loads saved weights."""
+    import torch
+
+    from charactershot_core.gaussians.model import make_gaussians
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(300, 3, generator=g) * torch.tensor([0.4, 0.3, 1.7]) - torch.tensor([0.2, 0.15, 0.0])
+    model = make_gaussians(pts, torch.rand(300, 3, generator=g), 0.03, 0, [0.0], None, 0.8)
+    (comfy.output_dir / "charactershot").mkdir(parents=True, exist_ok=True)
+    model.save(str(comfy.output_dir / "charactershot" / "view_4d_test.safetensors"))
+    prompt = _twin("charactershot_view_4d.json")
+    assert prompt["1"]["inputs"]["file"].startswith("charactershot/demo_")  # the demo's output by default
+    prompt["1"]["inputs"]["file"] = "charactershot/view_4d_test.safetensors [output]"
+    prompt["2"]["inputs"]["turntable_frames"] = 2
+    hist = comfy.run(prompt, timeout=300)
+    assert "2" in hist["outputs"], hist["outputs"]
 
 
 def test_every_template_has_a_thumbnail():

@@ -109,10 +109,10 @@ def run(args) -> int:
 
 def ui(args) -> int:
     host = ComfyHost(root=args.root, port=args.port or DEFAULT_PORT)
-    banner = ("ComfyUI with CharacterShot at {host.base} (pid {host.proc.pid}): open it in a browser, then Workflow -> "
-              "Browse Templates -> charactershot -> charactershot_view_4d (Run: the last demo's 4D Gaussians in the "
-              "Preview 4D widget) or charactershot_demo (the whole demo). Output folder: {host.output_dir}. Ctrl-C "
-              "stops ComfyUI.")
+    banner = ("ComfyUI with CharacterShot at {host.base} (pid {host.proc.pid}): open it in a browser, then "
+              "Workflow -> Browse Templates -> charactershot -> charactershot_view_4d (Run: the first demo run's 4D "
+              "Gaussians, demo_00001, in the Preview 4D widget) or charactershot_demo (the whole demo). Output "
+              "folder: {host.output_dir}. Ctrl-C stops ComfyUI.")
     return serve(host, banner)
 
 

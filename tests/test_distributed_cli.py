@@ -155,3 +155,25 @@ def test_unreachable_ray_address_fails_in_seconds(tmp_path, inputs):
     assert p.returncode == 1
     assert f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in p.stderr and "ray start --head" in p.stderr
     assert seconds < 60, seconds  # python start-up and reading the inputs included; Ray itself would retry minutes
+
+
+def test_addresses_are_checked_before_any_ray_call():
+    from charactershot_core.distributed.raylib import _host_port, check_reachable
+    from charactershot_core.distributed.submit import submit_to_ray
+    from charactershot_core.errors import CharacterShotError
+
+    assert _host_port("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert _host_port("ray://head:10001") == ("head", 10001) and _host_port("head") == ("head", 6379)
+    assert _host_port("[::1]:7000") == ("::1", 7000) and _host_port("auto") is None
+    with pytest.raises(InputError, match="ray_address: unknown scheme 'ftp'"):
+        _host_port("ftp://head:1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    with pytest.raises(CharacterShotError, match=f"cannot reach the Ray cluster at '127.0.0.1:{port}'"):
+        check_reachable(f"127.0.0.1:{port}", timeout=2)
+    assert time.time() - t0 < 5
+    # the ComfyUI route: an empty address is not a cluster (the node samples in process instead); nothing starts
+    with pytest.raises(InputError, match="ray_address: empty"):
+        submit_to_ray(None, None, "  ", "/nonexistent")

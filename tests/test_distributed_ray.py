@@ -98,5 +98,5 @@ def test_killed_actor_is_retried_and_the_result_is_unchanged(setup, executor):
 def test_more_gpus_than_the_cluster_has_is_a_clear_error(setup):
     from charactershot_core.distributed.executor import RayExecutor
 
-    with pytest.raises(InputError, match=r"gpus: 2 GPU\(s\) requested but this machine has 0"):
+    with pytest.raises(InputError, match=r"gpus: 2 GPU\(s\) requested but the Ray cluster has 0"):
         RayExecutor(setup["spec"], gpus=2)

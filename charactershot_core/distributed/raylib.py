@@ -133,9 +133,8 @@ def check_gpus(ray, gpus: int) -> None:
     """``gpus`` GPUs must exist in the cluster (not necessarily free)."""
     have = int(cluster_resources(ray).get("GPU", 0))
     if gpus > have:
-        where = "this machine" if have == 0 else f"the cluster ({have})"
-        raise InputError("gpus", f"{gpus} GPU(s) requested but {where} has {have}; ask for at most {have}"
-                                 + ("" if have else " (use CPU actors: leave --gpus out or give 0)")
+        raise InputError("gpus", f"{gpus} GPU(s) requested but the Ray cluster has {have}; ask for at most {have}"
+                                 + ("" if have else " (0 or no --gpus: CPU actors)")
                                  + ", or add GPU machines with 'ray start --address=HEAD:6379' on each")
 
 

@@ -13,8 +13,10 @@ there is one), which ComfyUI's template browser shows beside it.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,6 +109,51 @@ def api_to_ui(prompt: dict, object_info: dict, title: str = "") -> dict:
     return {"last_node_id": len(nodes), "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
             "config": {}, "extra": {"charactershot": {"title": title, "generated_from": "tests/workflows"}},
             "version": 0.4}
+
+
+# ------------------------------------------------------------------------------------------------ twins
+@dataclass
+class Twin:
+    """An API twin: ``prompt`` is the template's graph; ``ui_only`` gives /object_info-style specs of third-party
+    nodes the test host does not have (DWPose...); ``fixtures`` replace, in tests only, nodes that need those or
+    big weights (by node id), so the rest of the graph runs through the real host."""
+
+    name: str
+    title: str
+    prompt: dict
+    ui_only: dict = field(default_factory=dict)
+    fixtures: dict = field(default_factory=dict)
+
+    def template(self, object_info: dict) -> dict:
+        return api_to_ui(self.prompt, {**object_info, **self.ui_only}, self.title)
+
+    def for_test(self) -> dict:
+        """The prompt a test runs: the fixtures in place of the nodes they replace.  A fixture's ``_outputs``
+        ({"replaced slot": fixture slot}) re-points the links that used the replaced node's other outputs."""
+        prompt = copy.deepcopy(self.prompt)
+        slots = {}
+        for key, node in copy.deepcopy(self.fixtures).items():
+            slots[key] = {int(a): int(b) for a, b in node.pop("_outputs", {}).items()}
+            prompt[key] = node
+        for node in prompt.values():
+            for name, value in node["inputs"].items():
+                if isinstance(value, list) and len(value) == 2 and value[0] in slots:
+                    node["inputs"][name] = [value[0], slots[value[0]].get(value[1], value[1])]
+        return prompt
+
+
+def read_twin(path: Path) -> Twin:
+    data = json.loads(Path(path).read_text())
+    title = data.pop("_title", Path(path).stem)
+    ui_only = data.pop("_ui_only_nodes", {})
+    fixtures = data.pop("_test_fixtures", {})
+    unknown = [k for k in data if k.startswith("_")]
+    if unknown:
+        raise ValueError(f"{path}: unknown twin keys {unknown}")
+    missing = [k for k in fixtures if k not in data]
+    if missing:
+        raise ValueError(f"{path}: _test_fixtures replace nodes {missing} that the graph does not have")
+    return Twin(Path(path).stem, title, data, ui_only, fixtures)
 
 
 # ------------------------------------------------------------------------------------------------ thumbnails
@@ -203,12 +250,10 @@ def main(argv=None) -> int:
             info = host.object_info()
         finally:
             host.stop()
-        for twin in sorted(TWINS.glob("*.json")):
-            prompt = json.loads(twin.read_text())
-            title = prompt.pop("_title", twin.stem)
-            ui = api_to_ui(prompt, info, title)
-            (OUT / twin.name).write_text(json.dumps(ui, indent=1) + "\n")
-            print(f"wrote {OUT / twin.name} ({len(ui['nodes'])} nodes)")
+        for path in sorted(TWINS.glob("*.json")):
+            ui = read_twin(path).template(info)
+            (OUT / path.name).write_text(json.dumps(ui, indent=1) + "\n")
+            print(f"wrote {OUT / path.name} ({len(ui['nodes'])} nodes)")
     for template in sorted(OUT.glob("*.json")):
         print(f"wrote {write_thumbnail(template.stem, json.loads(template.read_text()))}")
     return 0

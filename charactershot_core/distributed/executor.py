@@ -265,11 +265,28 @@ class RayExecutor:
 
     # ------------------------------------------------------------------------------------------------ dispatch
     def _dispatch(self) -> None:
+        try:
+            self._dispatch_loop()
+        except Exception as e:  # noqa: BLE001 - every waiting run() must hear about it
+            err = CharacterShotError(f"the Ray dispatcher failed: {type(e).__name__}: {e}")
+            with self._lock:
+                pending = list(self._queue) + [s.work for s in self._slots if s.work is not None]
+                self._queue.clear()
+            for w in pending:
+                w.sink.put(("error", err))
+
+    def _dispatch_loop(self) -> None:
         ray = self.ray
         while True:
             with self._lock:
                 if self._stop:
                     return
+                if self._queue and not any(s.alive for s in self._slots):
+                    for w in self._queue:
+                        w.sink.put(("error", CharacterShotError(
+                            f"view group {w.index}: no Ray actor is left (all died and Ray's restarts are used up); "
+                            "finished groups are stored, rerun to do the rest")))
+                    self._queue.clear()
                 for s in self._slots:
                     if s.alive and s.work is None:
                         while self._queue and self._queue[0].cancelled:

@@ -4,6 +4,7 @@ CI-sized values patched in; the graphs themselves are exactly the templates' (te
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -107,3 +108,23 @@ def test_one_picture_to_4d_workflow(comfy, tiny):
     assert "21 views x 9 frames at 96x64; groups sampled [0, 1, 2, 3, 4]" in text
     saved = {f["filename"] for f in out["23"]["charshot_4d"]}
     assert any(f.endswith(".cs4d") for f in saved)
+
+
+def test_a_template_whose_models_are_missing_names_them(comfy, tiny):
+    """Run as shipped but for the inputs (the official model folders are not installed here): the run stops at the
+    first model loader with a message naming its input and the missing file, before any sampling."""
+    from tests.comfy_host import WorkflowError
+
+    p = _twin("charactershot_multiview_from_views.json")
+    p["4"]["inputs"].update(preset="custom_orbit", num_views=9, width=W, height=H)
+    p["5"]["inputs"].update(source="samp_views/")
+    p["6"]["inputs"].update(folder="samp_poses/")
+    p["7"]["inputs"].update(num_frames=F, width=W, height=H)
+    p["8"]["inputs"].update(image="samp_ref_pose.png")
+    p["9"]["inputs"].update(num_frames=F)
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(p, timeout=120)
+    msg = e.value.message
+    assert any(msg.startswith(f"{name}: 'CharacterShot/' was not found in the models folders")
+               for name in ("checkpoint", "vae", "t5_folder")), msg
+    assert e.value.body["node_id"] in ("1", "2", "3")

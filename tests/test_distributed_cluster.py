@@ -1,13 +1,14 @@
 """Two characters on a Ray cluster of two fake nodes (``ray.cluster_utils.Cluster``, one CPU each, one cluster per
 module): the batch runs both characters' view groups on actors of both nodes, fits one character as its own task
 and says where everything is; ``submit_to_ray`` (the Ray driver in a child process, the route for the ComfyUI
-server) gives the same bytes for the same character and reuses finished groups."""
+server) stops at once on an interrupt, gives the same bytes for the same character and reuses finished groups."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -82,6 +83,21 @@ def test_submit_to_ray_from_a_child_process_matches_and_reuses(cluster, batch, t
     store = tmp_path / "store"
     keys = json.load(open(os.path.join(alice.out, "run.json")))["group_keys"]
     shutil.copytree(batch_store.path(keys[1]), store / keys[1])
+    # an exception in the caller's progress hook (ComfyUI's interrupt) stops the child and its actors at once and
+    # keeps what is stored
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(g, i, n, x0):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        submit_to_ray(job, spec, cluster["address"], str(store), actors=1, on_step=interrupt)
+    assert GroupStore(str(store)).keys() == [keys[1]] and os.listdir(store) == [keys[1]]
+    deadline = time.time() + 60
+    while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:  # the actor is gone
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 2
     steps, groups = [], []
     res = submit_to_ray(job, spec, cluster["address"], str(store), actors=1,
                         on_step=lambda g, i, n, x0: steps.append((g, i, n)), on_group=lambda r: groups.append(r.index))

@@ -127,6 +127,7 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
         rc = proc.wait()
     except BaseException:
         _stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
         err.close()

@@ -20,7 +20,7 @@ from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import CharacterShotError, InputError
 from ..charactershot_core.gaussians.data import MultiViewVideo, default_times
 from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
-                                           animate_2d, sample_multiview)
+                                           animate_2d, assemble, sample_multiview)
 from ..charactershot_core.sampling.schedulers import DYNAMIC_CFG, SCHEDULERS
 from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds
 from .paths import _inside, output_target
@@ -136,6 +136,11 @@ class MultiViewSampler(io.ComfyNode):
                 io.Boolean.Input("reuse_finished", default=True, optional=True,
                                  tooltip="Reuse view groups already sampled with the same inputs, model and seed "
                                          "(kept in ComfyUI's temp folder until the server restarts)."),
+                io.String.Input("ray_address", default="", optional=True,
+                                tooltip="Empty: sample here. HOST:PORT of a running Ray cluster ('ray start --head' "
+                                        "prints it), 'auto' or 'local': send the view groups to Ray actors (one "
+                                        "per GPU), driven from a child process; model paths must be the same on "
+                                        "the cluster's machines (docs/distributed.md)."),
             ],
             outputs=[
                 MultiView.Output(display_name="multiview", tooltip="The multi-view videos with their cameras and "
@@ -148,7 +153,7 @@ class MultiViewSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, text, views, pose_frames, reference_pose, seed, steps, cfg, scheduler,
                 cameras=None, num_frames=25, dynamic_cfg="auto", group_size=5, groups="", low_memory=False,
-                camera_source="checkpoint", reuse_finished=True):
+                camera_source="checkpoint", reuse_finished=True, ray_address=""):
         import comfy.model_management as mm
         import folder_paths
 
@@ -190,7 +195,7 @@ class MultiViewSampler(io.ComfyNode):
 
         def on_step(gi, i, n, x0_fn):
             preview = None
-            if i % max(1, n // 10) == 0 or i == n - 1:
+            if x0_fn is not None and (i % max(1, n // 10) == 0 or i == n - 1):
                 from ..charactershot_core.sampling.preview import preview_strip
 
                 preview = _preview_image(preview_strip(x0_fn().cpu(), *worker.preview_map))
@@ -202,8 +207,12 @@ class MultiViewSampler(io.ComfyNode):
                      "reused" if res.reused else "sampled", res.views, res.path)
 
         try:
-            result = sample_multiview(job, LocalExecutor(worker), store, wanted, on_step, on_group,
-                                      reuse=reuse_finished)
+            if (ray_address or "").strip():
+                result = _sample_on_ray(job, model, vae, camera_source, ray_address.strip(), store, wanted,
+                                        on_step, on_group, reuse_finished, worker.identity)
+            else:
+                result = sample_multiview(job, LocalExecutor(worker), store, wanted, on_step, on_group,
+                                          reuse=reuse_finished)
         except mm.InterruptProcessingException:
             if finished:
                 log.warning("[CharacterShot] interrupted; finished view groups are kept and reused on a rerun: %s",
@@ -228,6 +237,42 @@ class MultiViewSampler(io.ComfyNode):
                    f"{result.sampled or 'none'}, reused {result.reused or 'none'}; kept in {store.root}")
         text_ui = "\n".join([f"WARNING: {m}" for m in warnings] + [summary])
         return io.NodeOutput(mv, video.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))
+
+
+def _sample_on_ray(job, model, vae, camera_source, address, store, wanted, on_step, on_group, reuse, identity):
+    """The job's groups on a Ray cluster through a child-process driver (Ray never starts in the server).
+
+    Groups already in the store under this server's model identity are taken from it first (so a rerun does not
+    start any actor when nothing is left to do); the rest go to the cluster, which stores them in the same place."""
+    from ..charactershot_core.distributed.submit import submit_to_ray
+    from ..charactershot_core.sampling import SamplerSpec
+    from ..charactershot_core.sampling.executor import MultiViewResult
+
+    indices = list(range(len(job.groups))) if wanted is None else sorted(set(wanted))
+    bad = [g for g in indices if not 0 <= g < len(job.groups)]
+    if bad:
+        raise InputError("groups", f"group indices {bad} out of range: the job has {len(job.groups)} groups")
+    done = {}
+    for gi in indices:
+        key = job.group_key(gi, identity)
+        if reuse and store.has(key):
+            res = store.load(key)
+            res.index = gi
+            done[gi] = res
+            on_group(res)
+    todo = [gi for gi in indices if gi not in done]
+    if todo:
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[model.dtype]
+        checkpoint = os.path.dirname(model.source) if os.path.basename(model.source) == "transformer" \
+            else model.source
+        spec = SamplerSpec(checkpoint=checkpoint, vae=vae.source, camera=model.camera_source, dtype=dtype,
+                           weight_storage=model.weight_storage, text_mode=model.text_mode,
+                           camera_source=camera_source)
+        remote = submit_to_ray(job, spec, address, store.root, todo, on_step=on_step, on_group=on_group,
+                               log=lambda m: log.info("[CharacterShot] ray: %s", m))
+        done.update(remote.results)
+    frames = assemble(job.groups, done, job.num_views) if len(done) == len(job.groups) else None
+    return MultiViewResult(job, done, frames, sorted(set(done) - set(todo)), todo)
 
 
 class Animate2D(io.ComfyNode):

@@ -172,3 +172,22 @@ def test_a_subset_of_groups_gives_their_views(comfy, tiny):
     with pytest.raises(WorkflowError) as e:
         comfy.run(bad, timeout=120)
     assert "groups: group indices [7] out of range: the job has 2 groups" in e.value.message
+
+
+def test_groups_on_a_local_ray_equal_the_local_run(comfy, tiny):
+    """ray_address='local': the group goes to a Ray actor through a child-process driver (Ray never starts in the
+    server) and comes back byte-identical to the in-process run."""
+    pytest.importorskip("ray")
+    here = _graph(groups="1")
+    here["10"]["inputs"]["filename_prefix"] = "samp/here"
+    comfy.run(here, timeout=600)
+    remote = _graph(groups="1", reuse_finished=False, ray_address="local")
+    remote["10"]["inputs"]["filename_prefix"] = "samp/ray"
+    hist = comfy.run(remote, timeout=900)
+    assert "groups sampled [1], reused none" in _text(hist, "9")
+    a = sorted((comfy.output_dir / "samp").glob("here_*"))[0]
+    b = sorted((comfy.output_dir / "samp").glob("ray_*"))[0]
+    for v in range(5):
+        for i in (1, F):
+            name = f"view{v:02d}/frame_{i:05d}.png"
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name

@@ -232,11 +232,14 @@ def main(argv=None) -> None:
     ap.add_argument("--load-layers", type=int, default=4)
     ap.add_argument("--load-dir", default=None, help="where to write/keep the test checkpoint (default: temp)")
     ap.add_argument("--keep-file", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     if (args.frames - 1) % 4:
         ap.error("--frames must satisfy (F - 1) % 4 == 0")
     result = bench_load_ram(args) if args.load_ram else bench_forward(args)
     print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

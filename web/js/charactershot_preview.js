@@ -28,8 +28,7 @@ function attachPreview(node) {
     serialize: false, // never in the API prompt
     hideOnZoom: false,
     getMinHeight: () => MIN_HEIGHT,
-    onHide: () => viewer._setVisible(false),
-  });
+  }); // hidden or shown by the editor (display: none, off screen): the viewer's IntersectionObserver follows it
   widget.serialize = false; // never in the workflow's widgets_values
   const cls = nodeClass(node);
   if (!viewer.noWebGL2) viewer.showMessage(cls === "CharacterShotLoad4DGaussians"

@@ -32,6 +32,7 @@ log = logging.getLogger("CharacterShot")
 
 StepHook = Callable[[int, int, Callable[[], torch.Tensor]], None]
 CAMERA_SOURCES = ("checkpoint", "from_rig")
+POSTERIOR_CACHE = 64  # view posteriors kept (each a few hundred KB at 480x720)
 
 
 def _stat_identity(path: str) -> str:
@@ -173,6 +174,8 @@ class MultiViewWorker:
             img = job.views[v]
             key = (hashlib.sha256(img.numpy().tobytes()).hexdigest(), str(device))
             if key not in self._posteriors:
+                while len(self._posteriors) >= POSTERIOR_CACHE:  # a long-running server sees many characters
+                    self._posteriors.pop(next(iter(self._posteriors)))
                 self._posteriors[key] = encode_posteriors(self.vae.vae, img[None], device)[0]
             out.append(self._posteriors[key])
         return out

@@ -64,6 +64,10 @@ MEASURE = """(async () => {
   for (let i = 0; i < 33; i++) { const view = v._viewMatrix(); const a = performance.now();
     order = sorter.sort(i %% s.frames, view, order); if (i >= 3) ms.push(performance.now() - a); v.orbit(5, 0); }
   ms.sort((a, b) => a - b);
+  // the order really is near to far (depth buckets never decrease along it)
+  const view = v._viewMatrix(); order = sorter.sort(0, view, order);
+  let sortedOk = true;
+  for (let k = 1; k < s.count; k++) if (sorter.buckets[order[k]] < sorter.buckets[order[k - 1]]) { sortedOk = false; break; }
   await settle();
   const frameMs = v.timeDraws(30);
   // playback at the fastest setting
@@ -77,7 +81,7 @@ MEASURE = """(async () => {
   for (let i = 0; i < cap.data.length; i += 4) if (cap.data[i] < 230 || cap.data[i+1] < 230 || cap.data[i+2] < 230) drawn++;
   const out = {splats: s.count, frames: s.frames, canvas: [v.canvas.width, v.canvas.height], load_ms: loadMs,
     worker_sort_ms_median: ws[ws.length >> 1], worker_sort_ms_p90: ws[Math.floor(ws.length * 0.9)],
-    main_sort_ms_median: ms[ms.length >> 1], frame_ms: frameMs, steady_fps: 1000 / frameMs, playback_fps: fps,
+    main_sort_ms_median: ms[ms.length >> 1], sorted_ok: sortedOk, frame_ms: frameMs, steady_fps: 1000 / frameMs, playback_fps: fps,
     drawn_fraction: drawn / (cap.width * cap.height), renderer: (() => { const gl = v.gl;
       const e = gl.getExtension('WEBGL_debug_renderer_info'); return e ? gl.getParameter(e.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER); })()};
   v.dispose();

@@ -148,8 +148,9 @@ def run_preview_fit(page) -> dict:
         await window.app.loadApiJson({json.dumps(PREVIEW_PROMPT)}, 'preview4d.json');
         const n = window.__cs.node('CharacterShotPreview4D');
         window.app.canvas.ds.offset = [0, 0]; window.app.canvas.ds.scale = 1;
-        n.pos = [110, 70]; n.setSize([520, 640]);
-        for (const o of window.app.graph._nodes) if (o !== n) o.pos = [700 + 10 * o.id, 60 + 40 * o.id];
+        n.pos = [130, 170]; n.setSize([470, 560]);
+        let k = 0;
+        for (const o of window.app.graph._nodes) if (o !== n) {{ o.pos = [680 + 360 * (k % 2), 170 + 330 * Math.floor(k / 2)]; k++; }}
         window.app.canvas.setDirty(true, true);
         await window.app.queuePrompt(0, 1);
         return true; }})()""")

@@ -365,9 +365,10 @@ class Save4DGaussians(io.ComfyNode):
             shutil.rmtree(tmp, ignore_errors=True)
         files = [{"filename": n, "subfolder": subfolder, "type": "output"} for n in names]
         ui = {"charshot_4d": files}
-        bundles = [f for f in files if f["filename"].endswith(".cs4d")]
-        if bundles:
-            ui[PREVIEW_KEY] = bundles  # the node's inline preview shows what was saved
+        # the node's inline preview shows what was saved: the bundle, else the first frame's .ply
+        shown = [f for f in files if f["filename"].endswith(".cs4d")] or [f for f in files if f["filename"].endswith(".ply")][:1]
+        if shown:
+            ui[PREVIEW_KEY] = shown[:1]
         return io.NodeOutput(ui=ui)
 
 

@@ -327,11 +327,24 @@ def test_bad_files_show_clear_messages(page, comfy, fitted):
                     b"property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n" + bytes(12),
         "big.cs4d": _bundle_bytes(2_000_000, frames=1, level=1),
     }
+    # a good static .ply with an extra element after the vertices and extra properties loads (splats: 300)
+    from charactershot_core.gaussians.export import ply_bytes
+
+    rng = np.random.default_rng(1)
+    n = 300
+    ply = ply_bytes(rng.normal(0, 0.3, (n, 3)), np.tile([1.0, 0, 0, 0], (n, 1)), np.full((n, 3), -4.0),
+                    np.zeros(n), rng.normal(0, 1, (n, 1, 3)))
+    head, body = ply.split(b"end_header\n", 1)
+    head = head.replace(b"property float x\n", b"property uchar flag\nproperty float x\n", 1)
+    rows = np.frombuffer(body, "<f4").reshape(n, -1)
+    body = b"".join(b"\x07" + r.tobytes() for r in rows)
+    bad["gauss.ply"] = head + b"element camera 1\nproperty float fov\nend_header\n" + body + np.float32(0.7).tobytes()
     (_temp(comfy) / "charshot_bad").mkdir(exist_ok=True)
     for name, data in bad.items():
         (_temp(comfy) / "charshot_bad" / name).write_bytes(data)
     expect = {"truncated.cs4d": "truncated", "corrupt.cs4d": "corrupt", "newer.cs4d": "newer CharacterShot",
-              "mesh.ply": "no 3D Gaussian properties", "missing.cs4d": "HTTP 404", "big.cs4d": "showing every"}
+              "mesh.ply": "no 3D Gaussian properties", "missing.cs4d": "HTTP 404", "big.cs4d": "showing every",
+              "gauss.ply": ""}
     for name, needle in expect.items():
         r = page.eval(f"""(async () => {{
             const Viewer = window.__cs.viewer('CharacterShotPreview4D').constructor;
@@ -350,7 +363,9 @@ def test_bad_files_show_clear_messages(page, comfy, fitted):
             v.dispose(); v.root.remove();
             return out; }})()""")
         assert needle in r["message"], (name, r)
-        if name == "big.cs4d":
+        if name == "gauss.ply":
+            assert r["count"] == 300 and r["frame"] == 0 and not r["message"], r
+        elif name == "big.cs4d":
             assert r["total"] == 2_000_000 and r["count"] <= 600_000 and r["frame"] == 0, r
             assert "decimated" in r["info"], r
             print(f"2M splats: loaded and sorted in {r['ms']:.0f} ms, longest main-thread gap {r['maxGap']:.0f} ms")

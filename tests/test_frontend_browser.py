@@ -300,6 +300,16 @@ def test_hidden_widget_stops_drawing(page, fitted):
     assert page.eval(f"{V}.stats.draws") == before
     page.eval(f"{V}.root.style.display = ''; true")
     page.wait_for(f"{V}.stats.draws > {before}", timeout=5)
+    # collapsing the node in the editor hides the widget too
+    page.eval("(() => { const n = window.__cs.node('CharacterShotPreview4D'); n.collapse(true); "
+              "window.app.canvas.setDirty(true, true); return true; })()")
+    page.wait_for(f"{V}.visible === false", timeout=5)
+    before = page.eval(f"{V}.stats.draws")
+    page.eval("new Promise(r => setTimeout(r, 600))")
+    assert page.eval(f"{V}.stats.draws") == before
+    page.eval("(() => { const n = window.__cs.node('CharacterShotPreview4D'); n.collapse(true); "
+              "window.app.canvas.setDirty(true, true); return true; })()")
+    page.wait_for(f"{V}.visible === true && {V}.stats.draws > {before}", timeout=5)
     page.eval(f"{V}.pause(); true")
 
 

@@ -2,7 +2,9 @@
 
 Checks what only a browser can: the web extension loads, every template opens with no missing node, the editor turns
 each template back into exactly its tested API twin (widget order, seed control widgets), and the saved-file list
-appears under a node without leaking into the prompt. Chromium must be installed (``scripts/setup.sh`` installs it
+appears under a node without leaking into the prompt; and the inline 4D preview (docs/viewer.md): a small synthetic
+fit queued from the page, the widget's drawing, frame slider, snap to a training camera, serialisation, keyboard,
+hiding, bad files, the no-WebGL2 fallback and clean-up. Chromium must be installed (``scripts/setup.sh`` installs it
 when run as root); without it these tests fail with the command to install it, unless CHARSHOT_SKIP_BROWSER=1.
 """
 
@@ -255,7 +257,8 @@ def test_snap_to_training_camera_matches_its_image(page, comfy, fitted, view):
     err_other = np.abs(got - other).mean()
     Image.fromarray((np.concatenate([got, train / 255.0], 1) * 255).astype(np.uint8)).save(
         ARTIFACTS / f"preview4d_snap_view{view}.png")
-    assert err < 0.06 and err < 0.6 * err_other, f"snap to view {view}: error {err:.4f}, other view {err_other:.4f}"
+    print(f"snap to view {view}: mean abs error {err:.4f} (against view {(view + 5) % VIEWS}: {err_other:.4f})")
+    assert err < 0.03 and err < 0.6 * err_other, f"snap to view {view}: error {err:.4f}, other view {err_other:.4f}"
     page.eval(f"{V}.unsnap(); true")
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from charactershot_core.gaussians.export import read_bundle
+
 from scripts.make_example_workflows import OUT, TWINS, read_twin
 from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
 
@@ -227,6 +229,18 @@ def test_frame_slider_changes_the_picture(page, comfy, fitted):
     assert r["count"] == 4000 and not r["message"], r
     V = "window.__csStandalone"
     try:
+        # the page's decoder agrees with the Python reader (docs/4d_bundle_format.md)
+        ref = read_bundle(_temp(comfy) / "charshot_gt" / "wave.cs4d")
+        got = page.eval(f"""(() => {{ const s = {V}.scene, p = s.pos, r = s.rot, out = [];
+            for (let i = 0; i < s.count; i += 97) for (let c = 0; c < 3; c++) out.push(p.min[c] + p.q[(3 * s.count) * 3 + 3 * i + c] * p.step[c]);
+            const rr = []; for (let i = 0; i < s.count; i += 97) for (let c = 0; c < 4; c++) rr.push(r.min[c] + r.q[(4 * s.count) * 3 + 4 * i + c] * r.step[c]);
+            const col = []; for (let i = 0; i < s.count; i += 97) col.push(...s.rgba.subarray(4 * i, 4 * i + 4));
+            return {{pos: out, rot: rr, rgba: col}}; }})()""")
+        np.testing.assert_allclose(np.array(got["pos"]).reshape(-1, 3), ref["frames"]["positions"][3][::97], atol=1e-5)
+        np.testing.assert_allclose(np.array(got["rot"]).reshape(-1, 4), ref["frames"]["rotations"][3][::97], atol=1e-5)
+        rgba = np.array(got["rgba"]).reshape(-1, 4) / 255.0
+        np.testing.assert_allclose(rgba[:, :3], ref["static"]["colors"][::97], atol=1e-6)
+        np.testing.assert_allclose(rgba[:, 3], ref["static"]["opacities"][::97], atol=1e-6)
         first = _capture(page, V)
         page.eval(f"""(() => {{ const s = {V}.ui.slider; s.value = '2';
             s.dispatchEvent(new Event('input', {{bubbles: true}})); return true; }})()""")

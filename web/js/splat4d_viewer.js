@@ -473,7 +473,7 @@ export class SplatViewer {
   _onWorker(msg) {
     if (msg.type !== "order" || this.disposed || !this.scene) return;
     this.inflight = null;
-    if (msg.order.length !== this.scene.count) return;
+    if (msg.order.length !== this.scene.count) { this._pump(); return; }
     this.stats.sorts++;
     this.stats.sortMs = msg.ms;
     this.stats.sortMsAll.push(msg.ms);

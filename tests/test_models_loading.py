@@ -135,10 +135,13 @@ def test_2d_layouts_match(tiny):
     cfg = tiny.config_2d
     x = torch.randn(1, 3, cfg["in_channels"], H_LAT, W_LAT, generator=g)
     e = torch.randn(1, 7, cfg["text_embed_dim"], generator=g)
+    sa, sb = a.transformer.state_dict(), b.transformer.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     with torch.no_grad():
         oa = a.transformer(x, e, torch.tensor([300])).sample
         ob = b.transformer(x, e, torch.tensor([300])).sample
-    assert torch.equal(oa, ob)
+    # the same weights, but memory-mapped at other offsets: CPU kernels may take other (aligned/unaligned) paths
+    assert (oa - ob).abs().max().item() <= 1e-5
 
 
 def test_vae_layouts_match(tiny):

@@ -64,42 +64,35 @@ def _spatial_factor(vae) -> int:
 _UNTILED: set = set()  # (id(vae), kind, size) whose tiled pass came out wrongly sized: go untiled directly
 
 
-def _untiled(vae, kind: str, size) -> bool:
-    return (id(vae), kind, tuple(size)) in _UNTILED
-
-
-def vae_encode(vae, x: torch.Tensor):
-    """``vae.encode(x).latent_dist``, tiled when the VAE's tiling is on (as officially).  diffusers' tiled pass
-    returns a wrongly sized latent for images only a little larger than one tile (small test models): then the
-    image is encoded in one piece instead."""
-    f = _spatial_factor(vae)
-    want = (x.shape[-2] // f, x.shape[-1] // f)
+def _guarded_pass(vae, kind: str, size, want, run, out_size):
+    """``run()`` with the VAE's tiling as loaded (tiled, as officially); diffusers' tiled pass returns a wrongly sized
+    result for images only a little larger than one tile (small test models): then the pass is made in one piece
+    (and for that size from then on)."""
     tiled = getattr(vae, "use_tiling", False)
-    dist = None if tiled and _untiled(vae, "enc", x.shape[-2:]) else vae.encode(x).latent_dist
-    if dist is None or (tuple(dist.mean.shape[-2:]) != want and tiled):
-        _UNTILED.add((id(vae), "enc", tuple(x.shape[-2:])))
+    key = (id(vae), kind, tuple(size))
+    out = None if tiled and key in _UNTILED else run()
+    if out is None or (tiled and tuple(out_size(out)) != tuple(want)):
+        _UNTILED.add(key)
         vae.use_tiling = False
         try:
-            dist = vae.encode(x).latent_dist
-        finally:
-            vae.use_tiling = True
-    return dist
-
-
-def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:
-    """``vae.decode(z).sample`` with the same guard as :func:`vae_encode`."""
-    f = _spatial_factor(vae)
-    want = (z.shape[-2] * f, z.shape[-1] * f)
-    tiled = getattr(vae, "use_tiling", False)
-    out = None if tiled and _untiled(vae, "dec", z.shape[-2:]) else vae.decode(z).sample
-    if out is None or (tuple(out.shape[-2:]) != want and tiled):
-        _UNTILED.add((id(vae), "dec", tuple(z.shape[-2:])))
-        vae.use_tiling = False
-        try:
-            out = vae.decode(z).sample
+            out = run()
         finally:
             vae.use_tiling = True
     return out
+
+
+def vae_encode(vae, x: torch.Tensor):
+    """``vae.encode(x).latent_dist``, tiled when the VAE's tiling is on (see :func:`_guarded_pass`)."""
+    f = _spatial_factor(vae)
+    return _guarded_pass(vae, "enc", x.shape[-2:], (x.shape[-2] // f, x.shape[-1] // f),
+                         lambda: vae.encode(x).latent_dist, lambda d: d.mean.shape[-2:])
+
+
+def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:
+    """``vae.decode(z).sample``, tiled when the VAE's tiling is on (see :func:`_guarded_pass`)."""
+    f = _spatial_factor(vae)
+    return _guarded_pass(vae, "dec", z.shape[-2:], (z.shape[-2] * f, z.shape[-1] * f),
+                         lambda: vae.decode(z).sample, lambda o: o.shape[-2:])
 
 
 @torch.no_grad()

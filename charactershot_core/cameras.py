@@ -279,6 +279,20 @@ class CameraRig:
 
 
 # ---------------------------------------------------------------------- rigs
+def closest_point_to_lines(origins: np.ndarray, directions: np.ndarray) -> np.ndarray | None:
+    """The least-squares point closest to the lines ``origin + t * direction`` (unit directions), or None when the
+    lines do not pin one down (all parallel)."""
+    a = np.zeros((3, 3))
+    b = np.zeros(3)
+    for o, d in zip(np.asarray(origins, dtype=np.float64), np.asarray(directions, dtype=np.float64)):
+        p = np.eye(3) - np.outer(d, d)
+        a += p
+        b += p @ o
+    if np.linalg.matrix_rank(a) < 3:
+        return None
+    return np.linalg.solve(a, b)
+
+
 def look_at_c2w_gl(position: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """Blender/OpenGL camera-to-world matrix of a camera at ``position`` looking at ``target``."""
     position, target, up = (np.asarray(a, dtype=np.float64) for a in (position, target, up))

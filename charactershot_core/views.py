@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from . import canvas as cv
-from .cameras import CameraRig, look_at_c2w_gl
+from .cameras import CameraRig, closest_point_to_lines, look_at_c2w_gl
 from .errors import InputError
 
 SV3D_SIZE = 576
@@ -88,16 +88,6 @@ def frame_views(num_views: int, order: str = "rig") -> list[int]:
     return [(j + 1) % num_views for j in range(num_views)]
 
 
-def _closest_point(c: np.ndarray, d: np.ndarray) -> np.ndarray | None:
-    a = np.zeros((3, 3))
-    b = np.zeros(3)
-    for ci, di in zip(c, d):
-        p = np.eye(3) - np.outer(di, di)
-        a += p
-        b += p @ ci
-    if np.linalg.matrix_rank(a) < 3:
-        return None
-    return np.linalg.solve(a, b)
 
 
 def _orbit_center(rig: CameraRig) -> np.ndarray:
@@ -107,7 +97,7 @@ def _orbit_center(rig: CameraRig) -> np.ndarray:
     keep = np.ones(len(c), dtype=bool)
     center = None
     for _ in range(3):
-        p = _closest_point(c[keep], d[keep]) if keep.sum() >= 2 else None
+        p = closest_point_to_lines(c[keep], d[keep]) if keep.sum() >= 2 else None
         if p is None:
             break
         center = p

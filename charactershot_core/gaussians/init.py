@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..cameras import CameraRig
+from ..cameras import CameraRig, closest_point_to_lines
 from ..errors import InputError
 
 FG_THRESHOLD = 0.97  # a pixel is character when its smallest channel is below this (the fg box rule)
@@ -27,15 +27,8 @@ def silhouettes(frames: torch.Tensor, threshold: float = FG_THRESHOLD, dilate: i
 def look_at_point(rig: CameraRig) -> np.ndarray:
     """Least-squares point closest to every camera's optical axis (the orbit's centre)."""
     c, d = rig.centers, rig.forwards
-    a = np.zeros((3, 3))
-    b = np.zeros(3)
-    for ci, di in zip(c, d):
-        p = np.eye(3) - np.outer(di, di)
-        a += p
-        b += p @ ci
-    if np.linalg.matrix_rank(a) < 3:
-        return c.mean(0) + d.mean(0)
-    return np.linalg.solve(a, b)
+    p = closest_point_to_lines(c, d)
+    return c.mean(0) + d.mean(0) if p is None else p
 
 
 def _project(rig: CameraRig, pts: torch.Tensor):

@@ -231,12 +231,11 @@ class MultiViewSampler(io.ComfyNode):
             out_rig = rig_px.select(idx)
         times = rig.times if rig.times is not None and len(rig.times) == frames.shape[1] else \
             default_times(frames.shape[1])
-        video = frames.float() / 255.0
-        mv = MultiViewVideo(video, out_rig, times)
+        mv = MultiViewVideo(frames, out_rig, times)  # uint8 -> float in [0, 1] once (21 x 25 frames: 2.6 GB)
         summary = (f"{frames.shape[0]} views x {frames.shape[1]} frames at {w}x{h}; groups sampled "
                    f"{result.sampled or 'none'}, reused {result.reused or 'none'}; kept in {store.root}")
         text_ui = "\n".join([f"WARNING: {m}" for m in warnings] + [summary])
-        return io.NodeOutput(mv, video.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))
+        return io.NodeOutput(mv, mv.frames.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))  # shares storage
 
 
 def _sample_on_ray(job, model, vae, camera_source, address, store, wanted, on_step, on_group, reuse, identity):

@@ -16,8 +16,8 @@ from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
 from ..charactershot_core.gaussians.data import MultiViewVideo
 from ..charactershot_core.gaussians.threads import cpu_threads
-from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, numpy_to_image
-from .paths import _inside, output_target, next_counter
+from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress
+from .paths import folder_root, next_counter, output_target, resolve_in, split_location
 from .preview import PREVIEW_KEY, training_rig, write_bundle
 
 CAT = f"{CATEGORY}/4D"
@@ -406,7 +406,7 @@ class Load4DGaussians(io.ComfyNode):
         model = Model.load(weights)
         ui = None
         if bundle:
-            root = _root(kind)
+            root = folder_root(kind)
             rel = os.path.relpath(bundle, root).replace(os.sep, "/")
             sub, name = os.path.split(rel)
             ui = {PREVIEW_KEY: [{"filename": name, "subfolder": sub, "type": kind}]}
@@ -421,19 +421,12 @@ class Load4DGaussians(io.ComfyNode):
             return float("nan")
 
 
-def _root(kind: str) -> str:
-    import folder_paths
-
-    return {"input": folder_paths.get_input_directory, "output": folder_paths.get_output_directory,
-            "temp": folder_paths.get_temp_directory}[kind]()
-
-
 def list_4d_files(max_files: int = 2000) -> list[str]:
     """Weights and bundles in the input folder (plain relative names) and output folder (suffix ' [output]')."""
     found: list[str] = []
     for kind in ("input", "output"):
         try:
-            root = _root(kind)
+            root = folder_root(kind)
         except Exception:
             continue
         if not os.path.isdir(root):
@@ -473,57 +466,28 @@ def resolve_4d_file(file: str) -> tuple[str, str | None, str]:
     """(weights path, bundle path or None, folder kind) for a list value or a typed name."""
     text = (file or "").strip()
     if text.lower().endswith(".cs4d") or re.match(r"^.*\.cs4d\s*\[(input|output|temp)\]$", text, re.I):
-        m = re.match(r"^(.*?)\s*\[(input|output|temp)\]$", text)
-        name, kind = (m.group(1).strip(), m.group(2)) if m else (text, "input")
-        bundle = _resolve_in(name, kind, ".cs4d")
+        name, kind = split_location(text)
+        bundle = resolve_in(name, kind, "file", "file", "a .cs4d file name")
         stem = re.sub(r"_bundle\.cs4d$", "", name, flags=re.I)
         stem = re.sub(r"\.cs4d$", "", stem, flags=re.I)
         weights_name = f"{stem}.safetensors"
-        weights = os.path.join(_root(kind), weights_name)
+        weights = os.path.join(folder_root(kind), weights_name)
         if not os.path.isfile(weights):
             raise InputError("file", f"{name} is a 4D bundle for viewing; the weights saved with it ({weights_name}) "
                                      f"are not in ComfyUI's {kind} folder, so there are no Gaussians to pass on. "
                                      "Choose a .safetensors file (Save 4D Gaussians with save_weights on).")
         return weights, bundle, kind
     weights = resolve_weights(file)
-    m = re.match(r"^(.*?)\s*\[(input|output|temp)\]$", text)
-    kind = m.group(2) if m else "input"
+    kind = split_location(text)[1]
     sibling = re.sub(r"\.safetensors$", "_bundle.cs4d", weights, flags=re.I)
     return weights, (sibling if os.path.isfile(sibling) else None), kind
 
 
-def _resolve_in(name: str, kind: str, ext: str) -> str:
-    root = _root(kind)
-    if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
-        raise InputError("file", f"expected a {ext} file name inside ComfyUI's {kind} folder, got {name!r}")
-    path = os.path.join(root, name)
-    if not _inside(root, path):
-        raise InputError("file", f"{name!r} points outside ComfyUI's {kind} folder")
-    if not os.path.isfile(path):
-        raise InputError("file", f"file not found in ComfyUI's {kind} folder: {name}")
-    return path
-
-
 def resolve_weights(file: str) -> str:
-    import folder_paths
-
-    text = (file or "").strip()
-    m = re.match(r"^(.*?)\s*\[(input|output|temp)\]$", text)
-    kind = "input"
-    if m:
-        text, kind = m.group(1).strip(), m.group(2)
-    root = {"input": folder_paths.get_input_directory, "output": folder_paths.get_output_directory,
-            "temp": folder_paths.get_temp_directory}[kind]()
-    if not text or os.path.isabs(text) or ".." in re.split(r"[\\/]", text):
-        raise InputError("file", f"expected a .safetensors file name inside ComfyUI's {kind} folder, got {file!r}")
-    if not text.lower().endswith(".safetensors"):
+    text, kind = split_location(file)
+    if text and not text.lower().endswith(".safetensors"):
         raise InputError("file", f"expected a .safetensors file, got {text!r}")
-    path = os.path.join(root, text)
-    if not _inside(root, path):
-        raise InputError("file", f"{file!r} points outside ComfyUI's {kind} folder")
-    if not os.path.isfile(path):
-        raise InputError("file", f"file not found in ComfyUI's {kind} folder: {text}")
-    return path
+    return resolve_in(text, kind, "file", "file", "a .safetensors file name")
 
 
 NODES = [MultiViewFromImages, SyntheticCharacter, Fit4DGaussians, Render4D, Save4DGaussians, Load4DGaussians]

@@ -32,26 +32,46 @@ def list_input_files(extensions: tuple[str, ...], max_files: int = 2000) -> list
     return found
 
 
-def _resolve_input(name: str, input_name: str, kind: str) -> str:
-    root = folder_paths.get_input_directory()
+_LOCATION = re.compile(r"^(.*?)\s*\[(input|output|temp)\]$")
+
+
+def folder_root(kind: str) -> str:
+    """ComfyUI's input, output or temp folder."""
+    return {"input": folder_paths.get_input_directory, "output": folder_paths.get_output_directory,
+            "temp": folder_paths.get_temp_directory}[kind]()
+
+
+def split_location(value: str, default: str = "input") -> tuple[str, str]:
+    """``'name [output]'`` -> ``('name', 'output')``; a plain name is in ``default``."""
+    text = (value or "").strip()
+    m = _LOCATION.match(text)
+    return (m.group(1).strip(), m.group(2)) if m else (text, default)
+
+
+def resolve_in(name: str, kind: str, input_name: str, what: str = "file", expected: str | None = None) -> str:
+    """Absolute path of ``name`` inside ComfyUI's ``kind`` folder (input, output, temp); refuses anything that would
+    leave it.  ``what``: ``file``, ``folder`` or anything else (either) must exist there."""
+    root = folder_root(kind)
     if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
-        raise InputError(input_name, f"expected a {kind} inside ComfyUI's input folder, got {name!r}")
+        raise InputError(input_name, f"expected {expected or 'a ' + what} inside ComfyUI's {kind} folder, "
+                                     f"got {name!r}")
     path = os.path.join(root, name)
     if not _inside(root, path):
-        raise InputError(input_name, f"{name!r} points outside ComfyUI's input folder")
-    if not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
-        raise InputError(input_name, f"{kind} not found in ComfyUI's input folder: {name}")
+        raise InputError(input_name, f"{name!r} points outside ComfyUI's {kind} folder")
+    exists = os.path.isfile if what == "file" else os.path.isdir if what == "folder" else os.path.exists
+    if not exists(path):
+        raise InputError(input_name, f"{what} not found in ComfyUI's {kind} folder: {name}")
     return path
 
 
 def resolve_input_file(name: str, input_name: str) -> str:
     """Absolute path of ``name`` inside ComfyUI's input folder; refuses anything that would leave it."""
-    return _resolve_input(name, input_name, "file")
+    return resolve_in(name, "input", input_name, "file")
 
 
 def resolve_input_dir(name: str, input_name: str) -> str:
     """Absolute path of a folder inside ComfyUI's input folder; refuses anything that would leave it."""
-    return _resolve_input(name, input_name, "folder")
+    return resolve_in(name, "input", input_name, "folder")
 
 
 def output_target(filename_prefix: str, input_name: str, temp: bool = False) -> tuple[str, str, str]:

@@ -23,7 +23,7 @@ from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecut
                                            animate_2d, assemble, sample_multiview)
 from ..charactershot_core.sampling.schedulers import DYNAMIC_CFG, SCHEDULERS
 from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds
-from .paths import _inside, output_target
+from .paths import output_target, resolve_in, split_location
 
 log = logging.getLogger("CharacterShot")
 
@@ -400,21 +400,10 @@ def multiview_sources() -> list[str]:
 
 
 def resolve_multiview_source(name: str) -> str:
-    import folder_paths
-
-    text = (name or "").strip()
-    kind = "input"
-    m = re.match(r"^(.*?)\s*\[(input|output)\]$", text)
-    if m:
-        text, kind = m.group(1).strip(), m.group(2)
-    root = folder_paths.get_input_directory() if kind == "input" else folder_paths.get_output_directory()
-    if not text or text == NO_FOLDER or os.path.isabs(text) or ".." in re.split(r"[\\/]", text):
-        raise InputError("source", f"expected a folder or .mp4 from the list (inside ComfyUI's {kind} folder), got "
-                                   f"{name!r}")
-    path = os.path.join(root, text.rstrip("/"))
-    if not _inside(root, path) or not os.path.exists(path):
-        raise InputError("source", f"not found in ComfyUI's {kind} folder: {text}")
-    return path
+    text, kind = split_location(name)
+    if kind == "temp" or text == NO_FOLDER:
+        raise InputError("source", f"expected a folder or .mp4 from the list, got {name!r}")
+    return resolve_in(text.rstrip("/"), kind, "source", "folder or .mp4", "a folder or .mp4 from the list")
 
 
 class LoadMultiView(io.ComfyNode):

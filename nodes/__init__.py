@@ -1,6 +1,6 @@
 """ComfyUI adapter: thin V3 nodes over ``charactershot_core``."""
 
-from comfy_api.v0_0_2 import ComfyExtension, io
+from comfy_api.latest import ComfyExtension, io
 
 from . import cameras, gaussians, models, prepare, preview, sampling, views
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from comfy_api.v0_0_2 import io, ui
+from comfy_api.latest import io, ui
 
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError

@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 import torch
-from comfy_api.v0_0_2 import io
+from comfy_api.latest import io
 
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError

@@ -11,7 +11,7 @@ import os
 
 import folder_paths
 import torch
-from comfy_api.v0_0_2 import io, ui
+from comfy_api.latest import io, ui
 
 from ..charactershot_core.errors import CharacterShotError, CheckpointError, InputError
 from ..charactershot_core.models import loading as L

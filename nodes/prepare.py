@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import torch
-from comfy_api.v0_0_2 import io, ui
+from comfy_api.latest import io, ui
 
 from ..charactershot_core import canvas as cv
 from ..charactershot_core.errors import InputError

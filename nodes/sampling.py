@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import torch
-from comfy_api.v0_0_2 import io, ui
+from comfy_api.latest import io, ui
 
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import CharacterShotError, InputError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.v0_0_2 import io, ui
+from comfy_api.latest import io, ui
 
 from ..charactershot_core import canvas as cv
 from ..charactershot_core import cameras as cam

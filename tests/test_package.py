@@ -43,3 +43,30 @@ def test_cli_info_lists_the_nodes():
     r = subprocess.run([sys.executable, "-m", "charactershot_core", "info"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "CharacterShotCameraRig" in r.stdout
+
+
+def test_no_versioned_comfy_api_imports():
+    """Newer ComfyUI lists only ``comfy_api.latest`` among its API versions: a ``comfy_api.v0_*`` import would stop
+    the whole pack from loading there (issue 13)."""
+    import ast
+    import re
+
+    bad = []
+    for path in sorted(REPO.rglob("*.py")):
+        rel = path.relative_to(REPO)
+        if rel.parts[0].startswith(".") or "__pycache__" in rel.parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                    "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+                names = [str(node.args[0].value)]
+            bad += [f"{rel}:{node.lineno}: {n}" for n in names if re.match(r"comfy_api\.v\d", n)]
+    assert not bad, "versioned comfy_api imports:\n" + "\n".join(bad)
+    # and the nodes do import the current surface
+    assert "from comfy_api.latest import" in (REPO / "nodes" / "__init__.py").read_text()

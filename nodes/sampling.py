@@ -212,7 +212,7 @@ class MultiViewSampler(io.ComfyNode):
                                         on_step, on_group, reuse_finished, worker.identity)
             else:
                 result = sample_multiview(job, LocalExecutor(worker), store, wanted, on_step, on_group,
-                                          reuse=reuse_finished)
+                                          reuse=reuse_finished, passthrough=(mm.InterruptProcessingException,))
         except mm.InterruptProcessingException:
             if finished:
                 log.warning("[CharacterShot] interrupted; finished view groups are kept and reused on a rerun: %s",

@@ -48,6 +48,14 @@ def comfyui_dir() -> Path:
     return REPO / ".comfyui"
 
 
+def host_flags(host: Path) -> set[str]:
+    """Every ``--flag`` the host's argument parser defines (read from ``comfy/cli_args.py``, without importing it)."""
+    import re
+
+    text = (Path(host) / "comfy" / "cli_args.py").read_text(encoding="utf-8", errors="replace")
+    return set(re.findall(r"""add_argument\(\s*["'](--[A-Za-z0-9][A-Za-z0-9-]*)["']""", text))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -76,6 +84,24 @@ class ComfyHost:
         self.log_path = self.root / "comfyui.log"
 
     # ------------------------------------------------------------- life cycle
+    def command(self, host: Path, yaml: Path) -> list[str]:
+        """The server's command line, with only flags this host's ``comfy/cli_args.py`` defines.
+
+        No network: ``--offline`` where the host has it (newer ComfyUI, where ``--disable-api-nodes`` is its deprecated
+        alias), else ``--disable-api-nodes`` (0.3.75)."""
+        accepted = host_flags(host)
+        offline = next((f for f in ("--offline", "--disable-api-nodes") if f in accepted), None)
+        cmd = [self.python, str(host / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--disable-auto-launch", *([offline] if offline else []), "--database-url", "sqlite:///:memory:",
+               "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
+               "--temp-directory", str(self.temp_dir), "--user-directory", str(self.user_dir),
+               "--extra-model-paths-config", str(yaml), *self.extra_args]
+        unknown = [a for a in cmd[2:] if a.startswith("--") and a not in accepted]
+        if unknown:
+            raise RuntimeError(f"the ComfyUI at {host} does not accept {unknown} (its comfy/cli_args.py defines no "
+                               "such flag)")
+        return cmd
+
     def start(self, timeout: float = 180.0) -> "ComfyHost":
         host = comfyui_dir()
         if not (host / "main.py").is_file():
@@ -91,11 +117,7 @@ class ComfyHost:
         lines = ["charshot_test:", f"  base_path: {self.root}", f"  custom_nodes: {self.custom_nodes}"]
         lines += [f"  {name}: {self.models_dir / name}" for name in MODEL_FOLDERS]
         yaml.write_text("\n".join(lines) + "\n")
-        cmd = [self.python, str(host / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-               "--output-directory", str(self.output_dir), "--input-directory", str(self.input_dir),
-               "--temp-directory", str(self.temp_dir), "--user-directory", str(self.user_dir),
-               "--extra-model-paths-config", str(yaml), *self.extra_args]
+        cmd = self.command(host, yaml)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=str(host), stdout=self._log, stderr=subprocess.STDOUT, env=env,

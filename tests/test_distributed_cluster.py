@@ -84,8 +84,8 @@ def test_submit_to_ray_from_a_child_process_matches_and_reuses(cluster, batch, t
     keys = json.load(open(os.path.join(alice.out, "run.json")))["group_keys"]
     shutil.copytree(batch_store.path(keys[1]), store / keys[1])
     # an exception in the caller's progress hook (ComfyUI's interrupt) stops the child and its actors at once and
-    # keeps what is stored
-    class Interrupted(Exception):
+    # keeps what is stored (a BaseException, as newer ComfyUI raises its Cancel)
+    class Interrupted(BaseException):
         pass
 
     def interrupt(g, i, n, x0):

@@ -227,10 +227,12 @@ def test_time_budget_too_small_is_a_clear_error(synthetic_video):
         fit(synthetic_video, small_cfg(seconds=0.01))
 
 
-def test_interrupt_from_the_callback_stops_within_one_iteration(synthetic_video):
+@pytest.mark.parametrize("base", [Exception, BaseException], ids=["Exception", "BaseException"])
+def test_interrupt_from_the_callback_stops_within_one_iteration(synthetic_video, base):
+    # ComfyUI 0.3.75's Cancel is an Exception, newer ComfyUI's a BaseException: both must stop the fit unchanged
     seen = []
 
-    class Stop(Exception):
+    class Stop(base):
         pass
 
     def cb(state):

@@ -147,6 +147,29 @@ def test_reuse_interrupt_and_assembly(tiny, tmp_path):
     assert torch.equal(fresh.results[0].latents, res.results[0].latents)
 
 
+@pytest.mark.parametrize("base", [BaseException, Exception], ids=["cancel-as-BaseException", "cancel-as-Exception"])
+def test_a_host_cancel_propagates_unchanged_and_keeps_finished_groups(tiny, tmp_path, base):
+    """Newer ComfyUI raises its Cancel as a BaseException, 0.3.75 as an Exception (passed as ``passthrough``): either
+    way the Cancel itself reaches the host (not a GroupFailure) and the group finished before it stays stored."""
+    _, model, vae, _ = tiny
+    worker = MultiViewWorker(model, vae)
+    job = _job()
+    store = GroupStore(tmp_path / "store")
+
+    class Cancel(base):
+        pass
+
+    def cancel_in_group_1(gi, i, n, x0):
+        if gi == 1:
+            raise Cancel()
+
+    with pytest.raises(Cancel):
+        sample_multiview(job, LocalExecutor(worker), store, on_step=cancel_in_group_1,
+                         passthrough=(Cancel,) if base is Exception else ())
+    assert store.keys() == [job.group_key(0, worker.identity)]
+    assert not [n for n in os.listdir(store.root) if n.startswith(".")], "no partial group folder left behind"
+
+
 def test_low_memory_gives_the_same_numbers(tiny):
     _, model, vae, _ = tiny
     worker = MultiViewWorker(model, vae)

@@ -72,11 +72,14 @@ def finished_summary(results: dict) -> str:
 def sample_multiview(job: MultiViewJob, executor, store: Optional[GroupStore] = None,
                      groups: Optional[Iterable[int]] = None, on_step: Optional[GroupStepHook] = None,
                      on_group: Optional[Callable[[GroupResult], None]] = None,
-                     reuse: bool = True) -> MultiViewResult:
+                     reuse: bool = True, passthrough: tuple = ()) -> MultiViewResult:
     """Sample the groups ``groups`` (default: all) of ``job``; reuse and persist through ``store``.
 
-    ``executor`` is a :class:`LocalExecutor` (or anything with ``identity`` and ``run``).  Errors other than a
-    :class:`CharacterShotError` or an interrupt are wrapped in :class:`GroupFailure` naming the finished groups.
+    ``executor`` is a :class:`LocalExecutor` (or anything with ``identity`` and ``run``).  Every group is stored the
+    moment it finishes, so nothing finished is lost whatever stops the run.  Errors that are ``Exception``s are
+    wrapped in :class:`GroupFailure` naming the finished groups, except the types in ``passthrough`` (a host's
+    Cancel: ComfyUI 0.3.75's ``InterruptProcessingException`` is an ``Exception``), which propagate unchanged, as
+    do ``BaseException``s (newer ComfyUI's Cancel, ``KeyboardInterrupt``) and out-of-memory errors.
     """
     wanted = list(range(len(job.groups))) if groups is None else sorted({int(g) for g in groups})
     bad = [g for g in wanted if not 0 <= g < len(job.groups)]
@@ -110,11 +113,9 @@ def sample_multiview(job: MultiViewJob, executor, store: Optional[GroupStore] = 
         if store is not None and results:
             raise GroupFailure(f"{e}; {finished_summary(results)}", results) from e
         raise
-    except (KeyboardInterrupt, torch.OutOfMemoryError):
+    except (torch.OutOfMemoryError, *passthrough):
         raise
-    except Exception as e:  # noqa: BLE001 - interrupts of hosts derive from Exception too: callers may re-raise
-        if type(e).__name__ in ("InterruptProcessingException",):
-            raise
+    except Exception as e:  # noqa: BLE001 - BaseExceptions (Cancel, KeyboardInterrupt) are not caught at all
         raise GroupFailure(f"view group sampling failed: {type(e).__name__}: {e}; {finished_summary(results)}",
                            results) from e
     frames = None

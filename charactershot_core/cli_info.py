@@ -88,4 +88,8 @@ def register(sub) -> None:
     p.add_argument("--out", default="demo_out", help="output folder")
     p.add_argument("--seconds", type=float, default=120.0, help="time budget of the 4D fit")
     p.add_argument("--backend", default="auto", help="auto, torch or gsplat")
+    p.add_argument("--motion", default="wave", help="the synthetic character's motion: wave (the arm raise, default), "
+                                                    "walk, turn, jump or idle")
+    p.add_argument("--holdout-times", default="", help="frames (0-based, of 9) withheld from training and scored as "
+                                                       "held-out times, e.g. 2,6 (default: none)")
     p.set_defaults(func=_demo)

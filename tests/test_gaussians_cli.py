@@ -64,7 +64,7 @@ def _read(path):
     return cv2.imread(str(path))[..., ::-1]
 
 
-def test_fit4d_video_layout_render_and_export(tmp_path, character):
+def test_fit4d_video_layout_render_and_export(tmp_path, character, capsys):
     rig, frames = character
     src = tmp_path / "frames"
     for k in range(6):
@@ -79,6 +79,16 @@ def test_fit4d_video_layout_render_and_export(tmp_path, character):
     for k in KEYS + ["heldout_intermediate.psnr", "heldout_intermediate.ssim_fg", "train_intermediate.psnr"]:
         assert k in m, k
     assert m["dynamic"] is True and m["times_train"] == [0.0, 0.5, 1.0]
+    # metrics that see motion: per-frame box scores at the training and the held-out times, the motion ratio over
+    # all 5 frames of the held-out view
+    h, hi = m["heldout"], m["heldout_intermediate"]
+    assert h["frames"] == [0, 2, 4] and hi["frames"] == [1, 3] and len(h["box_psnr_per_frame"]) == 3
+    assert min(h["box_psnr_per_frame"]) == pytest.approx(h["box_psnr_worst"], abs=1e-3)
+    assert h["box_psnr_worst_frame"] in (0, 2, 4) and 0 < h["box_ssim_worst"] <= h["box_ssim"] <= 1
+    assert m["heldout.box_psnr"] == h["box_psnr"] and "train_intermediate.box_psnr" in m
+    assert m["motion"]["views"] == "held-out" and m["motion"]["frames"] == [0, 1, 2, 3, 4]
+    assert m["motion.ratio"] >= 0 and m["motion"]["gt"] > 0
+    assert "motion ratio (held-out views, 5 frames)" in capsys.readouterr().out
     # held-out view 2 at the 3 training frames (0, 2, 4) and at the 2 intermediate frames (1, 3)
     got = sorted(os.listdir(out / "heldout" / "view2"))
     assert got == [f"frame_{i:05d}.png" for i in (1, 2, 3, 4, 5)]
@@ -125,3 +135,18 @@ def test_fit4d_bad_arguments_are_clear_errors(tmp_path, character, capsys):
     assert main(base + ["--cameras", str(tmp_path / "six.json"), "--seconds", "0.001"]) == 1
     assert "seconds" in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.json").exists()  # nothing written for a failed run
+
+
+def test_fit4d_video_without_heldout_views_reports_motion_on_training_views(tmp_path, character):
+    rig, frames = character
+    src = tmp_path / "frames"
+    for k in range(6):
+        for f in range(5):
+            write_png(str(src / f"view{k:02d}" / f"frame_{f + 1:05d}.png"), frames[k, f])
+    rig.save(str(tmp_path / "cameras.json"))
+    out = tmp_path / "out"
+    assert main(["fit4d", "--frames", str(src), "--cameras", str(tmp_path / "cameras.json"), "--out", str(out),
+                 "--iterations", "8", "--quiet", *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["heldout.psnr"] is None and m["train"]["frames"] == [0, 1, 2, 3, 4]
+    assert m["motion"]["views"] == "training" and m["motion"]["ratio"] is not None

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--metrics", default=None, help="metrics JSON file (default: OUT/metrics.json)")
     p.add_argument("--holdout", default="", help="view indices kept out of training and scored, e.g. 3,10,17")
     p.add_argument("--holdout-times", default="", help="frame indices kept out of training and scored as "
-                                                       "intermediate times (videos), e.g. 1,5,9")
+                                                       "intermediate times (videos; 0-based), e.g. 2,6")
     p.add_argument("--scale", type=float, default=1.0, help="resolution factor (0.25: 720x480 -> 180x120)")
     p.add_argument("--iterations", type=int, default=30000, help="maximum number of iterations")
     p.add_argument("--seconds", type=float, default=None, help="time budget for the whole fit, in seconds")
@@ -93,7 +93,7 @@ def frame_name(k: int, fi: int, video: bool) -> str:
 def cmd_fit4d(args) -> int:
     from .data import load_multiview, write_png
     from .fit import FitConfig, fit, render_views
-    from .metrics import score
+    from .metrics import clip_boxes, clip_scores, motion_scores, score, summary_text
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,33 +153,47 @@ def cmd_fit4d(args) -> int:
         ts = [video.times[f] for f in frame_idx] if is_video else None
         return render_views(model, video.rig.select(views), ts, result.backend)
 
-    # held-out views at the training times (+ their renders on disk)
+    # held-out views at every frame (training times and held-out times), rendered once; their renders on disk.
+    # Box metrics use one character box per view (the ground truth's foreground over all frames, metrics.clip_boxes)
+    all_t = sorted(set(train_t) | set(hold_t))
+    pos = {f: i for i, f in enumerate(all_t)}
+
+    def section(pred, gt, frames, boxes):
+        """Whole-image + per-image-box scores, and the per-frame clip box scores, of pred/gt (V, T', ...)."""
+        out = score(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:]))
+        out.update(clip_scores(pred, gt, frames, boxes))
+        return out
+
     if holdout:
-        pred = rend(holdout, train_t)
-        gt = video.frames[holdout][:, train_t]
-        metrics["heldout"] = score(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:]))
+        pred_all = rend(holdout, all_t)
+        gt_all = video.frames[holdout][:, all_t]
+        boxes = clip_boxes(gt_all)
+        idx = [pos[f] for f in train_t]
+        metrics["heldout"] = section(pred_all[:, idx], gt_all[:, idx], train_t, boxes)
+        if hold_t:
+            idx = [pos[f] for f in hold_t]
+            metrics["heldout_intermediate"] = section(pred_all[:, idx], gt_all[:, idx], hold_t, boxes)
+        if is_video:
+            metrics["motion"] = {**motion_scores(pred_all, gt_all, boxes), "views": "held-out", "frames": all_t}
         for a, k in enumerate(holdout):
-            for b, f in enumerate(train_t):
-                write_png(os.path.join(args.out, frame_name(k, f, is_video)), pred[a, b])
+            for b, f in enumerate(all_t):
+                write_png(os.path.join(args.out, frame_name(k, f, is_video)), pred_all[a, b])
     else:
         metrics["heldout"] = {"psnr": None, "ssim": None, "psnr_fg": None, "ssim_fg": None}
-    # training views: every frame for short videos, a spread of up to 5 frames otherwise
+    # training views: every frame for short videos, a spread of up to 5 frames otherwise (+ the held-out times)
     sub = train_t if len(train_t) <= 5 else [train_t[i] for i in sorted({round(j * (len(train_t) - 1) / 4) for j in range(5)})]
-    pred = rend(train_idx, sub)
-    gt = video.frames[train_idx][:, sub]
-    metrics["train"] = score(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:]))
+    t_frames = sorted(set(sub) | set(hold_t))
+    tpos = {f: i for i, f in enumerate(t_frames)}
+    pred_tr = rend(train_idx, t_frames)
+    gt_tr = video.frames[train_idx][:, t_frames]
+    tboxes = clip_boxes(video.frames[train_idx][:, all_t])
+    metrics["train"] = section(pred_tr[:, [tpos[f] for f in sub]], gt_tr[:, [tpos[f] for f in sub]], sub, tboxes)
     if hold_t:
-        # intermediate (held-out) times: the held-out views and the training views
-        for key, views in (("heldout_intermediate", holdout), ("train_intermediate", train_idx)):
-            if not views:
-                continue
-            pred = rend(views, hold_t)
-            gt = video.frames[views][:, hold_t]
-            metrics[key] = score(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:]))
-            if key == "heldout_intermediate":
-                for a, k in enumerate(views):
-                    for b, f in enumerate(hold_t):
-                        write_png(os.path.join(args.out, frame_name(k, f, True)), pred[a, b])
+        idx = [tpos[f] for f in hold_t]
+        metrics["train_intermediate"] = section(pred_tr[:, idx], gt_tr[:, idx], hold_t, tboxes)
+    if is_video and not holdout and len(t_frames) > 1:
+        # no held-out views: the motion ratio on the training views (at the scored frames) is what can be computed
+        metrics["motion"] = {**motion_scores(pred_tr, gt_tr, tboxes), "views": "training", "frames": t_frames}
     metrics["times_train"] = times_train
     metrics["config"] = result.config
     flat = _flatten(metrics)
@@ -196,9 +210,11 @@ def cmd_fit4d(args) -> int:
         f.write(text)
     os.replace(tmp, path)
     show = {k: flat[k] for k in flat if k.split(".")[0] in ("heldout", "train", "heldout_intermediate",
-                                                            "train_intermediate", "iterations", "seconds",
-                                                            "gaussians", "backend")}
+                                                            "train_intermediate", "motion", "iterations", "seconds",
+                                                            "gaussians", "backend")
+            and not isinstance(flat[k], list)}
     print(json.dumps(show, indent=1))
+    print(summary_text(metrics))
     return 0
 
 

@@ -13,6 +13,7 @@ import time
 from ..cameras import official_rig
 from .cli import WEIGHTS_NAME
 from .data import write_png
+from .metrics import summary_text
 from .synthetic import SyntheticCharacter
 
 
@@ -25,20 +26,22 @@ def run_demo(args) -> int:
     scale, num_frames = 0.25, 9
     times = [i / (num_frames - 1) for i in range(num_frames)]
     t0 = time.time()
-    video = SyntheticCharacter("wave", seed=0, n_gaussians=20000).render_views(rig, times, scale=scale,
-                                                                              backend=args.backend)
+    motion = getattr(args, "motion", "wave") or "wave"
+    character = SyntheticCharacter(motion, seed=0, n_gaussians=20000)  # checks the motion's name
+    video = character.render_views(rig, times, scale=scale, backend=args.backend)
     for k in range(video.shape[0]):
         for i in range(video.shape[1]):
             write_png(os.path.join(frames_dir, f"view{k:02d}", f"frame_{i + 1:05d}.png"), video[k, i])
     cams = os.path.join(out, "cameras.json")
     rig.save(cams)
-    print(f"rendered the synthetic character (wave): {video.shape[0]} views x {video.shape[1]} frames at "
+    print(f"rendered the synthetic character ({motion}): {video.shape[0]} views x {video.shape[1]} frames at "
           f"{video.shape[3]}x{video.shape[2]} in {time.time() - t0:.1f} s -> {frames_dir}")
 
     fit_dir = os.path.join(out, "fit")
     metrics = os.path.join(out, "metrics.json")
     rc = cli(["fit4d", "--frames", frames_dir, "--cameras", cams, "--out", fit_dir, "--metrics", metrics,
-              "--holdout", "3,10,17", "--seconds", str(args.seconds), "--backend", args.backend, "--seed", "0"])
+              "--holdout", "3,10,17", "--holdout-times", getattr(args, "holdout_times", "") or "",
+              "--seconds", str(args.seconds), "--backend", args.backend, "--seed", "0"])
     if rc:
         return rc
     weights = os.path.join(fit_dir, WEIGHTS_NAME)
@@ -51,9 +54,8 @@ def run_demo(args) -> int:
         return rc
     with open(metrics, encoding="utf-8") as f:
         m = json.load(f)
-    held = m.get("heldout", {})
-    print(f"held-out views 3,10,17: PSNR {held.get('psnr', float('nan')):.2f} dB, SSIM {held.get('ssim', float('nan')):.4f}, "
-          f"character-box PSNR {held.get('psnr_fg', float('nan')):.2f} dB ({m.get('iterations')} iterations, "
-          f"{m.get('gaussians')} Gaussians, {m.get('backend')})")
+    print(f"fit: {m.get('iterations')} iterations in {m.get('seconds')} s, {m.get('gaussians')} Gaussians, "
+          f"{m.get('backend')}; held-out views 3, 10, 17; frames numbered from 0")
+    print(summary_text(m))
     print(f"outputs in {out}: multiview/ (input), fit/ (weights, held-out renders), orbit/ (8 new cameras x the training times), export/ (ply + 4D bundle)")
     return 0

@@ -9,6 +9,20 @@ Images are float tensors or arrays ``(..., H, W, 3)`` in [0, 1] (channels last, 
   and kornia's ``metrics.ssim`` followed by a crop of the padded border compute.
 * ``fg_box(gt)``: the box around ground-truth pixels whose smallest channel is below 0.97, padded by 4 px and clipped
   to the image; the "_fg" metrics are measured on that box, since the white background dominates whole-image numbers.
+
+Metrics that see motion (clips ``(V, T, H, W, 3)``: V views of T frames, frames in time order; docs/4d.md):
+
+* ``clip_boxes(gt)``: one character box per view, ``fg_box`` of the union of that view's ground-truth foreground over
+  all T frames (the same 0.97 threshold, dilated by ``FG_PAD`` px, grown to at least 11 px). One box for the whole
+  clip, so a fit that leaves a limb where the ground truth no longer has it (a ghost) is inside the box and costs
+  PSNR, and every frame of a view is scored on the same pixels.
+* ``clip_scores(pred, gt)``: per frame, the mean over views of the box PSNR / SSIM; then the mean over frames and the
+  worst frame (``box_psnr``, ``box_psnr_worst``, ``box_psnr_worst_frame``, the same for SSIM, and the per-frame lists).
+* ``motion_scores(pred, gt)``: how much the fit moves compared with the ground truth, on the same boxes.
+  ``change(X) = mean over views v and t = 1..T-1 of mean over the box's pixels and channels of |X[v,t] - X[v,t-1]|``
+  (0-255 scale); ``ratio = change(pred) / change(gt)`` (frame-to-frame). ``ratio_first`` uses
+  ``|X[v,t] - X[v,0]|`` instead (the change from the first frame). A render that never changes scores 0, a perfect
+  one 1; flicker raises ``ratio`` more than ``ratio_first``. ``None`` when the ground truth does not change.
 """
 
 from __future__ import annotations
@@ -153,3 +167,122 @@ def _grow_box(box, h, w, minimum):
         x0 = max(0, min(x0, w - minimum))
         x1 = min(w, x0 + minimum)
     return (y0, y1, x0, x1)
+
+
+# ------------------------------------------------------------------------------------------ clips (motion)
+def _clip_pair(pred, gt):
+    a = _as_tensor(pred, "prediction")
+    b = _as_tensor(gt, "ground_truth")
+    if a.dim() != 5 or b.dim() != 5:
+        raise InputError("prediction", f"expected clips of shape (views, frames, H, W, 3), got {tuple(a.shape)} and "
+                                       f"{tuple(b.shape)}")
+    if a.shape != b.shape:
+        raise InputError("prediction", f"shape {tuple(a.shape)} does not match the ground truth {tuple(b.shape)}")
+    return a, b.to(a.device)
+
+
+def clip_boxes(gt, thresh: float = FG_THRESHOLD, pad: int = FG_PAD, minimum: int = 11) -> list:
+    """One ``(y0, y1, x0, x1)`` box per view of the clip ``gt`` (V, T, H, W, 3): the dilated box around the union of
+    that view's ground-truth foreground over all frames (the whole image for a view with no foreground), grown to at
+    least ``minimum`` px (the SSIM window)."""
+    g = _as_tensor(gt, "ground_truth")
+    if g.dim() != 5:
+        raise InputError("ground_truth", f"expected a clip of shape (views, frames, H, W, 3), got {tuple(g.shape)}")
+    h, w = g.shape[2], g.shape[3]
+    out = []
+    for v in range(g.shape[0]):
+        box = fg_box(g[v], thresh, pad)
+        if box is None:
+            box = (0, h, 0, w)
+        out.append(_grow_box(box, h, w, minimum))
+    return out
+
+
+def clip_scores(pred, gt, frames=None, boxes=None) -> dict:
+    """Per-frame character-box PSNR and SSIM of the clip ``pred`` vs ``gt`` (V, T, H, W, 3): each frame's value is
+    the mean over views (each view on its ``clip_boxes`` box); returns the mean over frames, the worst frame (its
+    value and its label from ``frames``, default 0..T-1) and the per-frame lists."""
+    a, b = _clip_pair(pred, gt)
+    v, t = a.shape[:2]
+    frames = list(range(t)) if frames is None else [int(f) for f in frames]
+    if len(frames) != t:
+        raise InputError("frames", f"expected {t} frame labels, got {len(frames)}")
+    boxes = clip_boxes(b) if boxes is None else boxes
+    p = np.zeros((v, t))
+    s = np.zeros((v, t))
+    for k in range(v):
+        for f in range(t):
+            p[k, f] = psnr(a[k, f], b[k, f], boxes[k])
+            s[k, f] = ssim(a[k, f], b[k, f], boxes[k])
+    pf, sf = p.mean(0), s.mean(0)
+    wp, ws = int(np.argmin(pf)), int(np.argmin(sf))
+    return {"box_psnr": float(pf.mean()), "box_psnr_worst": float(pf[wp]), "box_psnr_worst_frame": frames[wp],
+            "box_ssim": float(sf.mean()), "box_ssim_worst": float(sf[ws]), "box_ssim_worst_frame": frames[ws],
+            "frames": frames, "box_psnr_per_frame": [round(float(x), 3) for x in pf],
+            "box_ssim_per_frame": [round(float(x), 5) for x in sf]}
+
+
+def frame_change(clip, boxes, reference: str = "previous") -> float:
+    """Mean absolute change between frames of ``clip`` (V, T, H, W, 3) inside each view's box, on the 0-255 scale:
+    ``reference="previous"``: mean over t >= 1 of |X_t - X_{t-1}|; ``"first"``: of |X_t - X_0|. 0 for T < 2."""
+    x = _as_tensor(clip, "clip")
+    if x.dim() != 5:
+        raise InputError("clip", f"expected a clip of shape (views, frames, H, W, 3), got {tuple(x.shape)}")
+    if reference not in ("previous", "first"):
+        raise InputError("reference", f"expected previous or first, got {reference!r}")
+    if x.shape[1] < 2:
+        return 0.0
+    vals = []
+    for k in range(x.shape[0]):
+        c = _crop(x[k], boxes[k])
+        ref = c[:-1] if reference == "previous" else c[:1]
+        vals.append(float((c[1:] - ref).abs().mean()))
+    return 255.0 * float(np.mean(vals))
+
+
+def motion_scores(pred, gt, boxes=None) -> dict:
+    """How much ``pred`` moves compared with ``gt`` (clips (V, T, H, W, 3), frames in time order, T >= 2):
+    ``ratio`` = frame_change(pred) / frame_change(gt) (frame to frame), ``ratio_first`` the same against the first
+    frame, with the changes themselves (``fit``, ``gt``, ``fit_first``, ``gt_first``; 0-255 scale). A ratio is None
+    when the ground truth does not change."""
+    a, b = _clip_pair(pred, gt)
+    if a.shape[1] < 2:
+        raise InputError("frames", f"a motion ratio needs at least 2 frames, got {a.shape[1]}")
+    boxes = clip_boxes(b) if boxes is None else boxes
+    out = {}
+    for ref, suffix in (("previous", ""), ("first", "_first")):
+        cf, cg = frame_change(a, boxes, ref), frame_change(b, boxes, ref)
+        out[f"ratio{suffix}"] = (cf / cg) if cg > 1e-9 else None
+        out[f"fit{suffix}"] = round(cf, 4)
+        out[f"gt{suffix}"] = round(cg, 4)
+    return out
+
+
+def _num(x, fmt: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def summary_text(m: dict) -> str:
+    """A few human-readable lines from a metrics dict with sections (as ``fit4d`` writes): the whole-image and box
+    numbers of each scored section, the worst frame, and the motion ratio."""
+    lines = []
+    names = {"heldout": "held-out views", "train": "training views", "heldout_intermediate": "held-out views, held-out times",
+             "train_intermediate": "training views, held-out times"}
+    for key, label in names.items():
+        s = m.get(key)
+        if not isinstance(s, dict) or s.get("psnr") is None:
+            continue
+        line = f"{label}: PSNR {_num(s.get('psnr'))} dB, SSIM {_num(s.get('ssim'), '.4f')}"
+        if s.get("box_psnr") is not None:
+            line += (f"; character box PSNR {_num(s['box_psnr'])} dB mean, {_num(s['box_psnr_worst'])} dB worst "
+                     f"(frame {s['box_psnr_worst_frame']}), SSIM {_num(s['box_ssim'], '.4f')} mean, "
+                     f"{_num(s['box_ssim_worst'], '.4f')} worst")
+        elif s.get("psnr_fg") is not None:
+            line += f"; character box PSNR {_num(s['psnr_fg'])} dB"
+        lines.append(line)
+    mo = m.get("motion")
+    if isinstance(mo, dict) and "ratio" in mo:
+        lines.append(f"motion ratio ({mo.get('views', 'held-out')} views, {len(mo.get('frames', []))} frames): "
+                     f"{_num(mo['ratio'])} frame to frame, {_num(mo['ratio_first'])} from the first frame "
+                     f"(fit {_num(mo['fit'], '.3f')} vs ground truth {_num(mo['gt'], '.3f')} on the 0-255 scale)")
+    return "\n".join(lines)

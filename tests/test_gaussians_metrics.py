@@ -1,0 +1,122 @@
+"""Metrics that see motion, checked on hand-made images: clip boxes, per-frame box PSNR / SSIM, the motion ratio."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from charactershot_core.errors import InputError
+from charactershot_core.gaussians.metrics import (FG_PAD, clip_boxes, clip_scores, frame_change, motion_scores,
+                                                  score, summary_text)
+
+
+def _square_clip(positions, size=8, h=32, w=40, value=0.2):
+    """(1, T, H, W, 3) white frames with a dark square whose top-left corner is at ``positions[t]``."""
+    x = np.ones((1, len(positions), h, w, 3))
+    for t, (y, xx) in enumerate(positions):
+        x[0, t, y:y + size, xx:xx + size] = value
+    return x
+
+
+def test_clip_box_is_the_dilated_union_of_the_foreground_over_frames():
+    gt = _square_clip([(10, 5), (10, 9), (12, 14)])  # the square moves right and down
+    y0, y1, x0, x1 = clip_boxes(gt)[0]
+    assert (y0, y1, x0, x1) == (10 - FG_PAD, 12 + 8 + FG_PAD, 5 - FG_PAD, 14 + 8 + FG_PAD)
+    # a second view, all white: scored on the whole image; a tiny foreground: the box grows to the SSIM window
+    two = np.concatenate([gt, np.ones_like(gt)], 0)
+    assert clip_boxes(two)[1] == (0, 32, 0, 40)
+    dot = np.ones((1, 2, 32, 40, 3))
+    dot[0, 0, 0, 0] = 0.0
+    b = clip_boxes(dot)[0]
+    assert b[1] - b[0] >= 11 and b[3] - b[2] >= 11 and b[0] == 0 and b[2] == 0
+
+
+def test_per_frame_box_psnr_and_ssim_known_values():
+    # ground truth: uniform grey (all foreground, so the box is the whole 24x24 image); frame 0 is off by 0.1
+    # (MSE 0.01: 20 dB), frame 1 by 0.01 (40 dB), frame 2 is exact (inf)
+    gt = np.full((1, 3, 24, 24, 3), 0.5)
+    pred = gt.copy()
+    pred[0, 0] += 0.1
+    pred[0, 1] += 0.01
+    s = clip_scores(pred[:, :2], gt[:, :2], frames=[4, 7])
+    assert s["box_psnr_per_frame"] == pytest.approx([20.0, 40.0], abs=1e-3)
+    assert s["box_psnr"] == pytest.approx(30.0, abs=1e-6)
+    assert s["box_psnr_worst"] == pytest.approx(20.0, abs=1e-6) and s["box_psnr_worst_frame"] == 4
+    assert s["frames"] == [4, 7]
+    # SSIM of two uniform images: only the luminance term, (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1)
+    c1 = 0.01 ** 2
+    expect0 = (2 * 0.5 * 0.6 + c1) / (0.25 + 0.36 + c1)
+    expect1 = (2 * 0.5 * 0.51 + c1) / (0.25 + 0.51 ** 2 + c1)
+    assert s["box_ssim_per_frame"] == pytest.approx([expect0, expect1], abs=1e-5)
+    assert s["box_ssim_worst"] == pytest.approx(expect0, abs=1e-9) and s["box_ssim_worst_frame"] == 4
+    assert clip_scores(pred[:, 2:], gt[:, 2:])["box_psnr"] == math.inf
+    # two views: each frame's value is the mean over the views
+    two_p = np.concatenate([pred[:, :2], gt[:, :2]], 0)
+    two_g = np.concatenate([gt[:, :2], gt[:, :2]], 0)
+    assert clip_scores(two_p, two_g)["box_ssim_per_frame"][0] == pytest.approx((expect0 + 1) / 2, abs=1e-5)
+
+
+def test_box_psnr_counts_a_ghost_outside_the_frames_own_foreground():
+    # the square moves from left to right; a "ghost" prediction keeps it at the left in the last frame too
+    gt = _square_clip([(10, 4), (10, 28)])
+    ghost = _square_clip([(10, 4), (10, 4)])
+    box = clip_boxes(gt)[0]
+    s = clip_scores(ghost, gt)
+    # last frame: 2 squares of 64 px wrong by 0.8 in the clip box
+    n = (box[1] - box[0]) * (box[3] - box[2])
+    mse = 2 * 64 * 0.8 ** 2 / n
+    assert s["box_psnr_per_frame"][1] == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
+    assert s["box_psnr_per_frame"][0] == math.inf and s["box_psnr_worst_frame"] == 1
+    # the last frame's own box (score's psnr_fg) cannot tell the ghost from an empty frame; the clip box can
+    empty = ghost.copy()
+    empty[0, 1] = 1.0
+    assert score(ghost[0, 1:], gt[0, 1:])["psnr_fg"] == pytest.approx(score(empty[0, 1:], gt[0, 1:])["psnr_fg"])
+    assert clip_scores(empty, gt)["box_psnr_per_frame"][1] > s["box_psnr_per_frame"][1] + 2.0
+
+
+def test_motion_ratio_static_vs_moving():
+    gt = _square_clip([(10, 4), (10, 10), (10, 16), (10, 22)])
+    static = np.repeat(gt[:, :1], 4, axis=1)
+    same = motion_scores(gt, gt)
+    assert same["ratio"] == pytest.approx(1.0) and same["ratio_first"] == pytest.approx(1.0)
+    still = motion_scores(static, gt)
+    assert still["ratio"] == 0.0 and still["ratio_first"] == 0.0 and still["fit"] == 0.0
+    # the change itself, by hand: each step uncovers 6x8 px and covers 6x8 px, each by 0.8, in the clip box
+    box = clip_boxes(gt)[0]
+    n = (box[1] - box[0]) * (box[3] - box[2]) * 3
+    step = 255 * (2 * 6 * 8 * 3 * 0.8) / n
+    assert frame_change(gt, [box]) == pytest.approx(step)
+    assert same["gt"] == pytest.approx(step, abs=1e-4)
+    # half the motion (the square stops half-way): a ratio strictly between 0 and 1
+    half = _square_clip([(10, 4), (10, 10), (10, 10), (10, 10)])
+    assert 0.0 < motion_scores(half, gt)["ratio"] < 1.0
+    # flicker: a frame-to-frame ratio above 1 although the square never goes anywhere on average
+    flicker = _square_clip([(10, 4), (10, 22), (10, 4), (10, 22)])
+    f = motion_scores(flicker, gt)
+    assert f["ratio"] > 1.0 and f["ratio"] > f["ratio_first"]
+    # a ground truth that does not move has no ratio
+    assert motion_scores(static, static)["ratio"] is None
+
+
+def test_clip_metrics_reject_bad_shapes():
+    gt = _square_clip([(10, 4), (10, 10)])
+    with pytest.raises(InputError, match="prediction"):
+        clip_scores(gt[0], gt[0])
+    with pytest.raises(InputError, match="prediction"):
+        motion_scores(gt[:, :1, :16], gt[:, :1])
+    with pytest.raises(InputError, match="frames"):
+        motion_scores(gt[:, :1], gt[:, :1])
+    with pytest.raises(InputError, match="frames"):
+        clip_scores(gt, gt, frames=[0])
+
+
+def test_summary_text_names_the_motion_ratio_and_the_worst_frame():
+    gt = _square_clip([(10, 4), (10, 10), (10, 16)])
+    pred = gt.copy()
+    pred[0, 2, 10:18, 16:24] = 0.4
+    m = {"heldout": {"psnr": 30.0, "ssim": 0.99, **clip_scores(pred, gt)},
+         "motion": {**motion_scores(pred, gt), "views": "held-out", "frames": [0, 1, 2]}}
+    text = summary_text(m)
+    assert "held-out views" in text and "worst (frame 2)" in text and "motion ratio (held-out views, 3 frames)" in text

@@ -10,7 +10,7 @@ import tempfile
 
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
@@ -89,7 +89,7 @@ class SyntheticCharacter(io.ComfyNode):
     def define_schema(cls):
         from ..charactershot_core.gaussians import synthetic
 
-        motions = list(getattr(synthetic, "MOTIONS", ["walk"]))
+        motions = list(synthetic.MOTIONS)
         return io.Schema(
             node_id="CharacterShotSyntheticCharacter",
             display_name="CharacterShot Synthetic Character",
@@ -97,7 +97,10 @@ class SyntheticCharacter(io.ComfyNode):
             description="A procedural animated character rendered from a rig: try the 4D stage without the "
                         "diffusion models, with exact ground truth.",
             inputs=[
-                io.Combo.Input("motion", options=motions, default=motions[0], tooltip="The character's motion."),
+                io.Combo.Input("motion", options=motions, default=synthetic.DEFAULT_MOTION,
+                               tooltip="The character's motion: wave (the right arm rises, waves and comes down), "
+                                       "walk (one walk cycle in place: legs cross, arms swing), turn (the whole "
+                                       "body turns 135 degrees on the spot), jump, idle."),
                 io.Int.Input("num_frames", default=25, min=1, max=200,
                              tooltip="Frames per view, at times i/(frames-1) (1: a static multi-view set)."),
                 io.Float.Input("scale", default=0.25, min=0.05, max=1.0, step=0.05,
@@ -167,7 +170,11 @@ class Fit4DGaussians(io.ComfyNode):
                 io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
                              tooltip="Send a preview render every this many steps (0 = never)."),
             ],
-            outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation.")],
+            outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation."),
+                     io.String.Output(display_name="summary",
+                                      tooltip="What the fit can report without held-out ground truth: character-box "
+                                              "PSNR / SSIM per frame (mean and worst frame) and the motion ratio on "
+                                              "up to 4 training views at up to 9 frames (docs/4d.md, Metrics).")],
         )
 
     @classmethod
@@ -201,13 +208,19 @@ class Fit4DGaussians(io.ComfyNode):
             target = max(state.iteration, int(round(state.progress * iterations)))
             bar.step(max(0, target - bar.value), preview=preview)
 
+        from ..charactershot_core.gaussians.report import report_text, training_report
+
         with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
             result = fit(video, cfg, callback)
+            rep = training_report(result.model, video, result.backend)
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),
                                "backend": result.backend, "width": video.width, "height": video.height}
         model.config["rig"] = video.rig.to_dict()  # the training cameras, for the preview's "snap to camera"
-        return io.NodeOutput(model)
+        text = report_text(rep, f"fit: {result.iterations} iterations in {result.seconds:.0f} s, "
+                                f"{model.num_gaussians} Gaussians, {result.backend}, {video.num_views} views x "
+                                f"{video.num_frames} frames at {video.width}x{video.height}")
+        return io.NodeOutput(model, text, ui=ui.PreviewText(text))
 
 
 # ------------------------------------------------------------------------------------------------ rendering

@@ -120,3 +120,26 @@ def test_summary_text_names_the_motion_ratio_and_the_worst_frame():
          "motion": {**motion_scores(pred, gt), "views": "held-out", "frames": [0, 1, 2]}}
     text = summary_text(m)
     assert "held-out views" in text and "worst (frame 2)" in text and "motion ratio (held-out views, 3 frames)" in text
+
+
+def test_training_report_of_a_tiny_fit():
+    """What the Fit node reports without held-out views: spread views and frames, box scores, the motion ratio."""
+    from charactershot_core.cameras import orbit_rig
+    from charactershot_core.gaussians.data import MultiViewVideo
+    from charactershot_core.gaussians.fit import FitConfig, fit
+    from charactershot_core.gaussians.report import report_text, spread, training_report
+    from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+    assert spread(25, 9) == [0, 3, 6, 9, 12, 15, 18, 21, 24] and spread(3, 9) == [0, 1, 2] and spread(7, 4) == [0, 2, 4, 6]
+    rig = orbit_rig(num_views=6, width=40, height=28, square_size=28)
+    times = [0.0, 0.5, 1.0]
+    video = MultiViewVideo(SyntheticCharacter("walk", seed=0, n_gaussians=600).render_views(rig, times, backend="torch"),
+                           rig, times)
+    res = fit(video, FitConfig(iterations=3, backend="torch", init_points=300, densify=False))
+    rep = training_report(res.model, video, "torch", max_views=3, max_frames=3)
+    assert rep["views"] == [0, 2, 5] and rep["frames"] == [0, 1, 2]
+    assert len(rep["box_psnr_per_frame"]) == 3 and rep["box_psnr_worst"] <= rep["box_psnr"]
+    assert rep["motion"]["gt"] > 0 and rep["motion"]["ratio"] >= 0
+    text = report_text(rep, "fit: 3 iterations")
+    assert text.startswith("fit: 3 iterations\ntraining views [0, 2, 5] (no held-out ground truth here)")
+    assert "motion ratio" in text

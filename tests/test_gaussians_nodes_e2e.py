@@ -49,6 +49,10 @@ def test_synthetic_fit_save_load_render(comfy, tmp_path):
     progress = [e for e in comfy.events if e.get("type") == "progress" and e["data"].get("node") == "3"]
     assert progress and progress[-1]["data"]["value"] == progress[-1]["data"]["max"] == 8
     assert any(e.get("type") == "binary" for e in comfy.events)
+    # the node's text: training-view box PSNR per frame and the motion ratio (no held-out ground truth here)
+    text = "".join(hist["outputs"]["3"]["text"])
+    assert "training views [0, 2, 3, 5] (no held-out ground truth here), frames 0..2" in text
+    assert "character box PSNR" in text and "worst (frame" in text and "motion ratio" in text
     # every per-frame .ply opens with plyfile and has the INRIA properties; frames differ (the field moves them)
     means = []
     for i in (1, 2, 3):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,61 @@ def test_bad_arguments():
     with pytest.raises(InputError) as e:
         ch.render_views(official_rig(), [], scale=0.1)
     assert e.value.input_name == "times"
+
+
+def _bone(ch, name, t):
+    from charactershot_core.gaussians.synthetic import _BONE_INDEX
+
+    rot, pos = ch.bone_transforms(t)
+    return rot[_BONE_INDEX[name]], pos[_BONE_INDEX[name]]
+
+
+def test_walk_cycle_crosses_the_legs_and_swings_the_arms():
+    ch = SyntheticCharacter("walk", seed=0, n_gaussians=500)
+    # the character faces -y: the foot with the smaller y is in front; each foot is in front once per cycle
+    front = []
+    for t in (0.25, 0.75):
+        ry_, ly_ = _bone(ch, "r_foot", t)[1][1], _bone(ch, "l_foot", t)[1][1]
+        assert abs(ry_ - ly_) > 0.3  # a real stride, not a shuffle
+        front.append("r" if ry_ < ly_ else "l")
+        # the arms swing against the legs: the hand on the side of the front foot is behind
+        r_hand, l_hand = _bone(ch, "r_forearm", t)[1][1], _bone(ch, "l_forearm", t)[1][1]
+        assert (r_hand > l_hand) == (ry_ < ly_) and abs(r_hand - l_hand) > 0.1
+    assert front == ["r", "l"]
+    # the feet of the rendered Gaussians move between frames too
+    g0, g1 = ch.gaussians_at(0.25), ch.gaussians_at(0.75)
+    feet = torch.as_tensor(np.isin(ch._bone, [9, 12]))
+    assert float((g0["means"][feet] - g1["means"][feet]).norm(dim=1).mean()) > 0.2
+
+
+def test_turn_turns_the_whole_body():
+    from charactershot_core.gaussians.synthetic import TURN_DEGREES
+
+    ch = SyntheticCharacter("turn", seed=0, n_gaussians=500)
+
+    def facing(t):  # the pelvis's forward direction (-y at rest), in the ground plane
+        d = _bone(ch, "pelvis", t)[0] @ np.array([0.0, -1.0, 0.0])
+        return math.degrees(math.atan2(d[0], -d[1]))  # 0 = facing -y, +90 = facing +x (its left)
+
+    angles = [facing(t) for t in np.linspace(0, 1, 9)]
+    assert angles[0] == pytest.approx(0.0, abs=1e-9) and angles[-1] == pytest.approx(TURN_DEGREES, abs=1e-6)
+    assert all(b >= a - 1e-9 for a, b in zip(angles, angles[1:]))  # one way round
+    # every part turns with it: the chest badge and the face point away from view 0 at the end
+    head0, head1 = _bone(ch, "neck", 0.0)[0], _bone(ch, "neck", 1.0)[0]
+    f0, f1 = head0 @ np.array([0.0, -1.0, 0.0]), head1 @ np.array([0.0, -1.0, 0.0])
+    assert math.degrees(math.acos(np.clip(f0 @ f1, -1, 1))) > 90
+    # it turns on the spot and keeps its feet on the ground
+    for t in (0.0, 0.3, 0.7, 1.0):
+        m = ch.gaussians_at(t)["means"]
+        assert abs(float(m[:, 0].mean())) < 0.05 and abs(float(m[:, 1].mean())) < 0.05
+        assert float(m[:, 2].min()) < 0.03
+
+
+@pytest.mark.parametrize("motion", ["walk", "turn"])
+def test_new_motions_are_deterministic_for_a_seed(motion):
+    rig = official_rig().select([0, 7])
+    a = SyntheticCharacter(motion, seed=5, n_gaussians=800).render_views(rig, [0.0, 0.5], scale=0.0625, backend="torch")
+    b = SyntheticCharacter(motion, seed=5, n_gaussians=800).render_views(rig, [0.0, 0.5], scale=0.0625, backend="torch")
+    c = SyntheticCharacter(motion, seed=6, n_gaussians=800).render_views(rig, [0.0, 0.5], scale=0.0625, backend="torch")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.abs(a[:, 0] - a[:, 1]).max() > 0.3  # the two frames differ: it moves

@@ -4,8 +4,16 @@ The character is about 1.8 m tall, stands on z = 0 centred on the z axis and fac
 official rig), like the official template's character. Its body is a skeleton of 15 bones (pelvis, spine, neck,
 head, arms, legs) with ellipsoidal body parts whose surfaces carry flat Gaussians; the texture is procedural (striped
 shirt, checked trousers, skin, face with eyes and mouth, hair, belt, shoes). Every Gaussian is rigidly attached to
-one bone, so the motions ("idle", "wave", "walk", "jump") move it by forward kinematics: positions and rotations
-change with t, scales, colours and opacities do not.
+one bone, so the motions move it by forward kinematics: positions and rotations change with t, scales, colours and
+opacities do not. Motions over t in [0, 1]:
+
+* ``idle``: breathing and a slow look around (small);
+* ``wave`` (the demo's default): the right arm rises to the side, waves from the elbow and comes down again;
+* ``walk``: one walk cycle in place: the legs swing past each other (each foot in front once) and the arms swing
+  against them;
+* ``jump``: crouch, jump with the arms forward, land and crouch;
+* ``turn``: the whole body turns by ``TURN_DEGREES`` (135 degrees) to its left about the vertical axis, stepping
+  round on the spot (each foot lifts once), the head leading the turn.
 
     char = SyntheticCharacter("wave", seed=0, n_gaussians=20000)
     g = char.gaussians_at(0.5)                       # dict of torch tensors: means, quats, scales, opacities, colors
@@ -22,7 +30,9 @@ import torch
 
 from ..errors import InputError
 
-MOTIONS = ("idle", "wave", "walk", "jump")
+MOTIONS = ("idle", "wave", "walk", "jump", "turn")
+DEFAULT_MOTION = "wave"  # the demo's arm raise
+TURN_DEGREES = 135.0  # how far the "turn" motion turns the whole body about the vertical axis
 
 
 # ------------------------------------------------------------------------------------------ rotations
@@ -215,6 +225,22 @@ def _pose(motion: str, t: float) -> _Pose:
         loc["r_forearm"] = _rx(-d(20))
         loc["l_forearm"] = _rx(-d(20))
         off[2] = -(0.41 + 0.4) * (1 - math.cos(knee)) + 0.14 * air
+    elif motion == "turn":
+        # the pelvis (the skeleton's root) turns about the vertical axis, eased in and out; the character faces -y
+        # and turns to its left, i.e. counter-clockwise seen from above (+z)
+        turn = d(TURN_DEGREES) * _smooth(t)
+        lead = d(15) * _bump(t, 0.0, 0.8)  # the head turns first
+        loc["pelvis"] = _rz(turn)
+        loc["neck"] = _rz(lead)
+        step_l, step_r = _bump(t, 0.1, 0.5), _bump(t, 0.45, 0.85)
+        loc["l_thigh"] = _rx(-d(30) * step_l)
+        loc["l_shin"] = _rx(d(55) * step_l)
+        loc["r_thigh"] = _rx(-d(30) * step_r)
+        loc["r_shin"] = _rx(d(55) * step_r)
+        loc["r_upper_arm"] = _ry(d(10) + d(8) * _bump(t, 0.1, 0.9))
+        loc["l_upper_arm"] = _ry(-d(10) - d(8) * _bump(t, 0.1, 0.9))
+        loc["r_forearm"] = _rx(-d(12))
+        loc["l_forearm"] = _rx(-d(12))
     else:
         raise InputError("motion", f"expected one of {', '.join(MOTIONS)}, got {motion!r}")
     return _Pose(off, loc)
@@ -230,7 +256,7 @@ def _bump(t, a, b):
 class SyntheticCharacter:
     """Procedural articulated character; see the module docstring."""
 
-    def __init__(self, motion: str = "walk", seed: int = 0, n_gaussians: int = 20000, opacity: float = 0.95):
+    def __init__(self, motion: str = DEFAULT_MOTION, seed: int = 0, n_gaussians: int = 20000, opacity: float = 0.95):
         if motion not in MOTIONS:
             raise InputError("motion", f"expected one of {', '.join(MOTIONS)}, got {motion!r}")
         n_gaussians = int(n_gaussians)

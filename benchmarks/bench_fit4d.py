@@ -56,8 +56,8 @@ def run_real(args) -> dict:
     train_idx = [k for k in range(video.num_views) if k not in HOLDOUT]
     train, test = video.select_views(train_idx), video.select_views(HOLDOUT)
     res = fit(train, _cfg(args))
-    held = score(_flat(render_views(res.model, test.rig, None, res.backend)), _flat(test.frames))
-    tr = score(_flat(render_views(res.model, train.rig, None, res.backend)), _flat(train.frames))
+    held = score(_flat(render_views(res.model, test.rig, None, args.backend)), _flat(test.frames))
+    tr = score(_flat(render_views(res.model, train.rig, None, args.backend)), _flat(train.frames))
     out = {"case": "real static", "size": f"{video.width}x{video.height}", "iterations": res.iterations,
            "seconds": round(res.seconds, 1), "it_per_s": round(res.iterations / max(1e-9, res.seconds - res.init_seconds), 2),
            "gaussians": res.model.num_gaussians, "backend": res.backend, "heldout": held, "train": tr}
@@ -95,8 +95,8 @@ def run_synth(args) -> list[dict]:
     rows = []
     for name, kw in variants:
         res = fit(train, _cfg(args, **kw))
-        at_train = score(_flat(render_views(res.model, test.rig, times, res.backend)), _flat(test.frames))
-        at_mid = score(_flat(render_views(res.model, test.rig, mids, res.backend)), _flat(gt_mid))
+        at_train = score(_flat(render_views(res.model, test.rig, times, args.backend)), _flat(test.frames))
+        at_mid = score(_flat(render_views(res.model, test.rig, mids, args.backend)), _flat(gt_mid))
         rows.append({"variant": name, "iterations": res.iterations, "seconds": round(res.seconds, 1),
                      "it_per_s": round(res.iterations / max(1e-9, res.seconds - res.init_seconds), 2),
                      "gaussians": res.model.num_gaussians, "backend": res.backend,

@@ -26,11 +26,10 @@ FRAMINGS = ["fit character", "fixed"]
 
 
 def _device_for(backend: str) -> torch.device:
+    """ComfyUI's torch device, for every backend (the torch rasteriser runs on any device; gsplat needs CUDA)."""
     import comfy.model_management as mm
 
     dev = mm.get_torch_device()
-    if backend == "torch" and dev.type == "cuda":
-        return dev  # the torch rasteriser runs on any device
     if backend == "gsplat" and dev.type != "cuda":
         raise InputError("backend", "gsplat needs a CUDA GPU and ComfyUI runs on the CPU here; choose auto or torch")
     return dev
@@ -110,7 +109,8 @@ class SyntheticCharacter(io.ComfyNode):
                              tooltip="Gaussians of the ground-truth character."),
                 Cameras.Input("cameras", optional=True, tooltip="Rig to render from (default: the official 21 views)."),
                 io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser: auto = gsplat on a CUDA GPU, else pure torch."),
+                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
+                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Rendered views, cameras and times."),
                      io.Image.Output(display_name="images", tooltip="The rendered frames, view-major.")],
@@ -124,8 +124,9 @@ class SyntheticCharacter(io.ComfyNode):
         rig = cameras if cameras is not None else cam.official_rig()
         times = default_times(num_frames)
         character = Synth(motion=motion, seed=seed, n_gaussians=num_gaussians)
-        with cpu_threads():
-            frames = character.render_views(rig, times, scale=scale, backend=backend)
+        dev = _device_for(backend)
+        with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
+            frames = character.render_views(rig, times, scale=scale, backend=backend, device=dev)
         frames = torch.as_tensor(frames).float().cpu()
         mv = MultiViewVideo(frames, rig.scaled(scale) if scale != 1.0 else rig, times)
         flat = mv.frames.reshape(-1, mv.height, mv.width, 3)
@@ -165,7 +166,8 @@ class Fit4DGaussians(io.ComfyNode):
                 io.Boolean.Input("densify", default=True, optional=True,
                                  tooltip="Split, clone and prune Gaussians during the fit."),
                 io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser: auto = gsplat on a CUDA GPU, else the pure-torch rasteriser."),
+                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
+                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
                 io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True, tooltip="Random seed."),
                 io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
                              tooltip="Send a preview render every this many steps (0 = never)."),
@@ -193,8 +195,7 @@ class Fit4DGaussians(io.ComfyNode):
         dev = _device_for(backend)
         cfg = FitConfig(iterations=iterations, seconds=seconds if seconds > 0 else None, sh_degree=sh_degree,
                         batch_views=batch_views, init_points=initial_gaussians, neighbour_weight=neighbour_weight,
-                        rigidity_weight=rigidity_weight, densify=densify,
-                        backend="torch" if (backend == "auto" and dev.type != "cuda") else backend, seed=seed)
+                        rigidity_weight=rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed)
         bar = Progress(iterations)
 
         def callback(state):
@@ -215,7 +216,8 @@ class Fit4DGaussians(io.ComfyNode):
             rep = training_report(result.model, video, result.backend)
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),
-                               "backend": result.backend, "width": video.width, "height": video.height}
+                               "backend": result.backend, "device": result.device, "width": video.width,
+                               "height": video.height}
         model.config["rig"] = video.rig.to_dict()  # the training cameras, for the preview's "snap to camera"
         text = report_text(rep, f"fit: {result.iterations} iterations in {result.seconds:.0f} s, "
                                 f"{model.num_gaussians} Gaussians, {result.backend}, {video.num_views} views x "
@@ -256,7 +258,8 @@ class Render4D(io.ComfyNode):
                              tooltip="Image height (orbit and turntable)."),
                 Cameras.Input("cameras", optional=True, tooltip="The rig for rig_cameras mode."),
                 io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser: auto = gsplat on a CUDA GPU, else pure torch."),
+                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
+                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
                 io.Combo.Input("framing", options=FRAMINGS, default=FRAMINGS[0], optional=True,
                                tooltip="orbit and turntable: 'fit character' looks at the centre of the character's "
                                        "box over all frames from the distance that keeps all of it in view (radius "
@@ -283,7 +286,7 @@ class Render4D(io.ComfyNode):
         mm.load_models_gpu([patcher], force_full_load=True)
         m = patcher.model
         device = m.splats["means"].device
-        be = backend if not (backend == "auto" and device.type != "cuda") else "torch"
+        be = backend  # the user's choice goes to every render ("auto" falls back to torch if gsplat fails)
         if mode == "rig_cameras":
             if cameras is None:
                 raise InputError("cameras", "mode rig_cameras needs a camera rig connected")

@@ -151,7 +151,7 @@ def cmd_fit4d(args) -> int:
 
     def rend(views, frame_idx):
         ts = [video.times[f] for f in frame_idx] if is_video else None
-        return render_views(model, video.rig.select(views), ts, result.backend)
+        return render_views(model, video.rig.select(views), ts, args.backend)  # the choice, not what ran
 
     # held-out views at every frame (training times and held-out times), rendered once; their renders on disk.
     # Box metrics use one character box per view (the ground truth's foreground over all frames, metrics.clip_boxes)
@@ -245,7 +245,7 @@ def _times(text, model) -> list[float] | None:
 def cmd_render(args) -> int:
     from ..cameras import CameraRig, orbit_rig
     from .data import write_png
-    from .fit import render_views
+    from .fit import pick_device, render_views
     from .model import Gaussians4D
 
     model = Gaussians4D.load(args.weights)
@@ -254,7 +254,7 @@ def cmd_render(args) -> int:
     if args.scale != 1.0:
         rig = rig.scaled(args.scale)
     times = _times(args.times, model)
-    device = "cuda" if args.backend in ("auto", "gsplat") and torch.cuda.is_available() else "cpu"
+    device = pick_device(args.backend)
     model.to(device)
     imgs = render_views(model, rig, times, args.backend, device)
     for k in range(imgs.shape[0]):

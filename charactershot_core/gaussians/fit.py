@@ -13,8 +13,15 @@ Schedule (``FitConfig``; progress p in [0, 1] is the larger of iterations done /
 
 Densification and pruning use gsplat's ``DefaultStrategy`` on the canonical parameters, fed with the screen-space
 gradients of the (deformed) Gaussians; it works with both rasteriser backends.
-Every iteration checks the parameters, loss and gradients for NaN/inf: on the first bad one the fit restores the
-last good state and raises :class:`FitDivergedError` (iteration number, that state attached).
+Every iteration checks the parameters, loss and gradients for NaN/inf on the device, without waiting for it; the
+host reads those flags every ``check_every`` iterations and before each snapshot of the last good state: on the first
+bad iteration the fit restores that state and raises :class:`FitDivergedError` (the exact iteration number and what
+broke, the state attached).
+
+Rendering uses the configured ``backend`` on every call: under ``"auto"`` a gsplat failure (at its build, in a
+forward or in a backward pass) is logged once and the fit goes on with the torch rasteriser on the same device
+(``render.mark_gsplat_unusable``). ``device`` (ComfyUI's torch device in the nodes) is where the fit runs, for
+either rasteriser.
 """
 
 from __future__ import annotations
@@ -93,6 +100,8 @@ class FitConfig:
     temporal_windows: bool = True     # progressive windows from the middle frame (videos)
     # rendering
     backend: str = "auto"
+    device: str | None = None         # where the fit runs; None = the first CUDA GPU if there is one, else the CPU
+    check_every: int = 10             # iterations between host reads of the NaN/inf flags (and of the loss)
     rasterize_mode: str = "classic"
     seed: int = 0
     snapshot_every: int = 25
@@ -104,19 +113,24 @@ class FitConfig:
 
 @dataclass
 class FitState:
-    """What the progress callback receives every iteration."""
+    """What the progress callback receives every iteration (``loss`` reads the loss tensor: a host sync, only when
+    the callback asks for it)."""
 
     iteration: int
     max_iterations: int
     progress: float
     stage: str
-    loss: float
+    _loss: object
     num_gaussians: int
     elapsed: float
     model: Gaussians4D
     _preview: object = None
     frame: int = 0            # the frame index this iteration trained on
     views: tuple = ()         # the camera indices it rendered
+
+    @property
+    def loss(self) -> float:
+        return float(self._loss)
 
     def preview(self) -> torch.Tensor:
         """(H, W, 3) render of the first training camera at the middle time, on the CPU."""
@@ -135,18 +149,25 @@ class FitResult:
     config: dict = field(default_factory=dict)
 
 
-def pick_device(backend: str) -> str:
+def pick_device(backend: str, device=None) -> str:
+    """Where a fit or render runs: ``device`` when given (the nodes pass ComfyUI's torch device; the torch
+    rasteriser runs on any device), else the first CUDA GPU when there is one, else the CPU. gsplat needs CUDA."""
     if backend not in ("auto", "torch", "gsplat"):
         raise InputError("backend", f"expected auto, torch or gsplat, got {backend!r}")
-    if backend == "torch" or not torch.cuda.is_available():
-        if backend == "gsplat":
-            raise InputError("backend", "gsplat needs a CUDA GPU and none is available; use auto or torch")
-        return "cpu"
-    return "cuda"
+    if device is not None:
+        dev = torch.device(device)
+        if backend == "gsplat" and dev.type != "cuda":
+            raise InputError("backend", f"gsplat needs a CUDA GPU and the fit runs on {dev}; use auto or torch")
+        return str(dev)
+    if torch.cuda.is_available():
+        return "cuda"
+    if backend == "gsplat":
+        raise InputError("backend", "gsplat needs a CUDA GPU and none is available; use auto or torch")
+    return "cpu"
 
 
 def render_model(model: Gaussians4D, viewmats, Ks, width, height, t=None, backend="auto", sh_degree=None,
-                 rasterize_mode=None, packed=False, deformed=None):
+                 rasterize_mode=None, packed=False, deformed=None, check_finite=True):
     from .render import rasterize
 
     kw = model.raster_inputs(t, deformed)
@@ -156,18 +177,20 @@ def render_model(model: Gaussians4D, viewmats, Ks, width, height, t=None, backen
     bg = torch.ones(c, 3, device=viewmats.device)
     return rasterize(viewmats=viewmats, Ks=Ks, width=width, height=height, sh_degree=deg, backend=backend,
                      backgrounds=bg, rasterize_mode=rasterize_mode or model.config.get("rasterize_mode", "classic"),
-                     packed=packed, **kw)
+                     packed=packed, check_finite=check_finite, **kw)
 
 
 @torch.no_grad()
 def render_views(model: Gaussians4D, rig, times=None, backend: str = "auto", device=None,
                  chunk: int = 4) -> torch.Tensor:
-    """Render every camera of ``rig`` at every time -> (V, T, H, W, 3) float on the CPU (white background)."""
+    """Render every camera of ``rig`` at every time -> (V, T, H, W, 3) float on the CPU (white background).
+
+    ``backend`` goes as given to every render: under "auto" a gsplat failure falls back to torch, also mid-way."""
     from .render import resolve_backend
 
     if device is None:
         device = model.splats["means"].device
-    backend = resolve_backend(backend, torch.device(device))
+    resolve_backend(backend, torch.device(device))  # an impossible explicit choice fails before any work
     times = [None] if times is None else list(times)
     vm = rig.viewmats(device=device)
     ks = rig.Ks(device=device)
@@ -233,11 +256,13 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None) -
 def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     from gsplat.strategy import DefaultStrategy
 
-    from .render import resolve_backend
+    from .render import GsplatUnavailableError, is_gsplat_failure, mark_gsplat_unusable, resolve_backend
 
     t_start = time.perf_counter()
-    device = pick_device(cfg.backend)
-    backend = resolve_backend(cfg.backend, torch.device(device))
+    device = pick_device(cfg.backend, cfg.device)
+    backend = cfg.backend  # the user's choice reaches every render: "auto" can fall back to torch at any time
+    used_backend = resolve_backend(backend, torch.device(device))
+    check_every = max(1, int(cfg.check_every))
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -303,9 +328,31 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     def preview_fn():
         return render_views(model, rig.select([0]), [video.times[mid]] if dynamic else None, backend, device)[0, 0]
 
+    # NaN/inf flags of the iterations since the last host check: 0 fine, else the index into BROKE + 1
+    flags = torch.zeros(check_every, dtype=torch.int8, device=device)
+    flag_from = 1  # the iteration of flags[0]
+    broke = ("the Gaussian parameters", "the loss", "the gradients")
+
+    def check_flags(upto: int):
+        """Read the flags of iterations flag_from..upto (one host sync); raise FitDivergedError on the first bad."""
+        nonlocal flag_from
+        n = upto - flag_from + 1
+        if n <= 0:
+            return
+        codes = flags[:n].tolist()
+        bad = next((k for k, c in enumerate(codes) if c), None)
+        if bad is not None:
+            raise FitDivergedError(flag_from + bad, broke[codes[bad] - 1], restore_good(), good["it"])
+        flags.zero_()
+        flag_from = upto + 1
+
+    def flag(it_: int, ok: torch.Tensor, code: int):
+        slot = flags[it_ - flag_from]
+        slot.copy_(torch.where((slot == 0) & ~ok, torch.full_like(slot, code), slot))
+
     it = 0
     stage = "coarse"
-    last_loss = float("nan")
+    loss_t = torch.full((), float("nan"))
     while it < cfg.iterations:
         p = progress(it)
         if p >= 1.0:
@@ -338,13 +385,14 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         t = float(video.times[fi]) if (stage == "fine" and dynamic) else None
         sh_deg = min(cfg.sh_degree, int(p / 0.1)) if cfg.sh_degree > 0 else 0
 
-        if not _finite(list(model.parameters())):
-            bad = restore_good()
-            raise FitDivergedError(it, "the Gaussian parameters", bad, good["it"])
+        if it - flag_from >= check_every:
+            check_flags(it - 1)
+        flag(it, _finite_t(list(model.parameters())), 1)
 
         cur = model.deformed(t) if t is not None else None  # computed once: rendered and constrained
         img, alpha, info = render_model(model, vm_all[cams], ks_all[cams], w, h, t, backend, sh_deg, packed=False,
-                                        deformed=cur)
+                                        deformed=cur, check_finite=False)
+        used_backend = info.get("backend", used_backend)
         gt = gt_all[cams, fi]
         loss = losses.photometric_loss(img, gt, cfg.lambda_dssim)
         if stage == "fine" and model.deformation is not None:
@@ -382,15 +430,26 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
                 if cfg.rigidity_weight > 0:
                     loss = loss + cfg.rigidity_weight * losses.rigidity_loss(xc, qc, xp, qp, sub)
 
-        if not bool(torch.isfinite(loss)):
-            bad = restore_good()
-            raise FitDivergedError(it, "the loss", bad, good["it"])
+        flag(it, torch.isfinite(loss.detach()), 2)
 
         strategy.step_pre_backward(model.splats, optims, sstate, it, info)
-        loss.backward()
-        if not _finite([p_.grad for p_ in model.parameters() if p_.grad is not None]):
-            bad = restore_good()
-            raise FitDivergedError(it, "the gradients", bad, good["it"])
+        try:
+            loss.backward()
+        except Exception as e:
+            # gsplat's backward kernels can fail where its forward ran (a card its build has no kernels for):
+            # under "auto" redo this iteration with the torch rasteriser, as a failed forward does
+            if used_backend != "gsplat" or not is_gsplat_failure(e):
+                raise
+            reason = mark_gsplat_unusable(e)
+            if str(backend).lower().strip() != "auto":
+                raise GsplatUnavailableError(reason) from e
+            for opt in [*optims.values(), *([field_opt] if field_opt is not None else [])]:
+                opt.zero_grad(set_to_none=True)
+            flags[it - flag_from] = 0
+            used_backend = "torch"
+            it -= 1
+            continue
+        flag(it, _finite_t([p_.grad for p_ in model.parameters() if p_.grad is not None]), 3)
 
         # densification: a virtual step that is a multiple of refine_every only when we want to refine
         do_refine = (cfg.densify and cfg.densify_from <= p <= cfg.densify_until and it % cfg.densify_every == 0
@@ -414,36 +473,45 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
                 field_opt.step()
             field_opt.zero_grad(set_to_none=True)
 
-        last_loss = float(loss.detach())
+        loss_t = loss.detach()
         if it % 10 == 0 or it == 1:
-            history.append({"iteration": it, "loss": last_loss, "gaussians": model.num_gaussians, "stage": stage,
+            history.append({"iteration": it, "loss": loss_t, "gaussians": model.num_gaussians, "stage": stage,
                             "seconds": round(time.perf_counter() - t_start, 3)})
-        if it % cfg.snapshot_every == 0 and model.all_finite():
+        if it % cfg.snapshot_every == 0:
+            # a snapshot only of a state whose every iteration was checked, and whose parameters are finite now
+            flag(it, _finite_t(list(model.parameters())), 1)
+            check_flags(it)
             good = {"it": it, "tensors": {k: x.clone() for k, x in model.state_tensors().items()},
                     "config": json_copy(model.config)}
         if callback is not None:
-            callback(FitState(it, cfg.iterations, min(1.0, progress(it)), stage, last_loss, model.num_gaussians,
+            callback(FitState(it, cfg.iterations, min(1.0, progress(it)), stage, loss_t, model.num_gaussians,
                               time.perf_counter() - t_start, model, preview_fn, fi, tuple(cams)))
 
+    if it >= flag_from:
+        flag(it, _finite_t(list(model.parameters())), 1)
+        check_flags(it)
     if not model.all_finite():
         bad = restore_good()
         raise FitDivergedError(it, "the Gaussian parameters", bad, good["it"])
+    for h_ in history:
+        h_["loss"] = float(h_["loss"])
     if it < min(cfg.min_iterations, cfg.iterations):
         raise InputError("seconds", f"a time budget of {cfg.seconds:g} s is too small: only {it} iteration(s) fitted "
                                     f"(initialisation took {init_seconds:.1f} s); allow more time")
     for p_ in model.parameters():
         p_.requires_grad_(False)
     model.eval()
-    return FitResult(model, it, time.perf_counter() - t_start, init_seconds, backend, device, history, cfg.to_dict())
+    return FitResult(model, it, time.perf_counter() - t_start, init_seconds, used_backend, device, history,
+                     cfg.to_dict())
 
 
-def _finite(tensors) -> bool:
-    """True when no tensor holds NaN or infinity (one fused check: a sum is non-finite iff an element is, or
-    the sum overflows, which is as bad)."""
+def _finite_t(tensors) -> torch.Tensor:
+    """A 0-d bool tensor on the tensors' device, True when none holds NaN or infinity (one fused check: a float64
+    sum is non-finite iff an element is); no host sync."""
     if not tensors:
-        return True
+        return torch.ones((), dtype=torch.bool)
     total = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors])
-    return bool(torch.isfinite(total).all())
+    return torch.isfinite(total).all()
 
 
 def json_copy(d):

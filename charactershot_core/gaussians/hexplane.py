@@ -82,7 +82,10 @@ class HexPlane(nn.Module):
     # --------------------------------------------------------------- regularisers (4DGaussians)
     @staticmethod
     def _smoothness(p: torch.Tensor) -> torch.Tensor:
-        """Mean squared second difference along the plane's first axis (rows: y of (x,y), t of (x,t), ...)."""
+        """Mean squared second difference along the plane's first axis (rows: y of (x,y), t of (x,t), ...); zero when
+        the axis has fewer than 3 cells (a 2-frame video's time axis), where the mean of nothing would be NaN."""
+        if p.shape[-2] < 3:
+            return p.new_zeros(())
         d1 = p[..., 1:, :] - p[..., :-1, :]
         d2 = d1[..., 1:, :] - d1[..., :-1, :]
         return d2.square().mean()

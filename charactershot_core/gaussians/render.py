@@ -13,7 +13,7 @@ None) or SH coefficients ``(N, K, 3)`` / ``(C, N, K, 3)`` evaluated as ``clamp(S
 
 from __future__ import annotations
 
-import warnings
+import logging
 from typing import Callable
 
 import torch
@@ -30,26 +30,112 @@ PAIR_BUDGET = 12_000_000
 MAX_PAIRS_ONE_CAMERA = 400_000_000
 
 
-#: why gsplat's CUDA extension could not be used in this process (set on the first failure), or None
+#: why gsplat cannot be used in this process (set on its first failure: the "gsplat unusable" latch), or None
 _GSPLAT_FAILURE: str | None = None
+#: the gsplat module once it imported with its CUDA extension loaded (see ``_load_gsplat``)
+_GSPLAT = None
+
+log = logging.getLogger("CharacterShot")
 
 
-def gsplat_available() -> bool:
-    """True when gsplat can run here: CUDA is available, the package imports and its CUDA extension has not failed
-    to load in this process."""
-    if not torch.cuda.is_available() or _GSPLAT_FAILURE is not None:
+class GsplatUnavailableError(InputError):
+    """``backend="gsplat"`` was asked for and gsplat cannot run here; the message says how to fix the install."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__("backend", f"gsplat cannot be used here ({reason}). {install_hint()} Or choose backend "
+                                    "'auto' (it falls back to the torch rasteriser on the same GPU) or 'torch'.")
+
+
+def install_hint() -> str:
+    """How to make gsplat's CUDA extension work with this torch (for error and log messages)."""
+    cuda = torch.version.cuda or "?"
+    arch = ""
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        arch = f" (this card: TORCH_CUDA_ARCH_LIST={major}.{minor})"
+    return (f"To fix it: install a gsplat built for torch {torch.__version__.split('+')[0]} with CUDA {cuda} (a "
+            f"prebuilt wheel), or put the CUDA {cuda} toolkit's nvcc on PATH (or set CUDA_HOME) so that gsplat "
+            f"compiles its extension on first use, for this card's architecture{arch}; after a failed or "
+            "foreign build delete gsplat_cuda in the torch extensions cache (TORCH_EXTENSIONS_DIR, by default "
+            "~/.cache/torch_extensions), then restart ComfyUI.")
+
+
+def _import_gsplat():
+    """The import hook: the gsplat module with its CUDA extension loaded (gsplat JIT-builds it on first use; a
+    failed build raises, no CUDA toolkit leaves it None). Tests replace this function to make gsplat fail."""
+    import gsplat
+    from gsplat.cuda import _backend
+
+    if getattr(_backend, "_C", None) is None:
+        raise ImportError("gsplat has no prebuilt CUDA extension and found no CUDA toolkit to build one")
+    return gsplat
+
+
+def _device_supports_gsplat(device: torch.device) -> bool:
+    """gsplat renders CUDA tensors only (tests replace this to exercise the gsplat paths on the CPU)."""
+    return device.type == "cuda" and torch.cuda.is_available()
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(e, oom) or "out of memory" in str(e).lower()
+
+
+def mark_gsplat_unusable(e: BaseException | str) -> str:
+    """Latch "gsplat unusable" for the rest of the process (the first reason wins) and log it in one line, once;
+    returns the reason."""
+    global _GSPLAT_FAILURE
+    if _GSPLAT_FAILURE is None:
+        if isinstance(e, str):
+            reason = e
+        else:
+            first = (str(e).strip().splitlines() or [""])[0]
+            reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        _GSPLAT_FAILURE = reason[:400]
+        log.warning("gsplat cannot be used in this session (%s); rendering and 4D fitting continue with the torch "
+                    "rasteriser on the same device. %s", _GSPLAT_FAILURE, install_hint())
+    return _GSPLAT_FAILURE
+
+
+def is_gsplat_failure(e: BaseException) -> bool:
+    """Whether an exception raised while gsplat rendered (or back-propagated) means gsplat is unusable here. Running
+    out of memory is not gsplat's fault (the torch rasteriser would need more) and is not one."""
+    return isinstance(e, Exception) and not _is_out_of_memory(e)
+
+
+def _load_gsplat():
+    """gsplat with its CUDA extension, loaded once per process; on failure latch and raise GsplatUnavailableError."""
+    global _GSPLAT
+    if _GSPLAT_FAILURE is not None:
+        raise GsplatUnavailableError(_GSPLAT_FAILURE)
+    if _GSPLAT is None:
+        try:
+            _GSPLAT = _import_gsplat()
+        except Exception as e:  # missing package, failed JIT build (RuntimeError), no toolkit, broken .so ...
+            raise GsplatUnavailableError(mark_gsplat_unusable(e)) from e
+    return _GSPLAT
+
+
+def gsplat_available(device=None) -> bool:
+    """True when gsplat can run here: CUDA is available (and ``device``, if given, is a CUDA device), the package
+    imports with its CUDA extension, and it has not failed in this process. The first call may build the
+    extension (gsplat compiles it on first use); a failure latches (see ``mark_gsplat_unusable``)."""
+    dev = torch.device(device) if device is not None else torch.device("cuda")
+    if not _device_supports_gsplat(dev) or _GSPLAT_FAILURE is not None:
         return False
     try:
-        import gsplat  # noqa: F401
-    except Exception:  # pragma: no cover - depends on the install
+        _load_gsplat()
+    except GsplatUnavailableError:
         return False
     return True
 
 
 def resolve_backend(name: str, device=None) -> str:
-    """``"auto"`` -> ``"gsplat"`` when CUDA is available and ``device`` is a CUDA device, else ``"torch"``.
+    """``"auto"`` -> ``"gsplat"`` when ``device`` is a CUDA device and gsplat works there, else ``"torch"``.
 
-    An explicit ``"gsplat"`` on a machine or device where it cannot run raises a clear ``InputError``.
+    An explicit ``"gsplat"`` on a machine or device where it cannot run raises a clear ``InputError``
+    (:class:`GsplatUnavailableError`, with how to fix the install, when gsplat itself is broken).
     """
     name = str(name).lower().strip()
     if name not in BACKENDS:
@@ -58,17 +144,13 @@ def resolve_backend(name: str, device=None) -> str:
     if name == "torch":
         return "torch"
     if name == "auto":
-        return "gsplat" if dev.type == "cuda" and gsplat_available() else "torch"
-    if not torch.cuda.is_available():
-        raise InputError("backend", "the gsplat backend needs a CUDA GPU and none is available here; "
-                                    "use backend 'torch' (or 'auto') on this machine")
-    if dev.type != "cuda":
+        return "gsplat" if gsplat_available(dev) else "torch"
+    if not _device_supports_gsplat(dev):
+        if not torch.cuda.is_available():
+            raise InputError("backend", "the gsplat backend needs a CUDA GPU and none is available here; "
+                                        "use backend 'torch' (or 'auto') on this machine")
         raise InputError("backend", f"the gsplat backend needs the Gaussians on a CUDA device, got {dev}")
-    if _GSPLAT_FAILURE is not None:
-        raise InputError("backend", f"gsplat's CUDA extension could not be loaded ({_GSPLAT_FAILURE}); "
-                                    "use backend 'torch' (or 'auto')")
-    if not gsplat_available():
-        raise InputError("backend", "the gsplat package cannot be imported; install gsplat or use backend 'torch'")
+    _load_gsplat()
     return "gsplat"
 
 
@@ -79,7 +161,7 @@ def _check(cond: bool, name: str, message: str):
 
 
 def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-              render_mode, rasterize_mode):
+              render_mode, rasterize_mode, check_finite=True):
     for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
                     ("colors", colors), ("viewmats", viewmats), ("Ks", Ks)):
         _check(isinstance(t, torch.Tensor), name, f"expected a torch tensor, got {type(t).__name__}")
@@ -117,9 +199,13 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
     for name, t in (("quats", quats), ("scales", scales), ("opacities", opacities), ("colors", colors),
                     ("viewmats", viewmats), ("Ks", Ks)):
         _check(t.device == dev, name, f"expected the same device as means ({dev}), got {t.device}")
-    for name, t in (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
-                    ("colors", colors), ("viewmats", viewmats), ("Ks", Ks)):
-        _check(bool(torch.isfinite(t.detach()).all()), name, "contains NaN or infinite values")
+    tensors = (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
+               ("colors", colors), ("viewmats", viewmats), ("Ks", Ks))
+    if check_finite:  # one host sync for all inputs; the per-input check only when something is off
+        sums = torch.stack([t.detach().sum(dtype=torch.float64) for _, t in tensors])
+        if not bool(torch.isfinite(sums).all()):
+            for name, t in tensors:
+                _check(bool(torch.isfinite(t.detach()).all()), name, "contains NaN or infinite values")
     if backgrounds is not None:
         _check(isinstance(backgrounds, torch.Tensor) and backgrounds.dim() == 2 and backgrounds.shape[0] == c,
                "backgrounds", f"expected shape (C, D) = ({c}, D), got "
@@ -129,31 +215,34 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
 # --------------------------------------------------------------------------------------------- main entry
 def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree=None, backend="auto",
               backgrounds=None, near_plane=0.01, far_plane=1e10, radius_clip=0.0, rasterize_mode="classic",
-              absgrad=False, packed=False, render_mode="RGB", eps2d=0.3):
+              absgrad=False, packed=False, render_mode="RGB", eps2d=0.3, check_finite=True):
     """Render N Gaussians into C cameras -> ``(colors (C, H, W, D), alphas (C, H, W, 1), info)``.
 
-    Mirrors ``gsplat.rasterization`` (see the module docstring); ``backend`` is ``"auto"`` (gsplat when CUDA is
-    available and the tensors are on CUDA, else torch), ``"torch"`` or ``"gsplat"``. ``render_mode`` "D"/"ED"
-    ("RGB+D"/"RGB+ED") adds the accumulated / expected depth as the last channel, as gsplat does.
+    Mirrors ``gsplat.rasterization`` (see the module docstring); ``backend`` is ``"auto"`` (gsplat when the tensors
+    are on a CUDA device and gsplat works there, else torch), ``"torch"`` or ``"gsplat"``. Under ``"auto"`` any
+    failure of gsplat (missing, failed build, wrong architecture, an error in its kernels) is logged once and this
+    call and every later one in the process render with the torch backend on the same device; an explicit
+    ``"gsplat"`` raises :class:`GsplatUnavailableError` instead. ``render_mode`` "D"/"ED" ("RGB+D"/"RGB+ED") adds
+    the accumulated / expected depth as the last channel, as gsplat does. ``check_finite=False`` skips the NaN/inf
+    check of the inputs (a host sync; the fit checks its own tensors every few iterations).
     """
     width, height = int(width), int(height)
     _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
-              render_mode, rasterize_mode)
+              render_mode, rasterize_mode, check_finite)
     which = resolve_backend(backend, means.device)
     if which == "gsplat":
-        global _GSPLAT_FAILURE
         try:
             return _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                                      backgrounds, near_plane, far_plane, radius_clip, rasterize_mode, absgrad, packed,
                                      render_mode, eps2d)
-        except (ImportError, OSError, AttributeError) as e:
-            # gsplat builds its CUDA extension on first use; without a CUDA toolkit (or with a broken build) it
-            # fails with one of these. "auto" then falls back to the torch backend for the rest of the process.
-            _GSPLAT_FAILURE = f"{type(e).__name__}: {e}"
+        except Exception as e:
+            if not is_gsplat_failure(e):
+                raise
+            # a build that fails on first use (RuntimeError), a card the build has no kernels for, a broken
+            # extension: gsplat is unusable for the rest of the process ("auto" continues with torch)
+            reason = mark_gsplat_unusable(e)
             if str(backend).lower().strip() != "auto":
-                raise InputError("backend", f"gsplat's CUDA extension could not be loaded ({_GSPLAT_FAILURE}); "
-                                            "use backend 'torch' (or 'auto')") from e
-            warnings.warn(f"gsplat could not be used ({_GSPLAT_FAILURE}); rendering with the torch backend instead")
+                raise GsplatUnavailableError(reason) from e
     return _rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                             backgrounds, near_plane, far_plane, radius_clip, rasterize_mode, absgrad, packed,
                             render_mode, eps2d)
@@ -161,8 +250,7 @@ def rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
 
 def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree, backgrounds,
                       near_plane, far_plane, radius_clip, rasterize_mode, absgrad, packed, render_mode, eps2d):
-    import gsplat
-
+    gsplat = _load_gsplat()
     img, alpha, meta = gsplat.rasterization(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane=near_plane,
         far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d, sh_degree=sh_degree, packed=packed,

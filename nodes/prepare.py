@@ -130,8 +130,8 @@ class PoseFromKeypoints(io.ComfyNode):
             inputs=[
                 PoseKeypoint.Input("driving_pose",
                                    tooltip="Keypoints of the driving motion, one entry per frame (DWPose Estimator "
-                                           "of comfyui_controlnet_aux on a video, or CharacterShot Load Pose "
-                                           "Keypoints)."),
+                                           "of comfyui_controlnet_aux or core's SDPose Keypoint Extractor on a "
+                                           "video, or CharacterShot Load Pose Keypoints)."),
                 PoseKeypoint.Input("reference_pose",
                                    tooltip="Keypoints of the reference character: DWPose on view 0 AFTER CharacterShot "
                                            "Prepare Character, so they line up with the canvas."),
@@ -148,11 +148,18 @@ class PoseFromKeypoints(io.ComfyNode):
                                tooltip="A driving frame with no person: stop with an error naming the frame, or "
                                        "repeat the previous frame's pose."),
                 io.Combo.Input("coordinates", options=list(kp.COORDS), default="auto", optional=True,
-                               tooltip="auto: pixels when any coordinate exceeds 2, else normalised 0..1 (what "
-                                       "controlnet_aux writes)."),
+                               tooltip="auto: pixels when any detected coordinate exceeds 2 (what SDPose and "
+                                       "OpenPose write), else normalised 0..1 (what controlnet_aux writes)."),
                 io.Boolean.Input("draw_hands", default=True, optional=True, tooltip="Draw the hands."),
                 io.Boolean.Input("draw_face", default=True, optional=True, tooltip="Draw the face points."),
                 *_size_inputs(),
+                io.Float.Input("min_score", default=kp.DEFAULT_MIN_SCORE, min=0.0, max=1.0, step=0.01,
+                               optional=True,
+                               tooltip="Keypoints scored below this are missing: not drawn, not fitted. 0.3 is "
+                                       "DWPose's threshold (its detector drops points scored < 0.3; "
+                                       "controlnet_aux keeps score >= 0.3) and SDPose Draw Keypoints' default. "
+                                       "Points marked -1 (SDPose's 'not found') are always missing. 0 draws "
+                                       "every scored hand and face point, as the official drawing does."),
             ],
             outputs=[
                 io.Image.Output(display_name="pose_frames", tooltip="num_frames pose drawings on black."),
@@ -163,10 +170,12 @@ class PoseFromKeypoints(io.ComfyNode):
     @classmethod
     def execute(cls, driving_pose, reference_pose, num_frames=25, retarget=True, resample="linear",
                 missing_person="error", coordinates="auto", draw_hands=True, draw_face=True, width=cv.CANVAS_W,
-                height=cv.CANVAS_H):
+                height=cv.CANVAS_H, min_score=kp.DEFAULT_MIN_SCORE):
         rt.check_frame_count(num_frames)
-        drv = kp.parse_pose_keypoints(driving_pose, name="driving_pose", coords=coordinates, missing=missing_person)
-        ref = kp.parse_pose_keypoints(reference_pose, name="reference_pose", coords=coordinates, missing="error")
+        drv = kp.parse_pose_keypoints(driving_pose, name="driving_pose", coords=coordinates, missing=missing_person,
+                                      min_score=min_score)
+        ref = kp.parse_pose_keypoints(reference_pose, name="reference_pose", coords=coordinates, missing="error",
+                                      min_score=min_score)
         warnings = list(drv.warnings) + list(ref.warnings)
         if len(ref.poses) > 1:
             warnings.append(f"reference_pose: has {len(ref.poses)} frames; using frame 0")
@@ -186,8 +195,23 @@ class PoseFromKeypoints(io.ComfyNode):
         ref_img = pdraw.draw_pose(ref_canvas, width, height, **opts)[None]
         bar.step()
         summary = (f"{len(drv.poses)} driving frame(s) -> {num_frames} ({resample}), {fit}; "
-                   f"coordinates read as {'pixels' if drv.pixel_coords else 'normalised'}")
+                   f"coordinates read as {'pixels' if drv.pixel_coords else 'normalised'}"
+                   + _dropped_text((drv, ref), min_score))
         return io.NodeOutput(numpy_to_image(frames), numpy_to_image(ref_img), ui=_report(warnings, summary))
+
+
+def _dropped_text(seqs, min_score: float) -> str:
+    """'; left out: ...' for points dropped as below min_score or marked -1, and feet (never drawn)."""
+    low = sum(q.n_low_score for q in seqs)
+    marked = sum(q.n_not_found for q in seqs)
+    parts = []
+    if low:
+        parts.append(f"{low} point(s) scored below min_score {min_score:g}")
+    if marked:
+        parts.append(f"{marked} point(s) marked -1 (not found)")
+    if any(q.has_feet for q in seqs):
+        parts.append("foot points (the official drawing has no feet)")
+    return f"; left out: {', '.join(parts)}" if parts else ""
 
 
 class PreparePoseImages(io.ComfyNode):
@@ -245,7 +269,8 @@ class LoadPoseKeypoints(io.ComfyNode):
             display_name="CharacterShot Load Pose Keypoints",
             category=STAGE,
             description="Reads POSE_KEYPOINT JSON (a list of frames {people, canvas_width, canvas_height}, as "
-                        "comfyui_controlnet_aux saves it, or one such frame) from ComfyUI's input folder.",
+                        "comfyui_controlnet_aux or core's SDPose Keypoint Extractor give it, or one such frame) "
+                        "from ComfyUI's input folder. The keypoints pass unchanged; they are checked here.",
             inputs=[
                 io.Combo.Input("json_file", options=files, default=NO_FILE,
                                tooltip="A .json file in ComfyUI's input folder."),
@@ -263,10 +288,14 @@ class LoadPoseKeypoints(io.ComfyNode):
                 data = json.load(f)
         except (OSError, ValueError) as e:
             raise InputError("json_file", f"cannot read {json_file} as JSON: {e}") from None
-        seq = kp.parse_pose_keypoints(data, name="json_file", missing="repeat_previous")  # validates the layout
+        # validates the layout; min_score 0 so that only points no setting could use (score <= 0, marked -1) count as
+        # missing here: Pose From Keypoints applies its own min_score
+        seq = kp.parse_pose_keypoints(data, name="json_file", missing="repeat_previous", min_score=0.0)
         frames = data if isinstance(data, list) else [data]
-        return io.NodeOutput(frames, ui=ui.PreviewText(f"{len(frames)} frame(s) from {json_file}"
-                                                       + "".join(f"\nWARNING: {w}" for w in seq.warnings)))
+        what = (f"{len(frames)} frame(s) from {json_file} ({'pixel' if seq.pixel_coords else 'normalised'} "
+                f"coordinates{', with foot points' if seq.has_feet else ''}"
+                f"{f', {seq.n_not_found} point(s) marked -1' if seq.n_not_found else ''})")
+        return io.NodeOutput(frames, ui=ui.PreviewText(what + "".join(f"\nWARNING: {w}" for w in seq.warnings)))
 
 
 def image_folders(max_folders: int = 500) -> list[str]:

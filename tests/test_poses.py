@@ -14,6 +14,7 @@ from charactershot_core.poses.draw import COLORS, LIMBS, final_rgb, hand_edge_co
 from charactershot_core.poses.retarget import REF_KEYPOINTS, check_frame_count, retarget
 
 EXAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "charactershot_example"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # written by fixtures/make_pose_fixtures.py
 W, H = 720, 480
 
 
@@ -200,6 +201,18 @@ def test_no_person_is_an_error_naming_the_frame_or_carries_the_previous_pose():
     ([{"people": [{"pose_keypoints_2d": [1.0] * 54, "hand_left_keypoints_2d": [1.0] * 30}]}], "expected 21"),
     ([{"people": [{"pose_keypoints_2d": [300.0] * 54}]}], "pixel coordinates need canvas_width"),
     ("{not json", "not valid POSE_KEYPOINT JSON"),
+    # an unexpected face length (neither DWPose's 68 nor the 70 of OpenPose / controlnet_aux / SDPose)
+    ([{"people": [{"pose_keypoints_2d": [0.5] * 54, "face_keypoints_2d": [0.5] * 69 * 3}]}],
+     "frame 0: face_keypoints_2d has 69 points; expected 68"),
+    ([{"people": [{"pose_keypoints_2d": [0.5] * 54, "foot_keypoints_2d": [0.5] * 5 * 3}]}],
+     "foot_keypoints_2d has 5 points; expected 6"),
+    # a file of only not-found points, and an empty person list: no person, never a drawing at the corner
+    ([{"people": [{"pose_keypoints_2d": [-1.0, -1.0, 0.6] * 18, "face_keypoints_2d": [-1.0, -1.0, -0.01] * 70}],
+       "canvas_width": 1280, "canvas_height": 720}] * 2,
+     r"no person detected in every frame; expected one person per frame \[36 point\(s\) are marked -1"),
+    ([{"people": [], "canvas_width": 1280, "canvas_height": 720}], "no person detected in every frame"),
+    ([{"people": [{"pose_keypoints_2d": [500.0, 300.0, 0.2] * 18}], "canvas_width": 1280, "canvas_height": 720}],
+     r"no person detected in every frame.*18 point\(s\) scored below min_score 0.3 were left out"),
 ])
 def test_bad_keypoints_name_the_input(bad, match):
     with pytest.raises(InputError, match="pose_keypoint: .*" + match):
@@ -210,6 +223,130 @@ def test_round_trip_through_pose_keypoint():
     seq = parse_pose_keypoints([_frame([_person(FIGURE)])])
     again = parse_pose_keypoints(to_pose_keypoint(seq.poses))
     assert np.allclose(again.poses[0].body, seq.poses[0].body)
+
+
+def test_bad_min_score_names_the_input():
+    for bad in (-0.1, 1.5, "high"):
+        with pytest.raises(InputError, match="min_score: expected a number from 0 to 1"):
+            parse_pose_keypoints([_frame([_person(FIGURE)])], min_score=bad)
+
+
+# ------------------------------------------------------------------------------ SDPose keypoints (core ComfyUI)
+
+def _load(name):
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_sdpose_keypoints_read_as_pixels_with_marks_and_low_scores_dropped():
+    sd = _load("sdpose_keypoints.json")
+    raw = np.asarray(sd[0]["people"][0]["pose_keypoints_2d"]).reshape(-1, 3)
+    assert raw[17].tolist() == [-1.0, -1.0, 0.412], "the fixture has a not-found point with a positive score"
+    seq = parse_pose_keypoints(sd, name="driving_pose")
+    assert seq.pixel_coords and seq.has_feet and not seq.warnings and len(seq.poses) == 3
+    p0, p1 = seq.poses[0], seq.poses[1]
+    assert (p0.width, p0.height) == (1280, 720)
+    assert p0.body[1].tolist() == pytest.approx([604.0 / 1280, 180.0 / 720, raw[1, 2]])
+    # -1 (not found) is missing whatever its score; so are scores <= 0 and below min_score (0.3)
+    assert p0.body[17].tolist() == [0.0, 0.0, 0.0]
+    assert (p0.face[0:3] == 0).all() and (p0.face[40] == 0).all() and (p0.face[3:40, 2] >= 0.55).all()
+    assert (p0.left_hand == 0).all(), "an occluded hand: every score below 0.3 or not found"
+    assert (p0.right_hand[:, 2] >= 0.45).all()
+    assert (p1.body[10] == 0).all() and p0.body[10, 2] > 0.6, "the stray low-score ankle of frame 1"
+    # the 70-point face: 68 landmarks kept, the two eye copies left out (the body draws the eyes)
+    assert p0.face.shape == (68, 3)
+    assert seq.n_not_found == 3 and seq.n_low_score == 3 * (1 + 21 - 3) + 1
+    # no point of the person lands at or beyond the top-left corner
+    for part in p0.parts():
+        ok = part[:, 2] > 0
+        assert (part[ok, :2] > 0.05).all()
+
+
+def _draw_node_path(drv_frames, ref_frames, min_score=0.3, num_frames=5):
+    """What CharacterShot Pose From Keypoints does (nodes/prepare.py), on the core functions."""
+    drv = parse_pose_keypoints(drv_frames, name="driving_pose", min_score=min_score).poses
+    ref = parse_pose_keypoints(ref_frames, name="reference_pose", min_score=min_score).poses[0]
+    poses, _, _ = retarget(ref, drv)
+    poses = [fit_into_canvas(p, W, H) for p in resample_poses(poses, num_frames, "linear")]
+    return np.stack([draw_pose(p, W, H) for p in poses] + [draw_pose(fit_into_canvas(ref, W, H), W, H)])
+
+
+def test_sdpose_keypoints_draw_the_same_skeleton_as_the_dwpose_json():
+    sd, dw = _load("sdpose_keypoints.json"), _load("sdpose_as_dwpose.json")
+    ref = [_frame([_person(FIGURE)])]  # the reference character on the 720x480 canvas
+    ours = _draw_node_path(sd, ref)
+    assert ours[:-1].max() > 0
+    # the same detections as DWPose / OpenPose JSON with scores (normalised, [0, 0, 0] below 0.3, no feet):
+    # pixel-identical, retargeted and resampled as the node does
+    assert np.array_equal(ours, _draw_node_path(dw, ref))
+    # as controlnet_aux writes them (c = 1.0 for every kept point): the same pixels are drawn, in the same hues;
+    # only the brightness differs, since the official drawing scales colours by the scores
+    for frame in dw:
+        for person in frame["people"]:
+            for key, values in person.items():
+                a = np.asarray(values).reshape(-1, 3)
+                a[a[:, 2] > 0, 2] = 1.0
+                person[key] = a.reshape(-1).tolist()
+    full = _draw_node_path(dw, ref)
+    lit, lit_full = ours.max(-1) > 0, full.max(-1) > 0
+    assert np.array_equal(lit, lit_full)
+    a, b = ours[lit].astype(float), full[lit].astype(float)
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert cos.min() > 0.97
+
+
+def test_not_found_points_are_never_drawn():
+    """SDPose's [-1, -1, score] with a high score, in every part: nothing at the corner, the same drawing as
+    without those points."""
+    person = _person(FIGURE, pixels=True)
+    body = np.asarray(person["pose_keypoints_2d"]).reshape(-1, 3)
+    body[[0, 4, 16, 17], :] = [-1.0, -1.0, 0.95]
+    hand = np.tile([300.0, 250.0, 0.9], (21, 1))
+    hand[:5] = [-1.0, -1.0, 0.9]
+    face = np.tile([355.0, 62.0, 0.9], (70, 1))
+    face[:30] = [-1.0, -1.0, 0.9]
+    marked = {"pose_keypoints_2d": body.ravel().tolist(), "hand_right_keypoints_2d": hand.ravel().tolist(),
+              "face_keypoints_2d": face.ravel().tolist(), "foot_keypoints_2d": [-1.0, -1.0, 0.9] * 6}
+    clean = {k: np.where(np.asarray(v).reshape(-1, 3)[:, :1] == -1, 0.0, np.asarray(v).reshape(-1, 3)).ravel().tolist()
+             for k, v in marked.items()}
+    for min_score in (0.0, 0.3):
+        seq = parse_pose_keypoints([_frame([marked])], min_score=min_score)
+        assert seq.pixel_coords and seq.n_not_found == 4 + 5 + 30
+        img = draw_pose(seq.poses[0], W, H)
+        assert img[:40, :40].max() == 0
+        again = draw_pose(parse_pose_keypoints([_frame([clean])], min_score=min_score).poses[0], W, H)
+        assert np.array_equal(img, again)
+
+
+def test_min_score():
+    sd = _load("sdpose_keypoints.json")
+    left = [parse_pose_keypoints(sd, min_score=m).poses[0].left_hand for m in (0.0, 0.1, 0.3)]
+    scores = np.asarray(sd[0]["people"][0]["hand_left_keypoints_2d"]).reshape(-1, 3)[:, 2]
+    assert (left[0][:, 2] > 0).sum() == 18, "min_score 0: every point scored > 0 and not marked -1"
+    assert (left[1][:, 2] > 0).sum() == int((scores >= 0.1).sum()) > 0
+    assert (left[2][:, 2] > 0).sum() == 0
+    # at or below DWPose's 0.3 the body drawing never changes (the official drawing skips body points below 0.3)
+    low = _draw_node_path(sd, [_frame([_person(FIGURE)])], min_score=0.0)
+    dflt = _draw_node_path(sd, [_frame([_person(FIGURE)])], min_score=0.3)
+    body_only = [parse_pose_keypoints(sd, min_score=m).poses[1] for m in (0.0, 0.3)]
+    assert body_only[0].body[10, 2] == pytest.approx(0.18) and body_only[1].body[10, 2] == 0
+    assert np.array_equal(*(draw_pose(p, W, H, hands=False, face=False) for p in body_only))
+    assert not np.array_equal(low, dflt), "the dim hand points appear at min_score 0"
+    # a higher min_score leaves weaker limbs out
+    high = parse_pose_keypoints(sd, min_score=0.9).poses[0]
+    assert 0 < (high.body[:, 2] > 0).sum() < 17
+
+
+def test_default_min_score_keeps_dwpose_json_unchanged():
+    """controlnet_aux writes c = 1.0 for every kept point: the 0.3 default changes nothing there."""
+    person = _person(FIGURE)
+    person["face_keypoints_2d"] = np.tile([0.5, 0.12, 1.0], 70).tolist()
+    person["hand_left_keypoints_2d"] = (np.tile([0.56, 0.4, 1.0], 21) * (np.arange(63) % 9 != 2)).tolist()
+    frames = [_frame([person]), _frame([_person({k: (x + 5, y) for k, (x, y) in FIGURE.items()})])]
+    a, b = parse_pose_keypoints(frames), parse_pose_keypoints(frames, min_score=0.0)
+    assert a.n_low_score == 0
+    for pa, pb in zip(a.poses, b.poses):
+        for qa, qb in zip(pa.parts(), pb.parts()):
+            assert np.array_equal(qa, qb)
 
 
 # ------------------------------------------------------------------------------------------------- retargeting

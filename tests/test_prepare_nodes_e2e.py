@@ -201,11 +201,54 @@ def test_pose_from_keypoints_retargets_and_draws(comfy):
     assert steps and steps[-1]["value"] == steps[-1]["max"] == 6, "a progress step per frame + the reference"
 
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # written by fixtures/make_pose_fixtures.py
+
+
+def test_pose_from_keypoints_reads_core_sdpose_keypoints(comfy):
+    """SDPose-shaped keypoints (pixels, -1 marks, real scores, 70-point faces, feet) through Load Pose Keypoints and
+    Pose From Keypoints draw exactly what the same detections as DWPose JSON draw."""
+    for name in ("sdpose_keypoints.json", "sdpose_as_dwpose.json"):
+        shutil.copy(FIXTURES / name, comfy.input_dir / f"prep_{name}")
+    (comfy.input_dir / "prep_sd_ref.json").write_text(json.dumps([_kp_frame(FIG)]))
+    pose = {"reference_pose": ["3", 0], "num_frames": 5, "retarget": True}
+    prompt = {
+        "1": {"class_type": "CharacterShotLoadPoseKeypoints", "inputs": {"json_file": "prep_sdpose_keypoints.json"}},
+        "2": {"class_type": "CharacterShotLoadPoseKeypoints", "inputs": {"json_file": "prep_sdpose_as_dwpose.json"}},
+        "3": {"class_type": "CharacterShotLoadPoseKeypoints", "inputs": {"json_file": "prep_sd_ref.json"}},
+        "4": {"class_type": "CharacterShotPoseFromKeypoints", "inputs": {"driving_pose": ["1", 0], **pose}},
+        "5": {"class_type": "CharacterShotPoseFromKeypoints", "inputs": {"driving_pose": ["2", 0], **pose}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "prep/sdpose"}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "prep/sdpose_dw"}},
+    }
+    hist = comfy.run(prompt, timeout=120)
+    sd, dw = _saved(comfy, hist, "6"), _saved(comfy, hist, "7")
+    assert len(sd) == 5 and all(f.max() > 0 for f in sd)
+    assert all(np.array_equal(a, b) for a, b in zip(sd, dw))
+    assert all(f[:20, :20].max() == 0 for f in sd), "nothing drawn at the image corner"
+    assert "3 frame(s) from prep_sdpose_keypoints.json (pixel coordinates, with foot points, 3 point(s) marked -1)" \
+        in _texts(hist, "1")
+    text = _texts(hist, "4")
+    assert "coordinates read as pixels" in text and "58 point(s) scored below min_score 0.3" in text
+    # a file of only not-found points is an error naming the input, and nothing is drawn
+    (comfy.input_dir / "prep_sd_none.json").write_text(json.dumps(
+        [{"people": [{"pose_keypoints_2d": [-1.0, -1.0, 0.7] * 18}], "canvas_width": 1280, "canvas_height": 720}]))
+    bad = {"1": {"class_type": "CharacterShotLoadPoseKeypoints", "inputs": {"json_file": "prep_sd_none.json"}},
+           "3": prompt["3"], "4": prompt["4"], "6": prompt["6"] | {"inputs": {"images": ["4", 0],
+                                                                              "filename_prefix": "prep/sd_never"}}}
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(bad, timeout=120)
+    assert "json_file: no person detected in every frame" in e.value.message
+    assert not list((comfy.output_dir / "prep").glob("sd_never*"))
+
+
 def test_schema_uses_controlnet_aux_pose_keypoint_type(comfy):
     info = comfy.object_info("CharacterShotPoseFromKeypoints")["CharacterShotPoseFromKeypoints"]
     req = info["input"]["required"]
     assert req["driving_pose"][0] == "POSE_KEYPOINT" and req["reference_pose"][0] == "POSE_KEYPOINT"
     assert req["num_frames"][1]["default"] == 25
+    opt = info["input"]["optional"]
+    assert opt["min_score"][0] == "FLOAT" and opt["min_score"][1]["default"] == 0.3, "optional: templates unchanged"
+    assert info["input_order"]["optional"][-1] == "min_score", "appended: saved workflows' widget values stay put"
     assert info["category"] == "CharacterShot/prepare"
     load = comfy.object_info("CharacterShotLoadPoseKeypoints")["CharacterShotLoadPoseKeypoints"]
     assert load["output"] == ["POSE_KEYPOINT"]

@@ -19,6 +19,9 @@ The rules, reproduced here from their description (our code):
 * Hands and face have no confidence threshold; a point is skipped when its pixel coordinate is not > 0.01 (that is
   how DWPose's missing points at (0, 0) are left out). We also skip points with confidence 0 (a missing point in
   POSE_KEYPOINT), which the official code would otherwise draw in black at their moved position after retargeting.
+* The official detector leaves out the 6 foot points (``foot = candidate[:, 18:24]`` is commented out), so feet are
+  never drawn. Points below ``min_score``, and points marked -1 (not found), were made missing (confidence 0) by
+  the parser (``keypoints.py``), so they are never drawn either.
 """
 
 from __future__ import annotations

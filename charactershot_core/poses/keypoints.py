@@ -1,20 +1,33 @@
 """Whole-body 2D keypoints and ComfyUI's de-facto ``POSE_KEYPOINT`` type.
 
-``POSE_KEYPOINT`` (comfyui_controlnet_aux's DWPose / OpenPose preprocessors) is a list with one dict per frame::
+``POSE_KEYPOINT`` (comfyui_controlnet_aux's DWPose / OpenPose preprocessors, core ComfyUI's SDPose Keypoint
+Extractor) is a list with one dict per frame::
 
     {"people": [{"pose_keypoints_2d": [x, y, c] * 18,          # OpenPose COCO-18 body order
                  "face_keypoints_2d": [x, y, c] * 68 (or 70),
                  "hand_left_keypoints_2d": [x, y, c] * 21,
-                 "hand_right_keypoints_2d": [x, y, c] * 21}, ...],
+                 "hand_right_keypoints_2d": [x, y, c] * 21,
+                 "foot_keypoints_2d": [x, y, c] * 6}, ...],    # SDPose only; accepted and not drawn
      "canvas_width": W, "canvas_height": H}
 
-A missing keypoint is ``[0, 0, 0]``; a missing part may be ``null``. controlnet_aux writes coordinates normalised to
-[0, 1] by the canvas size and c = 1 for every detected point; other tools write pixel coordinates or real scores.
+Writers differ (docs/poses.md has the details and sources):
+
+* controlnet_aux: coordinates normalised to [0, 1] by the canvas, c = 1.0 for every kept point (it keeps points
+  scored >= 0.3), a missing point ``[0, 0, 0]``, a missing part ``null``; faces of 70 points (68 + the two eyes).
+* SDPose (``comfy_extras/nodes_sdpose.py``): pixel coordinates, the model's real scores (heatmap maxima, which may
+  be <= 0 or above 1), a point the model did not place written as ``[-1, -1, score]`` (its score kept, sometimes
+  positive), faces of 70 points (68 landmarks, then the right and left eye copied from the body), and 6 foot points.
+* OpenPose: pixel coordinates, real scores, ``[0, 0, 0]`` for missing, 70-point faces (68 + the two pupils).
+
+A point is **missing** when its score is <= 0, below ``min_score``, or it carries the not-found mark (a coordinate
+equal to -1, as DWPose and SDPose write). Missing points become ``[0, 0, 0]`` and are never drawn or fitted.
+``min_score`` defaults to 0.3, DWPose's own threshold.
 
 Coordinates: ``coords="auto"`` reads them as pixels when any detected coordinate in the whole sequence exceeds 2.0
-(normalised coordinates stay within about [0, 1], a little beyond for points just outside the frame; pixel
-coordinates of a real frame are far larger), else as normalised. "normalized" / "pixels" force one reading. Pixel
-coordinates need ``canvas_width`` / ``canvas_height``.
+(normalised coordinates stay within about [0, 1], a little beyond for points just outside the frame; a pose read
+as pixels whose every point lies within 2 px of the corner of a canvas of hundreds of pixels is not a pose), else
+as normalised. "normalized" / "pixels" force one reading. Pixel coordinates need ``canvas_width`` /
+``canvas_height``.
 
 Body order (OpenPose COCO-18): 0 nose, 1 neck, 2 right shoulder, 3 right elbow, 4 right wrist, 5 left shoulder,
 6 left elbow, 7 left wrist, 8 right hip, 9 right knee, 10 right ankle, 11 left hip, 12 left knee, 13 left ankle,
@@ -34,11 +47,21 @@ from ..errors import InputError
 N_BODY = 18
 N_FACE = 68  # DWPose / COCO-WholeBody face; OpenPose's 70-point face adds two pupils, which DWPose never draws
 N_HAND = 21
+N_FEET = 6  # SDPose's foot_keypoints_2d (COCO-WholeBody feet: big toe, small toe, heel, left foot then right)
+FACE_LENGTHS = (68, 70)
+
+# DWPose's visibility threshold: its detector marks every point scored below 0.3 as not found
+# (IDEA-Research/DWPose annotator/dwpose/__init__.py ``un_visible = subset < 0.3``) and comfyui_controlnet_aux keeps
+# points with ``score >= 0.3`` (src/custom_controlnet_aux/dwpose/wholebody.py ``format_result``); core ComfyUI's
+# SDPose Draw Keypoints uses ``score_threshold`` 0.3 by default.
+DEFAULT_MIN_SCORE = 0.3
+NOT_FOUND = -1.0  # the coordinate DWPose and SDPose write for a point the model did not place
 
 # BODY_25 index of each COCO-18 point
 BODY25_TO_COCO18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 
 COORDS = ("auto", "normalized", "pixels")
+PIXEL_EVIDENCE = 2.0  # coords="auto": pixels when any detected coordinate exceeds this
 MISSING = ("error", "repeat_previous")
 
 
@@ -91,9 +114,20 @@ class PoseSequence:
     poses: list[Pose]
     warnings: list[str] = field(default_factory=list)
     pixel_coords: bool = False             # how the coordinates were read
+    n_low_score: int = 0                   # points dropped because 0 < score < min_score
+    n_not_found: int = 0                   # points dropped for the -1 mark although their score was > 0
+    has_feet: bool = False                 # SDPose's foot_keypoints_2d was present (accepted, not drawn)
 
 
-def _points(values, n: int, what: str, name: str, frame: int) -> np.ndarray:
+class _Counts:
+    def __init__(self):
+        self.low = 0
+        self.not_found = 0
+        self.feet = False
+
+
+def _points(values, n: int, what: str, name: str, frame: int, min_score: float = 0.0,
+            counts: _Counts | None = None) -> np.ndarray:
     if values is None:
         return np.zeros((n, 3))
     try:
@@ -112,16 +146,29 @@ def _points(values, n: int, what: str, name: str, frame: int) -> np.ndarray:
             pts = pts[BODY25_TO_COCO18]
         elif len(pts) != N_BODY:
             raise InputError(name, f"frame {frame}: pose_keypoints_2d has {len(pts)} points; expected 18 "
-                                   "(OpenPose COCO-18, as DWPose gives) or 25 (BODY_25)")
+                                   "(OpenPose COCO-18, as DWPose and SDPose give) or 25 (BODY_25)")
     elif what == "face_keypoints_2d":
-        if len(pts) not in (68, 70):
-            raise InputError(name, f"frame {frame}: face_keypoints_2d has {len(pts)} points; expected 68 or 70")
-        pts = pts[:N_FACE]
+        if len(pts) not in FACE_LENGTHS:
+            raise InputError(name, f"frame {frame}: face_keypoints_2d has {len(pts)} points; expected 68 (DWPose) "
+                                   "or 70 (68 landmarks + 2 eye points, as OpenPose, controlnet_aux and SDPose "
+                                   "write)")
+        pts = pts[:N_FACE]  # the two extra points are eyes (pupils in OpenPose); the 68-point drawing skips them
+    elif what == "foot_keypoints_2d":
+        if len(pts) != N_FEET:
+            raise InputError(name, f"frame {frame}: foot_keypoints_2d has {len(pts)} points; expected 6 "
+                                   "(SDPose: big toe, small toe, heel of the left then the right foot)")
     elif len(pts) != N_HAND:
         raise InputError(name, f"frame {frame}: {what} has {len(pts)} points; expected 21")
     pts = pts.copy()
-    pts[:, 2] = np.clip(pts[:, 2], 0.0, 1.0)
-    pts[pts[:, 2] <= 0] = 0.0
+    score = pts[:, 2].copy()
+    not_found = (pts[:, 0] == NOT_FOUND) | (pts[:, 1] == NOT_FOUND)
+    low = (score > 0) & (score < min_score)
+    missing = not_found | (score <= 0) | low
+    if counts is not None and what != "foot_keypoints_2d":
+        counts.low += int((low & ~not_found).sum())
+        counts.not_found += int((not_found & (score > 0)).sum())
+    pts[:, 2] = np.clip(score, 0.0, 1.0)
+    pts[missing] = 0.0
     return pts
 
 
@@ -145,8 +192,12 @@ def _as_frames(data, name: str) -> list:
 
 
 def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "auto",
-                         missing: str = "error", canvas_size: tuple[int, int] | None = None) -> PoseSequence:
+                         missing: str = "error", canvas_size: tuple[int, int] | None = None,
+                         min_score: float = DEFAULT_MIN_SCORE) -> PoseSequence:
     """POSE_KEYPOINT (list of frame dicts, one dict, or its JSON text) -> one :class:`Pose` per frame.
+
+    Points scored below ``min_score`` (and points marked -1, and points scored <= 0) are missing: ``[0, 0, 0]``.
+    SDPose's ``foot_keypoints_2d`` is checked (6 triples) and not kept: the official drawing draws no feet.
 
     Several people in a frame: the largest (area of the box around its keypoints) is used and a warning says so.
     No person in a frame: ``missing="error"`` raises an InputError naming the frame; ``"repeat_previous"`` carries the
@@ -157,8 +208,15 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
         raise InputError("coordinates", f"expected one of {list(COORDS)}, got {coords!r}")
     if missing not in MISSING:
         raise InputError("missing_person", f"expected one of {list(MISSING)}, got {missing!r}")
+    try:
+        min_score = float(min_score)
+    except (TypeError, ValueError):
+        raise InputError("min_score", f"expected a number from 0 to 1, got {min_score!r}") from None
+    if not 0.0 <= min_score <= 1.0:
+        raise InputError("min_score", f"expected a number from 0 to 1, got {min_score}")
     frames = _as_frames(data, name)
     warnings: list[str] = []
+    counts = _Counts()
 
     raw: list[list[tuple[list[np.ndarray], int, int]]] = []
     max_coord = 0.0
@@ -169,10 +227,12 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
         for p in fr.get("people", []) or []:
             if not isinstance(p, dict):
                 raise InputError(name, f"frame {i}: each person must be a dict of keypoint lists")
-            parts = [_points(p.get("pose_keypoints_2d"), N_BODY, "pose_keypoints_2d", name, i),
-                     _points(p.get("face_keypoints_2d"), N_FACE, "face_keypoints_2d", name, i),
-                     _points(p.get("hand_left_keypoints_2d"), N_HAND, "hand_left_keypoints_2d", name, i),
-                     _points(p.get("hand_right_keypoints_2d"), N_HAND, "hand_right_keypoints_2d", name, i)]
+            parts = [_points(p.get(key), n, key, name, i, min_score, counts) for key, n in
+                     (("pose_keypoints_2d", N_BODY), ("face_keypoints_2d", N_FACE),
+                      ("hand_left_keypoints_2d", N_HAND), ("hand_right_keypoints_2d", N_HAND))]
+            if p.get("foot_keypoints_2d") is not None:  # validated, then left out (see the docstring)
+                _points(p["foot_keypoints_2d"], N_FEET, "foot_keypoints_2d", name, i, min_score, counts)
+                counts.feet = True
             if sum(int((q[:, 2] > 0).sum()) for q in parts) == 0:
                 continue  # a person with no detected point is no person
             for q in parts:
@@ -182,9 +242,10 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
             people.append(parts)
         raw.append((people, w, h))
 
-    pixels = coords == "pixels" or (coords == "auto" and max_coord > 2.0)
+    pixels = coords == "pixels" or (coords == "auto" and max_coord > PIXEL_EVIDENCE)
 
     poses: list[Pose | None] = []
+    far_off: int | None = None
     for i, (people, w, h) in enumerate(raw):
         for key, v in (("canvas_width", w), ("canvas_height", h)):
             if v is not None and (not isinstance(v, (int, float)) or v <= 0):
@@ -202,6 +263,9 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
                     q[ok, 0] /= w
                     q[ok, 1] /= h
             cands.append(Pose(*parts, width=w, height=h))
+        if pixels and far_off is None and any(
+                ((q[q[:, 2] > 0, :2] < -1.0) | (q[q[:, 2] > 0, :2] > 2.0)).any() for parts in people for q in parts):
+            far_off = i  # a point more than a whole canvas outside the frame: the canvas size is likely wrong
         if not cands:
             poses.append(None)
             continue
@@ -218,9 +282,15 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
         if missing == "error" or len(empty) == len(poses):
             which = "every frame" if len(empty) == len(poses) else f"frame {empty[0]}" + (
                 f" (and {len(empty) - 1} more: {empty[1:6]}{'…' if len(empty) > 6 else ''})" if len(empty) > 1 else "")
+            hint = []
+            if counts.low:
+                hint.append(f"{counts.low} point(s) scored below min_score {min_score:g} were left out")
+            if counts.not_found:
+                hint.append(f"{counts.not_found} point(s) are marked -1 (not found)")
             raise InputError(name, f"no person detected in {which}; expected one person per frame"
                              + ("" if len(empty) == len(poses) else
-                                " (or set missing_person to repeat_previous to carry the previous frame's pose)"))
+                                " (or set missing_person to repeat_previous to carry the previous frame's pose)")
+                             + (f" [{'; '.join(hint)}]" if hint else ""))
         first = next(p for p in poses if p is not None)
         prev = first
         for i in range(len(poses)):
@@ -229,7 +299,12 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
             prev = poses[i]
         warnings.append(f"{name}: no person in frames {empty[:10]}{'…' if len(empty) > 10 else ''}; the previous "
                         "frame's pose was repeated there")
-    return PoseSequence([p for p in poses if p is not None], warnings, pixels)
+    if far_off is not None:
+        warnings.append(f"{name}: frame {far_off} has keypoints more than a whole canvas outside the frame (read as "
+                        f"pixels on {raw[far_off][1]}x{raw[far_off][2]}); check canvas_width / canvas_height, or "
+                        "set coordinates to normalized")
+    return PoseSequence([p for p in poses if p is not None], warnings, pixels, counts.low, counts.not_found,
+                        counts.feet)
 
 
 def to_pose_keypoint(poses: list[Pose]) -> list[dict]:

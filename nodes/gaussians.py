@@ -18,7 +18,7 @@ from ..charactershot_core.gaussians.data import MultiViewVideo
 from ..charactershot_core.gaussians.threads import cpu_threads
 from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress
 from .paths import folder_root, next_counter, output_target, resolve_in, split_location
-from .preview import PREVIEW_KEY, training_rig, write_bundle
+from .preview import PREVIEW_KEY, training_rig
 
 CAT = f"{CATEGORY}/4D"
 BACKENDS = ["auto", "torch", "gsplat"]
@@ -346,28 +346,48 @@ class Save4DGaussians(io.ComfyNode):
                 io.Boolean.Input("save_weights", default=True, optional=True,
                                  tooltip="Canonical Gaussians + deformation weights (.safetensors), reloadable with "
                                          "CharacterShot Load 4D Gaussians."),
+                io.Boolean.Input("save_spz", default=False, optional=True,
+                                 tooltip="One Niantic .spz (v3) per frame: about 10x smaller than .ply; opens in "
+                                         "SuperSplat, PlayCanvas and Spark."),
+                io.Boolean.Input("save_splatv", default=False, optional=True,
+                                 tooltip="One .splatv file (splaTV, gsplat.js): the motion fitted per Gaussian as a "
+                                         "cubic; the fit's error is in the summary output."),
+                io.Boolean.Input("save_html", default=False, optional=True,
+                                 tooltip="One .html file with the viewer and the 4D bundle inside: double-click to "
+                                         "play it in a browser, no server, no network."),
             ],
-            outputs=[],
+            outputs=[io.String.Output(display_name="summary",
+                                      tooltip="What was written: files, sizes, time, and the .splatv motion-fit error.")],
         )
 
     @classmethod
-    def execute(cls, gaussians, filename_prefix, times="", save_ply=True, save_bundle=True, save_weights=True):
-        from ..charactershot_core.gaussians.cli import export_all
+    def execute(cls, gaussians, filename_prefix, times="", save_ply=True, save_bundle=True, save_weights=True,
+                save_spz=False, save_splatv=False, save_html=False):
+        from ..charactershot_core.gaussians import formats as fmt
 
-        if not (save_ply or save_bundle or save_weights):
-            raise InputError("save_ply", "nothing to save: enable at least one of save_ply, save_bundle, save_weights")
+        chosen = [f for f, on in (("ply", save_ply), ("spz", save_spz), ("splatv", save_splatv), ("html", save_html),
+                                  ("bundle", save_bundle)) if on]
+        if not (chosen or save_weights):
+            raise InputError("save_ply", "nothing to save: enable at least one of save_ply, save_bundle, save_spz, "
+                                         "save_splatv, save_html, save_weights")
         model = gaussians
+        if model is None or getattr(model, "num_gaussians", 0) == 0:
+            raise InputError("gaussians", "the model has no Gaussians; there is nothing to save")
         ts = _times_from_text(times, model)
         folder, subfolder, base = output_target(filename_prefix, "filename_prefix")
         os.makedirs(folder, exist_ok=True)
         stem = f"{base}_{next_counter(folder, base):05d}"
         # everything is written into a private temporary folder first, then moved in: no half-written set
         tmp = tempfile.mkdtemp(prefix=".charshot-partial-", dir=folder)
+        summary_lines = []
         try:
-            written = export_all(model, tmp, ts, ply=save_ply, bundle=False, prefix=f"{stem}_")
-            if save_bundle:  # the same bundle export_all writes, plus the training cameras for the preview
-                rig, source = training_rig(model)
-                written.append(write_bundle(model, os.path.join(tmp, f"{stem}_bundle.cs4d"), ts, rig, source))
+            written = []
+            if chosen:
+                rig_dict, source = training_rig(model)
+                rig = cam.CameraRig.from_dict(rig_dict, "cameras") if rig_dict else None
+                written, summary = fmt.export_formats(model, tmp, ts, chosen, prefix=f"{stem}_", rig=rig,
+                                                      rig_source=source)
+                summary_lines.append(fmt.summary_text(summary))
             if save_weights:
                 path = os.path.join(tmp, f"{stem}.safetensors")
                 model.save(path)
@@ -380,12 +400,14 @@ class Save4DGaussians(io.ComfyNode):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         files = [{"filename": n, "subfolder": subfolder, "type": "output"} for n in names]
-        ui = {"charshot_4d": files}
+        summary_lines.append("saved: " + ", ".join(names))
+        text = "\n".join(summary_lines)
+        ui = {"charshot_4d": files, "text": [text]}
         # the node's inline preview shows what was saved: the bundle, else the first frame's .ply
         shown = [f for f in files if f["filename"].endswith(".cs4d")] or [f for f in files if f["filename"].endswith(".ply")][:1]
         if shown:
             ui[PREVIEW_KEY] = shown[:1]
-        return io.NodeOutput(ui=ui)
+        return io.NodeOutput(text, ui=ui)
 
 
 class Load4DGaussians(io.ComfyNode):

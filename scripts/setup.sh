@@ -95,4 +95,22 @@ if ! step_done browser || [ -z "$(chromium_bin)" ]; then
   fi
   [ -n "$(chromium_bin)" ] && ! step_done browser && mark browser
 fi
+# Third-party readers the export tests read our .spz/.ply/.splatv files with (tests/test_gaussians_formats.py):
+# PlayCanvas' splat-transform and gsplat.js from npm, pinned, into .cache/node (no network at test time).
+node_pkgs="@playcanvas/splat-transform@3.10.2 gsplat@1.2.9"
+node_dir="$root/.cache/node"
+if ! step_done "node:$node_pkgs" || [ ! -f "$node_dir/node_modules/@playcanvas/splat-transform/package.json" ] \
+   || [ ! -f "$node_dir/node_modules/gsplat/package.json" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    log "installing the npm readers for the export tests into $node_dir ($node_pkgs)"
+    mkdir -p "$node_dir"
+    [ -f "$node_dir/package.json" ] || echo '{"private": true}' > "$node_dir/package.json"
+    # shellcheck disable=SC2086
+    (cd "$node_dir" && npm install --no-audit --no-fund --ignore-scripts --silent $node_pkgs >&2)
+    step_done "node:$node_pkgs" || mark "node:$node_pkgs"
+  else
+    log "node/npm is missing: the export tests read files with npm packages. Install Node.js 20+ and rerun, or set"
+    log "CHARSHOT_SKIP_NODE_READERS=1 to skip those tests."
+  fi
+fi
 log "ready: $venv (ComfyUI host: $host)"

@@ -77,6 +77,12 @@ def register(subparsers) -> None:
     e.add_argument("--times", default=None, help="comma-separated times in [0,1] (default: the training times)")
     e.add_argument("--no-ply", action="store_true", help="skip the per-frame .ply files")
     e.add_argument("--no-bundle", action="store_true", help="skip the 4D bundle")
+    e.add_argument("--formats", default=None,
+                   help="comma-separated formats to write, any of ply (per frame, a SuperSplat sequence), spz (per "
+                        "frame, Niantic spz v3), splatv (one splaTV file), html (one-file viewer), bundle (.cs4d); "
+                        "default: ply,bundle (overrides --no-ply / --no-bundle)")
+    e.add_argument("--cameras", default=None, help="rig JSON whose cameras the bundle, HTML and .splatv carry "
+                                                   "(default: the cameras the fit recorded, if any)")
     e.set_defaults(func=cmd_export)
 
 
@@ -267,48 +273,58 @@ def cmd_render(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
+    from . import formats as fmt
     from .model import Gaussians4D
 
     model = Gaussians4D.load(args.weights)
     times = _times(args.times, model)
-    files = export_all(model, args.out, times, ply=not args.no_ply, bundle=not args.no_bundle)
+    if args.formats is not None:
+        chosen = fmt.parse_formats(args.formats, "--formats")
+    else:
+        chosen = [f for f, on in (("ply", not args.no_ply), ("bundle", not args.no_bundle)) if on]
+        if not chosen:
+            raise InputError("--no-ply", "nothing to export: both --no-ply and --no-bundle were given")
+    rig = None
+    if args.cameras:
+        from .. import cameras as cam
+
+        try:
+            with open(args.cameras, encoding="utf-8") as f:
+                rig = cam.CameraRig.from_dict(json.load(f), "--cameras")
+        except OSError as e:
+            raise InputError("--cameras", f"cannot read {args.cameras}: {e.strerror}") from None
+    files, summary = fmt.export_formats(model, args.out, times, chosen, rig=rig or _recorded_rig(model),
+                                        rig_source="connected" if rig is not None else "fit")
     for f in files:
         print(f)
+    print(fmt.summary_text(summary), file=sys.stderr)
     return 0
 
 
-def export_all(model, out_dir: str, times, ply: bool = True, bundle: bool = True, prefix: str = "") -> list[str]:
-    """Per-frame INRIA ``.ply`` files (``{prefix}frame_XXXXX.ply``, or ``{prefix}gaussians.ply`` for a static model)
-    and the 4D bundle (``{prefix}bundle.cs4d``, docs/4d_bundle_format.md). Every file is written atomically."""
-    from . import export
+def _recorded_rig(model):
+    """The training cameras the fit recorded in the model's config, if any."""
+    from .. import cameras as cam
 
-    os.makedirs(out_dir, exist_ok=True)
-    files = []
-    ts = times if times is not None else [None]
-    frames = [model.baked(t) for t in ts]
-    if ply:
-        for i, fr in enumerate(frames):
-            name = f"{prefix}frame_{i + 1:05d}.ply" if times is not None else f"{prefix}gaussians.ply"
-            path = os.path.join(out_dir, name)
-            sh = torch.cat([fr["sh0"], fr["shN"]], dim=1)
-            export.write_ply(path, fr["means"], fr["quats"], fr["scales"], fr["opacities"], sh)
-            files.append(path)
-    if bundle:
-        path = os.path.join(out_dir, f"{prefix}bundle.cs4d")
-        f0 = frames[0]
-        static = {"sh": torch.cat([f0["sh0"], f0["shN"]], dim=1), "opacities": torch.sigmoid(f0["opacities"])}
-        dyn = {"positions": torch.stack([f["means"] for f in frames]),
-               "rotations": torch.stack([f["quats"] for f in frames])}
-        scales = torch.stack([f["scales"] for f in frames])
-        if model.is_dynamic and len(frames) > 1 and bool((scales - scales[:1]).abs().max() > 1e-6):
-            dyn["scales"] = torch.exp(scales)
-        else:
-            static["scales"] = torch.exp(scales[0])
-        export.write_bundle(path, static, dyn, times if times is not None else [0.0],
-                            meta={"source": "charactershot 4D Gaussians", "sh_degree": model.sh_degree,
-                                  "rasterize_mode": model.config.get("rasterize_mode", "classic")})
-        files.append(path)
-    return files
+    rig = getattr(model, "config", {}).get("rig")
+    if isinstance(rig, dict) and rig.get("views"):
+        try:
+            return cam.CameraRig.from_dict(rig, "rig")
+        except InputError:
+            return None
+    return None
+
+
+def export_all(model, out_dir: str, times, ply: bool = True, bundle: bool = True, prefix: str = "",
+               formats=None, rig=None) -> list[str]:
+    """Per-frame INRIA ``.ply`` files (``{prefix}frame_XXXXX.ply``, or ``{prefix}gaussians.ply`` for a static model)
+    and the 4D bundle (``{prefix}bundle.cs4d``, docs/4d_bundle_format.md), or the ``formats`` chosen
+    (``formats.export_formats``: also ``.spz``, ``.splatv``, ``.html``). The set is written atomically."""
+    from . import formats as fmt
+
+    chosen = formats if formats is not None else [f for f, on in (("ply", ply), ("bundle", bundle)) if on]
+    if not chosen:
+        return []
+    return fmt.export_formats(model, out_dir, times, chosen, prefix=prefix, rig=rig)[0]
 
 
 __all__ = ["register", "export_all", "WEIGHTS_NAME"]

@@ -1,0 +1,328 @@
+"""4D exports other viewers open (charactershot_core/gaussians/formats.py), read back by third-party code:
+PlayCanvas' splat-transform (npm ``@playcanvas/splat-transform``) for ``.spz`` and ``.ply``, gsplat.js (npm
+``gsplat``) for ``.splatv``, and the one-file HTML in headless Chromium from ``file://`` with the network off.
+
+The npm packages are installed by scripts/setup.sh into .cache/node (pinned versions, no network at test time);
+without them these tests fail with the command to install them, unless CHARSHOT_SKIP_NODE_READERS=1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from charactershot_core.errors import InputError
+from charactershot_core.gaussians import formats as F
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_DIR = ROOT / ".cache" / "node" / "node_modules"
+SPLAT_TRANSFORM = NODE_DIR / "@playcanvas" / "splat-transform" / "bin" / "cli.mjs"
+GSPLAT = NODE_DIR / "gsplat" / "dist" / "index.es.js"
+NODE = shutil.which("node")
+SH_C0 = 0.28209479177387814
+
+
+def _need(path: Path):
+    if NODE and path.exists():
+        return
+    if os.environ.get("CHARSHOT_SKIP_NODE_READERS") == "1":
+        pytest.skip("third-party node readers skipped (CHARSHOT_SKIP_NODE_READERS=1)")
+    pytest.fail(f"{path.relative_to(ROOT)} (or node) is missing: run scripts/setup.sh (it installs the pinned npm "
+                f"readers into .cache/node), or set CHARSHOT_SKIP_NODE_READERS=1", pytrace=False)
+
+
+class MovingModel:
+    """A small 4D model with known motion, exposing what the exporters use (``baked(t)``, ``num_gaussians``,
+    ``sh_degree``, ``is_dynamic``, ``config``): every Gaussian swings on its own phase and turns about z."""
+
+    def __init__(self, n=300, k=4, frames=25, seed=0, amplitude=0.1):
+        g = torch.Generator().manual_seed(seed)
+        self.n = n
+        self.means = torch.randn(n, 3, generator=g) * 0.4
+        self.log_scales = torch.randn(n, 3, generator=g) * 0.3 - 4.0
+        q = torch.randn(n, 4, generator=g)
+        self.quats = q / q.norm(dim=1, keepdim=True)
+        self.opacities = torch.randn(n, generator=g) * 1.5
+        self.sh0 = torch.rand(n, 1, 3, generator=g) * 3.0 - 1.5
+        self.shN = (torch.rand(n, k - 1, 3, generator=g) - 0.5) * 0.6
+        self.phase = torch.rand(n, generator=g) * 6.28
+        self.amplitude = amplitude
+        self.config = {"times": [i / (frames - 1) for i in range(frames)], "rasterize_mode": "classic"}
+        self.sh_degree = int(round(math.sqrt(k))) - 1
+        self.is_dynamic = True
+        self.num_gaussians = n
+
+    @property
+    def times(self):
+        return self.config["times"]
+
+    def baked(self, t=None):
+        t = 0.0 if t is None else float(t)
+        a = self.amplitude
+        d = torch.stack([a * torch.sin(2 * t + self.phase), 0.5 * a * t * t * torch.ones(self.n),
+                         0.2 * a * torch.cos(3 * t + self.phase)], 1)
+        half = 0.25 * t
+        w1, z1 = math.cos(half), math.sin(half)  # rotation about z by 0.5 t radians, applied on the left
+        w2, x2, y2, z2 = self.quats.unbind(1)
+        q = torch.stack([w1 * w2 - z1 * z2, w1 * x2 - z1 * y2, w1 * y2 + z1 * x2, w1 * z2 + z1 * w2], 1)
+        return {"means": self.means + d, "scales": self.log_scales.clone(), "quats": q,
+                "opacities": self.opacities.clone(), "sh0": self.sh0.clone(), "shN": self.shN.clone()}
+
+
+def _splat_transform_csv(src: Path, tmp: Path) -> dict:
+    """Read ``src`` with splat-transform (it converts to CSV with the INRIA property names)."""
+    out = tmp / (src.name + ".csv")
+    r = subprocess.run([NODE, str(SPLAT_TRANSFORM), "-w", str(src), str(out)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(out) as f:
+        names = f.readline().strip().split(",")
+    data = np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2)
+    return {n: data[:, i] for i, n in enumerate(names)}
+
+
+def _check_against_model(cols: dict, baked: dict, pos_tol: float, col_tol: float, rest_tol: float, scale_tol: float,
+                         quat_tol: float, alpha_tol: float):
+    n = baked["means"].shape[0]
+    assert cols["x"].shape[0] == n
+    pos = np.stack([cols["x"], cols["y"], cols["z"]], 1)
+    assert np.abs(pos - baked["means"].numpy()).max() <= pos_tol
+    dc = np.stack([cols[f"f_dc_{i}"] for i in range(3)], 1)
+    # colours compared as the RGB a viewer shows (0.5 + C0 dc), the quantity the formats quantise
+    assert np.abs(SH_C0 * (dc - baked["sh0"][:, 0].numpy())).max() <= col_tol
+    k1 = baked["shN"].shape[1]
+    if k1:
+        rest = np.stack([cols[f"f_rest_{i}"] for i in range(3 * k1)], 1).reshape(n, 3, k1).transpose(0, 2, 1)
+        assert np.abs(rest - baked["shN"].numpy()).max() <= rest_tol
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    assert np.abs(sig(cols["opacity"]) - sig(baked["opacities"].numpy())).max() <= alpha_tol
+    scl = np.stack([cols[f"scale_{i}"] for i in range(3)], 1)
+    assert np.abs(scl - baked["scales"].numpy()).max() <= scale_tol
+    q = np.stack([cols[f"rot_{i}"] for i in range(4)], 1)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    assert (1.0 - np.abs((q * baked["quats"].numpy()).sum(1))).max() <= quat_tol  # q and -q: the same rotation
+
+
+# -------------------------------------------------------------------------------------------- the choice
+def test_parse_formats_names_and_errors():
+    assert F.parse_formats(None) == ["ply", "bundle"]
+    assert F.parse_formats("SPZ, .ply,cs4d") == ["ply", "spz", "bundle"]
+    assert F.parse_formats(["html", "splatv"]) == ["splatv", "html"]
+    with pytest.raises(InputError, match=r"formats: unknown format 'gltf'"):
+        F.parse_formats("ply,gltf")
+    with pytest.raises(InputError, match="formats: no format chosen"):
+        F.parse_formats(" , ")
+
+
+def test_ply_sequence_names_follow_supersplat_rule(tmp_path):
+    m = MovingModel(n=50, k=1, frames=12)
+    files, _ = F.export_formats(m, str(tmp_path), m.times, ["ply"], prefix="hero_00007_")
+    names = [os.path.basename(f) for f in files]
+    assert names[0] == "hero_00007_frame_00001.ply" and len(names) == 12
+    assert F.is_supersplat_sequence(names)
+    # SuperSplat orders the frames by the trailing number: the same order as the frame times
+    key = [int(F._SEQUENCE_RULE.match(n.lower()).group(2)) for n in names]
+    assert key == sorted(key) == list(range(1, 13))
+    # two sets dropped together, or a bundle among them, are not one sequence
+    assert not F.is_supersplat_sequence(names + ["hero_00008_frame_00001.ply"])
+    assert not F.is_supersplat_sequence(names + ["hero_00007_bundle.cs4d"])
+
+
+# --------------------------------------------------------------------------------- .spz and .ply, read by splat-transform
+def test_spz_and_ply_read_by_splat_transform(tmp_path):
+    _need(SPLAT_TRANSFORM)
+    m = MovingModel(n=300, k=4, frames=25)
+    out = tmp_path / "out"
+    files, summary = F.export_formats(m, str(out), m.times, ["ply", "spz"], prefix="c_")
+    assert summary["spz"]["files"] == summary["ply"]["files"] == 25
+    assert summary["spz"]["bytes"] * 3 < summary["ply"]["bytes"]  # spz is the compact one
+    for fi in (0, 12, 24):
+        baked = m.baked(m.times[fi])
+        spz = _splat_transform_csv(out / f"c_frame_{fi + 1:05d}.spz", tmp_path)
+        # spz: 12 fractional bits (half a step 1.2e-4), colour bytes of 0.15 dc (half a step of RGB: 0.5/255/0.15 C0),
+        # alpha bytes, log-scale sixteenths, 9-bit smallest-three rotations, SH bytes bucketed to 8/128
+        _check_against_model(spz, baked, pos_tol=0.5 / 4096 + 1e-6, col_tol=0.5 / 255 / 0.15 * SH_C0 + 1e-5,
+                             rest_tol=4.5 / 128 + 1e-6, scale_tol=1 / 32 + 1e-5, quat_tol=2e-5, alpha_tol=0.5 / 255 + 1e-6)
+        ply = _splat_transform_csv(out / f"c_frame_{fi + 1:05d}.ply", tmp_path)
+        _check_against_model(ply, baked, pos_tol=1e-6, col_tol=1e-6, rest_tol=1e-6, scale_tol=1e-6, quat_tol=1e-6,
+                             alpha_tol=1e-6)
+    # our own reader agrees with splat-transform on the spz positions (same file, two decoders)
+    mine = F.read_spz(out / "c_frame_00013.spz")
+    st = _splat_transform_csv(out / "c_frame_00013.spz", tmp_path)
+    assert mine["version"] == F.SPZ_VERSION == 3
+    assert np.allclose(mine["means"], np.stack([st["x"], st["y"], st["z"]], 1), atol=1e-7)
+
+
+def test_spz_fractional_bits_shrink_for_large_scenes(tmp_path):
+    m = MovingModel(n=40, k=1, frames=2)
+    m.means = m.means * 4000.0  # beyond the 2048 the default 12 fractional bits reach
+    path = tmp_path / "big.spz"
+    b = m.baked(0.0)
+    F.write_spz(path, b["means"], b["quats"], b["scales"], b["opacities"], b["sh0"])
+    r = F.read_spz(path)
+    assert r["fractional_bits"] < 12
+    assert np.abs(r["means"] - b["means"].numpy()).max() <= 0.5 / (1 << r["fractional_bits"]) + 1e-3
+
+
+# ----------------------------------------------------------------------------------------- .splatv via gsplat.js
+def _gsplat_read(path: Path) -> dict:
+    r = subprocess.run([NODE, str(ROOT / "tests" / "readers" / "gsplat_splatv.mjs"), str(GSPLAT), str(path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_splatv_read_by_gsplat_js_matches_the_model(tmp_path):
+    _need(GSPLAT)
+    from charactershot_core import cameras as cam
+
+    m = MovingModel(n=300, k=1, frames=25)
+    rig = cam.orbit_rig(num_views=4, radius=3.0, width=64, height=48)
+    files, summary = F.export_formats(m, str(tmp_path), m.times, ["splatv"], prefix="c_", rig=rig)
+    out = _gsplat_read(Path(files[0]))
+    assert out["objects"] == 1 and out["width"] == 4096 and out["height"] == 1
+    # gsplat.js counts whole texture rows (1024 Gaussians each): ours first, then zero padding
+    assert out["vertexCount"] == 1024
+    gs = out["gaussians"]
+    assert all(g["rgba"] == [0, 0, 0, 0] and g["scale"] == [0, 0, 0] for g in gs[300:])
+    gs = gs[:300]
+    assert all(g["padding"] == [0, 0] for g in gs)
+    # gsplat.js puts its camera where the file's first camera is (INRIA cameras.json: camera centre)
+    assert np.allclose(out["camera"], rig.c2w_cv[0][:3, 3], atol=1e-5)
+    arr = lambda key: np.array([g[key] for g in gs], np.float64)  # noqa: E731
+    pos, motion, rot, omega, trbf = arr("position"), arr("motion"), arr("rotation"), arr("omega"), arr("trbf")
+    baked0 = m.baked(0.5)
+    rgba = arr("rgba")
+    assert np.abs(rgba[:, :3] / 255 - np.clip(0.5 + SH_C0 * baked0["sh0"][:, 0].numpy(), 0, 1)).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(rgba[:, 3] / 255 - torch.sigmoid(baked0["opacities"]).numpy()).max() <= 0.5 / 255 + 1e-6
+    assert np.allclose(arr("scale"), np.exp(baked0["scales"].numpy()), rtol=1e-3)
+    size = summary["splatv"]["fit"]["size"]
+    errs = []
+    for t in (m.times[3], m.times[20], 0.0, 1.0):
+        # splaTV's vertex shader: dt = t - centre; p = p0 + m1 dt + m2 dt^2 + m3 dt^3; q = normalise(q0 + w dt)
+        dt = t - trbf[:, :1]
+        p = pos + motion[:, 0:3] * dt + motion[:, 3:6] * dt ** 2 + motion[:, 6:9] * dt ** 3
+        assert np.allclose(np.exp(-(dt[:, 0] / trbf[:, 1]) ** 2), 1.0, atol=1e-5)  # visible all clip long
+        b = m.baked(t)
+        e = np.linalg.norm(p - b["means"].numpy(), axis=1) / size
+        errs.append(e)
+        q = rot + omega * dt
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        ang = np.degrees(2 * np.arccos(np.clip(np.abs((q * b["quats"].numpy()).sum(1)), 0, 1)))
+        assert ang.max() < 1.0
+    errs = np.concatenate(errs)
+    # the sine swing over [0, 1] is nearly cubic: well under 1 % of the character's size everywhere
+    assert errs.max() < 0.005
+    # the figures the export reports are the ones a reader sees (same order of magnitude as measured here)
+    fit = summary["splatv"]["fit"]
+    assert fit["position_max_rel"] >= errs.max() * 0.5 and fit["position_mean_rel"] <= errs.max()
+    assert "cubic motion fit error" in F.summary_text(summary)
+
+
+def test_motion_fit_reports_what_a_cubic_cannot_follow():
+    times = np.linspace(0, 1, 25)
+    n = 200
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(n, 3))
+    c = rng.normal(size=(3, n, 3)) * 0.05
+    dt = times - 0.5
+    cubic = base[None] + dt[:, None, None] * c[0] + dt[:, None, None] ** 2 * c[1] + dt[:, None, None] ** 3 * c[2]
+    rot = np.zeros((25, n, 4))
+    rot[..., 0] = 1.0
+    fit = F.fit_motion(times, cubic, rot)
+    assert fit["report"]["position_max_rel"] < 1e-3  # exact up to the half-float storage
+    assert fit["report"]["gaussians_over_1pct"] == 0.0
+    # half of the Gaussians jump halfway through the clip: the report says so instead of hiding it
+    jump = cubic.copy()
+    jump[13:, : n // 2, 0] += 0.5
+    rep = F.fit_motion(times, jump, rot)["report"]
+    assert rep["gaussians_over_1pct"] == pytest.approx(0.5, abs=0.01)
+    assert rep["position_max_rel"] > 0.01
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def test_bad_inputs_leave_no_files(tmp_path, monkeypatch):
+    m = MovingModel(n=30, k=1, frames=3)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="formats: unknown format 'obj'"):
+        F.export_formats(m, str(out), m.times, "ply,obj")
+    monkeypatch.setattr(F, "SPZ_MAX_POINTS", 29)
+    with pytest.raises(InputError, match=r"formats: spz: 30 Gaussians are more than \.spz readers accept \(29\)"):
+        F.export_formats(m, str(out), m.times, "ply,spz")
+    monkeypatch.setattr(F, "SPLATV_MAX_GAUSSIANS", 10)
+    with pytest.raises(InputError, match=r"formats: splatv: 30 Gaussians are more than a \.splatv player holds"):
+        F.export_formats(m, str(out), m.times, ["splatv"])
+    empty = MovingModel(n=30, k=1, frames=3)
+    empty.num_gaussians = 0
+    with pytest.raises(InputError, match="gaussians: the model has no Gaussians"):
+        F.export_formats(empty, str(out), m.times, ["ply"])
+    # a failure in the middle of a set (the html step) leaves none of the set, not even the finished .ply files
+    monkeypatch.undo()
+    monkeypatch.setattr(F, "html_bytes", lambda bundle: (_ for _ in ()).throw(InputError("html", "boom")))
+    with pytest.raises(InputError, match="html: boom"):
+        F.export_formats(m, str(out), m.times, ["ply", "spz", "html"])
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_export_writes_each_format(tmp_path, capsys):
+    from charactershot_core.__main__ import main
+    from charactershot_core.gaussians.model import make_gaussians
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(120, 3, generator=g) * 0.3
+    model = make_gaussians(pts, torch.rand(120, 3, generator=g), 0.02, 0, [0.0, 0.5, 1.0], None)
+    weights = tmp_path / "gaussians.safetensors"
+    model.save(str(weights))
+    out = tmp_path / "exp"
+    rc = main(["export", "--weights", str(weights), "--out", str(out), "--formats", "ply,spz,splatv,html,bundle"])
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    # a static model: one file per format
+    assert names == ["bundle.cs4d", "gaussians.ply", "gaussians.spz", "motion.splatv", "viewer.html"]
+    err = capsys.readouterr().err
+    assert "spz: 1 file(s)" in err and "cubic motion fit error" in err
+    assert main(["export", "--weights", str(weights), "--out", str(tmp_path / "x"), "--formats", "usd"]) == 1
+    assert "--formats: unknown format 'usd'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------ through ComfyUI
+def test_save_4d_node_writes_the_chosen_formats(comfy):
+    from charactershot_core.gaussians.model import make_gaussians
+    from tests.comfy_host import WorkflowError
+
+    g = torch.Generator().manual_seed(1)
+    pts = torch.randn(150, 3, generator=g) * 0.3
+    model = make_gaussians(pts, torch.rand(150, 3, generator=g), 0.02, 0, [0.0], None)
+    model.save(str(comfy.input_dir / "formats_model.safetensors"))
+
+    def prompt(prefix, **flags):
+        return {"1": {"class_type": "CharacterShotLoad4DGaussians", "inputs": {"file": "formats_model.safetensors"}},
+                "2": {"class_type": "CharacterShotSave4DGaussians",
+                      "inputs": {"gaussians": ["1", 0], "filename_prefix": prefix, "times": "", "save_ply": True,
+                                 "save_bundle": False, "save_weights": False, **flags}}}
+
+    hist = comfy.run(prompt("charactershot/fmt", save_spz=True, save_splatv=True, save_html=True), timeout=300)
+    out = hist["outputs"]["2"]
+    names = sorted(f["filename"] for f in out["charshot_4d"])
+    stem = names[0].split("_gaussians")[0]
+    assert names == sorted(f"{stem}_{n}" for n in ("gaussians.ply", "gaussians.spz", "motion.splatv", "viewer.html"))
+    assert all(f["subfolder"] == "charactershot" and f["type"] == "output" for f in out["charshot_4d"])
+    text = out["text"][0]
+    assert "spz: 1 file(s)" in text and "cubic motion fit error" in text
+    html = comfy.view(f"{stem}_viewer.html", "charactershot", "output")
+    assert html.startswith(b"<!DOCTYPE html>") and b"id=\"charshot-bundle\"" in html
+    # a prefix that leaves the output folder is refused and writes nothing
+    before = sorted(p.relative_to(comfy.output_dir.parent) for p in comfy.output_dir.parent.rglob("*") if p.is_file())
+    with pytest.raises(WorkflowError, match="filename_prefix"):
+        comfy.run(prompt("../outside/fmt", save_spz=True), timeout=120)
+    after = sorted(p.relative_to(comfy.output_dir.parent) for p in comfy.output_dir.parent.rglob("*") if p.is_file())
+    assert [p for p in after if p not in before and "fmt" in str(p)] == []

@@ -225,6 +225,16 @@ def test_round_trip_through_pose_keypoint():
     assert np.allclose(again.poses[0].body, seq.poses[0].body)
 
 
+def test_pixel_reading_warns_when_the_canvas_does_not_fit_the_points():
+    ok = parse_pose_keypoints([_frame([_person(FIGURE, pixels=True)])], name="driving_pose")
+    assert ok.pixel_coords and not ok.warnings
+    # the figure's pixels (up to x = 412) on a canvas declared 10x smaller: points 5 canvases to the right
+    wrong = parse_pose_keypoints([_frame([_person(FIGURE, pixels=True)], w=72, h=48)], name="driving_pose")
+    assert wrong.pixel_coords and len(wrong.warnings) == 1
+    assert "driving_pose: frame 0 has keypoints more than a whole canvas outside the frame (read as pixels on " \
+           "72x48); check canvas_width / canvas_height" in wrong.warnings[0]
+
+
 def test_bad_min_score_names_the_input():
     for bad in (-0.1, 1.5, "high"):
         with pytest.raises(InputError, match="min_score: expected a number from 0 to 1"):

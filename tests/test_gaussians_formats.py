@@ -326,3 +326,88 @@ def test_save_4d_node_writes_the_chosen_formats(comfy):
         comfy.run(prompt("../outside/fmt", save_spz=True), timeout=120)
     after = sorted(p.relative_to(comfy.output_dir.parent) for p in comfy.output_dir.parent.rglob("*") if p.is_file())
     assert [p for p in after if p not in before and "fmt" in str(p)] == []
+
+
+# ------------------------------------------------------------------------ the one-file HTML in Chromium, offline
+class SyntheticModel:
+    """The synthetic character's exact Gaussians (known motion: the arm rises mid-wave) behind the exporters'
+    interface."""
+
+    def __init__(self, n=3000, frames=5):
+        from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+        self.ch = SyntheticCharacter("wave", seed=0, n_gaussians=n)
+        self.config = {"times": [i / (frames - 1) for i in range(frames)], "rasterize_mode": "classic"}
+        self.sh_degree, self.is_dynamic, self.num_gaussians = 0, True, n
+
+    @property
+    def times(self):
+        return self.config["times"]
+
+    def baked(self, t=None):
+        g = self.ch.gaussians_at(0.0 if t is None else float(t))
+        o = g["opacities"].clamp(1e-4, 1 - 1e-4)
+        return {"means": g["means"], "scales": torch.log(g["scales"]), "quats": g["quats"],
+                "opacities": torch.log(o / (1 - o)), "sh0": ((g["colors"] - 0.5) / SH_C0)[:, None],
+                "shN": torch.zeros(g["means"].shape[0], 0, 3)}
+
+
+def test_one_file_html_plays_from_disk_with_the_network_off(tmp_path):
+    from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
+
+    if not CHROMIUM:
+        if os.environ.get("CHARSHOT_SKIP_BROWSER") == "1":
+            pytest.skip("browser tests skipped (CHARSHOT_SKIP_BROWSER=1)")
+        pytest.fail(f"{INSTALL_HINT}; or set CHARSHOT_SKIP_BROWSER=1 to skip the browser tests", pytrace=False)
+    from charactershot_core.cameras import official_rig
+
+    m = SyntheticModel()
+    files, summary = F.export_formats(m, str(tmp_path), m.times, ["html"], prefix="wave_", rig=official_rig())
+    assert [os.path.basename(f) for f in files] == ["wave_viewer.html"]
+    text = Path(files[0]).read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text  # nothing to fetch: viewer, worker and data inline
+    b = Chromium("about:blank", width=640, height=560)
+    try:
+        page = b.page
+        page.call("Network.enable")
+        page.call("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1,
+                  uploadThroughput=-1)
+        page.call("Page.navigate", url=Path(files[0]).as_uri())
+        page.wait_for("window.charshotLoaded === true", timeout=90)
+        V = "window.charshotViewer"
+        capture = f"""(async () => {{ const v = {V};
+            for (let i = 0; i < 400; i++) {{ if (v.displayedFrame === v.wantFrame && !v.inflight && v.sortedViewId === v.viewId) break;
+              await new Promise(r => setTimeout(r, 25)); }}
+            const c = v.capture(); let s = ''; const u8 = c.data;
+            for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode(...u8.subarray(i, i + 0x8000));
+            return {{w: c.width, h: c.height, data: btoa(s)}}; }})()"""
+
+        def grab():
+            import base64
+
+            r = page.eval(capture)
+            return np.frombuffer(base64.b64decode(r["data"]), np.uint8).reshape(r["h"], r["w"], 4)[..., :3]
+
+        info = page.eval(f"({{count: {V}.scene.count, frames: {V}.scene.frames, msg: {V}.message, "
+                         f"cams: {V}.cameras().views.length}})")
+        assert info["count"] == 3000 and info["frames"] == 5 and not info["msg"], info
+        assert info["cams"] == 21  # the rig travelled inside the page (snap-to-camera works offline too)
+        page.eval(f"""(() => {{ {V}.pause(); const s = {V}.ui.slider; s.value = '0';
+            s.dispatchEvent(new Event('input', {{bubbles: true}})); return true; }})()""")
+        page.wait_for(f"{V}.displayedFrame === 0", timeout=20)
+        first = grab()
+        page.eval(f"""(() => {{ const s = {V}.ui.slider; s.value = '2';
+            s.dispatchEvent(new Event('input', {{bubbles: true}})); return true; }})()""")
+        page.wait_for(f"{V}.displayedFrame === 2", timeout=20)
+        mid = grab()
+        drawn = (np.abs(first.astype(int) - 255).max(-1) > 24).mean()
+        assert 0.01 < drawn < 0.8, f"fraction of non-background pixels {drawn:.3f}"
+        changed = (np.abs(first.astype(int) - mid.astype(int)).max(-1) > 40).mean()
+        assert changed > 0.003, f"only {changed:.4f} of the pixels changed between frame 1 and frame 3"
+        assert page.eval(f"{V}.ui.label.textContent") == "3/5"
+        assert not [c for c in page.console if c.startswith("EXCEPTION")], page.console
+        art = ROOT / "tests" / "artifacts"
+        art.mkdir(exist_ok=True)
+        page.screenshot(art / "one_file_html.png")
+    finally:
+        b.close()

@@ -17,6 +17,7 @@ from ..errors import InputError
 _EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|class|const|let)\b)", re.M)
 _EXPORTED = re.compile(r"^export\s+(?:async\s+)?(?:function\*?|class|const|let)\s+([A-Za-z_$][\w$]*)", re.M)
 _IMPORT_DATA = re.compile(r"^import\s*\{([^}]*)\}\s*from\s*\"\./splat4d_data\.js\";\s*$", re.M)
+_MODULE_WORKER = re.compile(r"new Worker\(WORKER_URL, \{ type: \"module\", ")
 _WORKER_URL = re.compile(r"^const WORKER_URL = new URL\(\"\./splat4d_sort_worker\.js\", import\.meta\.url\);\s*$", re.M)
 
 
@@ -41,7 +42,7 @@ def viewer_module(folder: str) -> str:
     worker = _read(folder, "splat4d_sort_worker.js")
     names = _EXPORTED.findall(data)
     imp = _IMPORT_DATA.search(viewer)
-    if not names or not imp or not _WORKER_URL.search(viewer):
+    if not names or not imp or not _WORKER_URL.search(viewer) or not _MODULE_WORKER.search(viewer):
         raise InputError("html", "the viewer sources changed shape (imports or worker URL); update html_viewer.py")
     data_body = _EXPORT.sub("", data)
     wanted = [x.strip() for x in imp.group(1).split(",") if x.strip()]
@@ -49,7 +50,11 @@ def viewer_module(folder: str) -> str:
     viewer_body = _WORKER_URL.sub(
         "const WORKER_URL = URL.createObjectURL(new Blob([__charshotWorkerSource], { type: \"text/javascript\" }));",
         viewer_body)
+    # a page opened from file:// has an opaque origin: Chromium refuses module workers from its Blob URLs, so the
+    # worker runs as a classic script (its source has no imports; "export" is dropped)
+    viewer_body = _MODULE_WORKER.sub("new Worker(WORKER_URL, { ", viewer_body)
     viewer_body = _EXPORT.sub("", viewer_body)
+    worker = _EXPORT.sub("", worker)
     return (f"const __charshotWorkerSource = {json.dumps(worker)};\n"
             f"const __charshotData = (() => {{\n{data_body}\nreturn {{ {', '.join(names)} }};\n}})();\n"
             f"{viewer_body}\n")

@@ -213,7 +213,7 @@ class Fit4DGaussians(io.ComfyNode):
 
         with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
             result = fit(video, cfg, callback)
-            rep = training_report(result.model, video, result.backend)
+            rep = training_report(result.model, video, backend)  # the choice, like every other render
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),
                                "backend": result.backend, "device": result.device, "width": video.width,

@@ -17,6 +17,8 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..charactershot_core import cameras as cam
+from ..charactershot_core.distributed import serverconfig
+from ..charactershot_core.distributed.serverconfig import EXECUTION, HERE
 from ..charactershot_core.errors import CharacterShotError, InputError
 from ..charactershot_core.gaussians.data import MultiViewVideo, default_times
 from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
@@ -137,10 +139,17 @@ class MultiViewSampler(io.ComfyNode):
                                  tooltip="Reuse view groups already sampled with the same inputs, model and seed "
                                          "(kept in ComfyUI's temp folder until the server restarts)."),
                 io.String.Input("ray_address", default="", optional=True,
-                                tooltip="Empty: sample here. HOST:PORT of a running Ray cluster ('ray start --head' "
-                                        "prints it), 'auto' or 'local': send the view groups to Ray actors (one "
-                                        "per GPU), driven from a child process; model paths must be the same on "
-                                        "the cluster's machines (docs/distributed.md)."),
+                                display_name="ray_address (removed: leave empty)",
+                                tooltip="Removed: a workflow cannot choose the machine the server connects to. "
+                                        "Kept so that old workflows load: a value here stops the run with an "
+                                        "error and connects nowhere. Use 'execution'."),
+                io.Combo.Input("execution", options=list(EXECUTION), default=HERE, optional=True,
+                               tooltip="here: sample in this server. ray: send the view groups to the Ray cluster "
+                                       "the server's owner configured (CHARSHOT_RAY_ADDRESS or "
+                                       "user/__charactershot/ray.json; model paths must be the same on the "
+                                       "cluster's machines). ray local: a private Ray on this machine, one actor "
+                                       "per GPU, if the owner allows it (CHARSHOT_RAY_LOCAL=1). "
+                                       "docs/distributed.md"),
             ],
             outputs=[
                 MultiView.Output(display_name="multiview", tooltip="The multi-view videos with their cameras and "
@@ -151,11 +160,19 @@ class MultiViewSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, ray_address=None):
+        """Old workflows: a ``ray_address`` value is refused when the prompt is queued (nothing runs)."""
+        msg = serverconfig.old_address_error(ray_address)
+        return True if msg is None else msg
+
+    @classmethod
     def execute(cls, model, vae, text, views, pose_frames, reference_pose, seed, steps, cfg, scheduler,
                 cameras=None, num_frames=25, dynamic_cfg="auto", group_size=5, groups="", low_memory=False,
-                camera_source="checkpoint", reuse_finished=True, ray_address=""):
+                camera_source="checkpoint", reuse_finished=True, ray_address="", execution=HERE):
         import comfy.model_management as mm
         import folder_paths
+
+        ray_target = _ray_target(execution, ray_address)  # before anything: an old address is refused here
 
         rig = cameras if cameras is not None else cam.official_rig()
         v_imgs = _images_uint8(views, "views")
@@ -207,8 +224,8 @@ class MultiViewSampler(io.ComfyNode):
                      "reused" if res.reused else "sampled", res.views, res.path)
 
         try:
-            if (ray_address or "").strip():
-                result = _sample_on_ray(job, model, vae, camera_source, ray_address.strip(), store, wanted,
+            if ray_target is not None:
+                result = _sample_on_ray(job, model, vae, camera_source, ray_target, store, wanted,
                                         on_step, on_group, reuse_finished, worker.identity)
             else:
                 result = sample_multiview(job, LocalExecutor(worker), store, wanted, on_step, on_group,
@@ -236,6 +253,17 @@ class MultiViewSampler(io.ComfyNode):
                    f"{result.sampled or 'none'}, reused {result.reused or 'none'}; kept in {store.root}")
         text_ui = "\n".join([f"WARNING: {m}" for m in warnings] + [summary])
         return io.NodeOutput(mv, mv.frames.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))  # shares storage
+
+
+def _ray_target(execution, ray_address):
+    """The Ray address for this run from the server's configuration (None: sample here). The removed
+    ``ray_address`` input of old workflows is never used as an address: a value there is an error."""
+    cfg = serverconfig.RayServerConfig()
+    if execution != HERE and serverconfig.old_address_error(ray_address) is None:
+        import folder_paths
+
+        cfg = serverconfig.load(os.environ, folder_paths.get_user_directory())  # read at every run
+    return serverconfig.resolve(execution, ray_address, cfg)
 
 
 def _sample_on_ray(job, model, vae, camera_source, address, store, wanted, on_step, on_group, reuse, identity):
@@ -267,6 +295,11 @@ def _sample_on_ray(job, model, vae, camera_source, address, store, wanted, on_st
         spec = SamplerSpec(checkpoint=checkpoint, vae=vae.source, camera=model.camera_source, dtype=dtype,
                            weight_storage=model.weight_storage, text_mode=model.text_mode,
                            camera_source=camera_source)
+        if address in ("local", "auto"):
+            import comfy.model_management as mm
+
+            mm.unload_all_models()  # the actors on this machine load their own copies of the models
+            mm.soft_empty_cache()
         remote = submit_to_ray(job, spec, address, store.root, todo, on_step=on_step, on_group=on_group,
                                log=lambda m: log.info("[CharacterShot] ray: %s", m))
         done.update(remote.results)

@@ -96,6 +96,30 @@ def test_saved_files_appear_under_the_node_and_stay_out_of_the_prompt(page):
     assert "charshot_saved_files" not in names["inputs"]
 
 
+@pytest.mark.parametrize("old_value", ["", "10.0.0.5:6379"])
+def test_a_workflow_saved_with_ray_address_keeps_its_widgets_in_place(page, comfy, old_value):
+    """A Multi-View Sampler saved before 'execution' existed has one widget value fewer, the last one ray_address.
+    The editor fills widgets by position: the old value must land on ray_address (so it is refused by name, never
+    read as something else) and execution must take its default; a non-empty one is refused when queued."""
+    info = comfy.object_info("CharacterShotMultiViewSampler")["CharacterShotMultiViewSampler"]
+    assert info["input_order"]["optional"][-2:] == ["ray_address", "execution"]
+    template = json.loads((OUT / "charactershot_multiview_from_views.json").read_text())
+    node = next(n for n in template["nodes"] if n["type"] == "CharacterShotMultiViewSampler")
+    assert node["widgets_values"][-2:] == ["", "here"]
+    node["widgets_values"] = node["widgets_values"][:-2] + [old_value]  # the old layout: ..., reuse_finished, ray_address
+    prompt = page.eval(f"""(async () => {{
+        await window.app.loadGraphData({json.dumps(template)});
+        return (await window.app.graphToPrompt()).output;
+    }})()""")
+    got = prompt[str(node["id"])]["inputs"]
+    assert (got["ray_address"], got["execution"], got["reuse_finished"]) == (old_value, "here", True), got
+    status, body = comfy.queue(prompt)
+    assert status == 400  # the template's full-size models are not on the test host anyway
+    errors = [e["details"] for e in body.get("node_errors", {}).get(str(node["id"]), {}).get("errors", [])]
+    refused = [d for d in errors if d.startswith("ray_address - this input is no longer used and must be empty")]
+    assert bool(refused) == bool(old_value), errors
+
+
 # ------------------------------------------------------------------------------------ the inline 4D preview
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 FRAMES, VIEWS = 3, 21

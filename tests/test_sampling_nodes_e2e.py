@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,17 +176,107 @@ def test_a_subset_of_groups_gives_their_views(comfy, tiny):
     assert "groups: group indices [7] out of range: the job has 2 groups" in e.value.message
 
 
-def test_groups_on_a_local_ray_equal_the_local_run(comfy, tiny):
-    """ray_address='local': the group goes to a Ray actor through a child-process driver (Ray never starts in the
-    server) and comes back byte-identical to the in-process run."""
+def _ray_config(comfy, data):
+    """The server owner's Ray configuration file (read by the node at every run); None removes it."""
+    path = comfy.user_dir / "__charactershot" / "ray.json"
+    if data is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def ray_config(comfy):
+    yield lambda data: _ray_config(comfy, data)
+    _ray_config(comfy, None)
+
+
+def _submit_children(pid):
+    """Processes under ``pid`` that run the Ray driver module."""
+    found, todo = [], [pid]
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append((int(stat.parent.name), cmd))
+    while todo:
+        for child, cmd in children.get(todo.pop(), []):
+            todo.append(child)
+            if "charactershot_core.distributed.submit" in cmd:
+                found.append(cmd)
+    return found
+
+
+def test_an_old_ray_address_connects_nowhere(comfy, tiny, ray_config):
+    """The removed ray_address input (old API prompts and saved workflows): any value is refused with a named
+    error, typed (refused when queued) or linked (refused before the node does anything); the address's socket sees
+    no connection and no Ray driver child starts, even on a server whose owner enabled Ray."""
+    ray_config({"local": True})
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        for execution in ("here", "ray local"):
+            typed = _graph(groups="1", reuse_finished=False, ray_address=address, execution=execution)
+            with pytest.raises(WorkflowError) as e:
+                comfy.run(typed, timeout=60)
+            assert e.value.status == 400
+            details = [err["details"] for err in e.value.body["node_errors"]["9"]["errors"]]
+            assert details == [details[0]] and details[0].startswith(
+                "ray_address - this input is no longer used and must be empty: a workflow cannot choose the machine "
+                "the server connects to"), details
+        linked = _graph(groups="1", reuse_finished=False, ray_address=["20", 0], execution="ray local")
+        linked["20"] = {"class_type": "PrimitiveString", "inputs": {"value": address}}
+        with pytest.raises(WorkflowError) as e:
+            comfy.run(linked, timeout=300)
+        assert e.value.message.startswith("ray_address: this input is no longer used"), e.value.message
+        assert not _progress(e.value.events, "9"), "the sampler did not start"
+        listener.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            conn, peer = listener.accept()
+            conn.close()
+            pytest.fail(f"the server connected to the address of the workflow (from {peer})")
+    assert _submit_children(comfy.proc.pid) == []
+
+
+def test_an_unconfigured_server_refuses_ray(comfy, tiny, ray_config):
+    ray_config(None)
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(_graph(groups="1", execution="ray"), timeout=300)
+    assert e.value.message.startswith(
+        "execution: 'ray' sends the view groups to the Ray cluster configured by the server's owner, and this "
+        "server has none. The owner enables it by starting ComfyUI with CHARSHOT_RAY_ADDRESS=HEAD_HOST:6379 in its "
+        'environment, or by writing {"address": "HEAD_HOST:6379"} to __charactershot/ray.json in ComfyUI\'s user '
+        "directory"), e.value.message
+    ray_config({"address": "10.0.0.5:6379"})  # a cluster, but no local Ray
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(_graph(groups="1", execution="ray local"), timeout=300)
+    assert e.value.message.startswith("execution: 'ray local' starts a Ray with actors on this server's machine, "
+                                      "which the server's owner has not allowed"), e.value.message
+    ray_config({"adress": "10.0.0.5:6379"})
+    with pytest.raises(WorkflowError) as e:
+        comfy.run(_graph(groups="1", execution="ray"), timeout=300)
+    assert "ray.json: unknown key(s) ['adress']" in e.value.message
+    assert _submit_children(comfy.proc.pid) == []
+
+
+def test_groups_on_a_configured_local_ray_equal_the_local_run(comfy, tiny, ray_config):
+    """execution='ray local' on a server whose owner allows it: the group goes to a Ray actor through a
+    child-process driver (Ray never starts in the server) and comes back byte-identical to the in-process run."""
     pytest.importorskip("ray")
+    ray_config({"local": True})
     here = _graph(groups="1")
     here["10"]["inputs"]["filename_prefix"] = "samp/here"
     comfy.run(here, timeout=600)
-    remote = _graph(groups="1", reuse_finished=False, ray_address="local")
+    remote = _graph(groups="1", reuse_finished=False, execution="ray local")
     remote["10"]["inputs"]["filename_prefix"] = "samp/ray"
     hist = comfy.run(remote, timeout=900)
     assert "groups sampled [1], reused none" in _text(hist, "9")
+    assert "ray: 1 actor(s) ready" in comfy.log_text()
     a = sorted((comfy.output_dir / "samp").glob("here_*"))[0]
     b = sorted((comfy.output_dir / "samp").glob("ray_*"))[0]
     for v in range(5):

@@ -8,5 +8,6 @@ Nothing here imports Ray until it is asked for; the pack works without it.
 * :mod:`.jobs`: the ``batch`` jobs file (characters with views, poses, seeds, output folders);
 * :mod:`.batch`: whole characters (groups -> assembly -> 4D fit task -> export) over an executor;
 * :mod:`.submit`: :func:`submit_to_ray`, the Ray driver in a child process (safe to call from a server);
+* :mod:`.serverconfig`: where a server (ComfyUI) may send groups, from its owner's configuration, never a workflow;
 * :mod:`.cli`: ``python -m charactershot_core batch JOBS.json``.
 """

@@ -68,7 +68,8 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
 
     ``spec``: a :class:`~charactershot_core.sampling.worker.SamplerSpec` (paths as the cluster's nodes see them).
     ``address``: ``HOST:PORT`` of a running cluster (``ray start --head`` prints it), ``auto`` (the cluster started
-    on this machine) or ``local`` (a private Ray in the child, using this machine's GPUs).  ``store_root``: the
+    on this machine) or ``local`` (a private Ray in the child, using this machine's GPUs); a server takes it from
+    its owner's configuration (:mod:`.serverconfig`), never from a request.  ``store_root``: the
     group store folder (finished groups are reused from it and written to it).  ``on_step(group, step, steps,
     None)`` and ``on_group(GroupResult)`` are called in this thread; an exception raised by either (an interrupt)
     stops the child and its actors and is re-raised; finished groups stay in the store.  Errors: an unreachable

@@ -9,7 +9,7 @@ import pytest
 
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians.metrics import (FG_PAD, clip_boxes, clip_scores, frame_change, motion_scores,
-                                                  score, summary_text)
+                                                  moving_psnr, score, summary_text)
 
 
 def _square_clip(positions, size=8, h=32, w=40, value=0.2):
@@ -74,6 +74,11 @@ def test_box_psnr_counts_a_ghost_outside_the_frames_own_foreground():
     empty[0, 1] = 1.0
     assert score(ghost[0, 1:], gt[0, 1:])["psnr_fg"] == pytest.approx(score(empty[0, 1:], gt[0, 1:])["psnr_fg"])
     assert clip_scores(empty, gt)["box_psnr_per_frame"][1] > s["box_psnr_per_frame"][1] + 2.0
+    # PSNR where the ground truth moves: both squares' pixels (128 of them); frame 0 exact, frame 1 all wrong by 0.8
+    mv = moving_psnr(ghost, gt)
+    assert mv["moving_psnr"] == pytest.approx(10 * math.log10(1 / (128 * 0.64 / 256)), abs=1e-6)
+    assert mv["moving_fraction"] == pytest.approx(128 / n)
+    assert moving_psnr(gt, gt)["moving_psnr"] == math.inf and moving_psnr(gt[:, :1], gt[:, :1])["moving_psnr"] is None
 
 
 def test_motion_ratio_static_vs_moving():

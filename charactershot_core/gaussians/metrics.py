@@ -23,6 +23,7 @@ Metrics that see motion (clips ``(V, T, H, W, 3)``: V views of T frames, frames 
   (0-255 scale); ``ratio = change(pred) / change(gt)`` (frame-to-frame). ``ratio_first`` uses
   ``|X[v,t] - X[v,0]|`` instead (the change from the first frame). A render that never changes scores 0, a perfect
   one 1; flicker raises ``ratio`` more than ``ratio_first``. ``None`` when the ground truth does not change.
+  With it, ``moving_psnr``: PSNR on the pixels where the ground truth moves (``moving_psnr()``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..errors import InputError
 
 FG_THRESHOLD = 0.97
 FG_PAD = 4
+MOVING_THRESHOLD = 0.1  # a ground-truth pixel "moves" when a channel changes by more than this between frames
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -255,7 +257,34 @@ def motion_scores(pred, gt, boxes=None) -> dict:
         out[f"ratio{suffix}"] = (cf / cg) if cg > 1e-9 else None
         out[f"fit{suffix}"] = round(cf, 4)
         out[f"gt{suffix}"] = round(cg, 4)
+    out.update(moving_psnr(a, b, boxes))
     return out
+
+
+def moving_psnr(pred, gt, boxes=None, tau: float = MOVING_THRESHOLD) -> dict:
+    """PSNR on the pixels the ground truth's motion touches: per view, the pixels of its box where some channel of
+    the ground truth changes by more than ``tau`` between two consecutive frames; the squared error of every frame
+    on those pixels is pooled over views and frames. ``moving_psnr`` (None when nothing moves) and
+    ``moving_fraction`` (the share of the boxes' pixels that move). A fit that leaves a limb behind (a ghost) or
+    does not move is judged on exactly the pixels where that shows, which the whole box dilutes."""
+    a, b = _clip_pair(pred, gt)
+    boxes = clip_boxes(b) if boxes is None else boxes
+    se, n, area = 0.0, 0, 0
+    for k in range(a.shape[0]):
+        ca, cb = _crop(a[k], boxes[k]), _crop(b[k], boxes[k])
+        area += ca.shape[1] * ca.shape[2]
+        if cb.shape[0] < 2:
+            continue
+        moving = ((cb[1:] - cb[:-1]).abs().amax(-1) > tau).any(0)  # (h, w)
+        m = int(moving.sum())
+        if m:
+            se += float(((ca - cb) ** 2)[:, moving].sum())
+            n += m * ca.shape[0] * 3
+    if n == 0:
+        return {"moving_psnr": None, "moving_fraction": 0.0}
+    mse = se / n
+    return {"moving_psnr": (-10.0 * math.log10(mse)) if mse > 0 else math.inf,
+            "moving_fraction": round(n / (3 * a.shape[1] * area), 4)}
 
 
 def _num(x, fmt: str = ".2f") -> str:
@@ -284,5 +313,6 @@ def summary_text(m: dict) -> str:
     if isinstance(mo, dict) and "ratio" in mo:
         lines.append(f"motion ratio ({mo.get('views', 'held-out')} views, {len(mo.get('frames', []))} frames): "
                      f"{_num(mo['ratio'])} frame to frame, {_num(mo['ratio_first'])} from the first frame "
-                     f"(fit {_num(mo['fit'], '.3f')} vs ground truth {_num(mo['gt'], '.3f')} on the 0-255 scale)")
+                     f"(fit {_num(mo['fit'], '.3f')} vs ground truth {_num(mo['gt'], '.3f')} on the 0-255 scale); "
+                     f"PSNR where the character moves {_num(mo.get('moving_psnr'))} dB")
     return "\n".join(lines)

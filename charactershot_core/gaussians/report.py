@@ -53,6 +53,7 @@ def report_text(rep: dict, fit_line: str = "") -> str:
     if mo is not None:
         r = "n/a (the input does not move)" if mo["ratio"] is None else f"{mo['ratio']:.2f}"
         rf = "n/a" if mo["ratio_first"] is None else f"{mo['ratio_first']:.2f}"
+        mp = "n/a" if mo.get("moving_psnr") is None else f"{mo['moving_psnr']:.2f} dB"
         lines.append(f"  motion ratio {r} frame to frame, {rf} from the first frame (1 = moves as much as the input, "
-                     f"0 = still)")
+                     f"0 = still); PSNR where the input moves {mp}")
     return "\n".join(lines)

@@ -150,3 +150,10 @@ def test_fit4d_video_without_heldout_views_reports_motion_on_training_views(tmp_
     m = json.loads((out / "metrics.json").read_text())
     assert m["heldout.psnr"] is None and m["train"]["frames"] == [0, 1, 2, 3, 4]
     assert m["motion"]["views"] == "training" and m["motion"]["ratio"] is not None
+
+
+def test_demo_rejects_an_unknown_motion_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--motion", "dance", "--backend", "torch"]) == 1
+    err = capsys.readouterr().err
+    assert "motion" in err and "walk" in err and "turn" in err
+    assert not (tmp_path / "d" / "multiview").exists()

@@ -8,10 +8,10 @@ Every fit goes through the user's command, ``python -m charactershot_core fit4d`
            views 3, 10, 17 held out, and held-out times (``--holdout-times``, default "auto": frames 2, 6, 10, ...,
            every 4th frame from frame 2, never the last; for 9 frames 2 and 6). One fit per motion x budget
            (``--budgets``, default 60, 120, 300 s) x neighbour term (``--neighbour on,off``: the fit's defaults, or
-           ``--neighbour-weight 0``). Reported: motion ratio and PSNR on the pixels the motion touches (held-out
-           views, all frames), character-box PSNR / SSIM
-           on the held-out views at the training frames (mean and worst frame), box PSNR / SSIM at the held-out
-           times (interpolation), box PSNR on the training views, iterations.
+           with ``--off-args``, default ``--neighbour-weight 0``). Reported: motion ratio and PSNR on the pixels the
+           motion touches (held-out views, all frames), character-box PSNR / SSIM on the held-out views at the
+           training frames (mean and worst frame), box PSNR / SSIM at the held-out times (interpolation), box PSNR
+           on the training views, iterations.
   real     the 21 real views of shared/fixtures/charactershot_example (static, one frame per view), views 3, 10, 17
            held out, at ``--scale`` within ``--seconds`` (default 300). Earlier figure to keep: held-out box PSNR
            35.03 dB, whole-image 43.43 dB (docs/4d.md).
@@ -108,7 +108,7 @@ def row_of(m: dict) -> dict:
     hi = m.get("heldout_intermediate") or {}
     tr = m.get("train") or {}
     mo = m.get("motion") or {}
-    return {"iterations": m.get("iterations"), "seconds": m.get("seconds"), "gaussians": m.get("gaussians"),
+    return {"motion_model": m.get("motion_model"), "iterations": m.get("iterations"), "seconds": m.get("seconds"), "gaussians": m.get("gaussians"),
             "backend": m.get("backend"), "motion_ratio": mo.get("ratio"), "motion_ratio_first": mo.get("ratio_first"),
             "moving_psnr": mo.get("moving_psnr"),
             "psnr": h.get("psnr"), "ssim": h.get("ssim"),
@@ -126,7 +126,9 @@ def _f(x, fmt=".2f"):
 
 def markdown(results: dict, args) -> str:
     out = [f"# bench_fit4d results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-           f"Command: `{results['command']}`  ", f"Machine: {results['machine']}", ""]
+           f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ",
+           f"Motion model: {', '.join(sorted({str(r.get('motion_model')) for r in results.get('motions', [])})) or '-'}; "
+           f"'neighbour off' = fit4d {args.off_args}", ""]
     rows = results.get("motions", [])
     if rows:
         out += [f"Synthetic character, 21 views x {args.frames} frames at scale {args.scale}, views {HOLDOUT} held out, "
@@ -195,6 +197,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads for the fits (0: torch's default)")
     p.add_argument("--synth-gaussians", type=int, default=20000, help="Gaussians of the ground-truth character")
     p.add_argument("--fit-args", default="", help="extra fit4d options for every fit, e.g. \"--motion-model table\"")
+    p.add_argument("--off-args", default="--neighbour-weight 0",
+                   help="fit4d options of the 'neighbour off' fits (default: --neighbour-weight 0)")
     p.add_argument("--out", default="bench_out/fit4d")
     p.add_argument("--json", default=None, help="also write results.json's content here (benchmarks/gpu_measure.sh)")
     args = p.parse_args(argv)
@@ -220,7 +224,7 @@ def main(argv=None):
                     if nb not in ("on", "off"):
                         raise SystemExit(f"--neighbour: expected on and/or off, got {nb!r}")
                     extra = (["--holdout-times", ",".join(map(str, hold))] if hold else []) + \
-                        (["--neighbour-weight", "0"] if nb == "off" else [])
+                        (shlex.split(args.off_args) if nb == "off" else [])
                     name = f"{motion}_{budget:g}s_neighbour_{nb}"
                     m = run_fit(name, os.path.join(data, "multiview"), os.path.join(data, "cameras.json"), args.out,
                                 budget, args, extra)

@@ -150,9 +150,17 @@ class PatchedModule(torch.nn.Module):
 
 
 def make_patcher(module: torch.nn.Module, kind: str = "diffusion"):
-    """A ModelPatcher for ``module`` on ComfyUI's devices for ``kind`` (diffusion, text_encoder or vae)."""
+    """A ModelPatcher for ``module`` on ComfyUI's devices for ``kind`` (diffusion, text_encoder or vae).
+
+    The module's weight-bearing layers are made cast-enabled first (:func:`.vram.cast_enable`), so ComfyUI can load
+    any part of it and stream the rest at its budgets (``--lowvram``, ``--novram``, ``--reserve-vram``, other
+    models holding memory)."""
     import comfy.model_management as mm
     import comfy.model_patcher
+
+    from .vram import cast_enable
+
+    cast_enable(module)
 
     if kind == "text_encoder":
         load, offload = mm.text_encoder_device(), mm.text_encoder_offload_device()
@@ -378,21 +386,45 @@ class ModelInfo(io.ComfyNode):
             node_id="CharacterShotModelInfo",
             display_name="CharacterShot Model Info",
             category=f"{CATEGORY}/loaders",
-            description="Shows what the loaders loaded (sizes, dtype, camera views, text embeddings), to check a "
-                        "set-up before a long run.",
+            description="Shows what the loaders loaded (sizes, dtype, camera views, text embeddings) and a VRAM "
+                        "plan for a job of the size given on this device (weights by dtype, activation and decode "
+                        "peaks, what will be offloaded, seconds per step: estimates), to check a set-up before a "
+                        "long run.",
             is_output_node=True,
             inputs=[
                 Model4D.Input("model", optional=True, tooltip="A CharacterShot Model Loader output."),
                 Model2D.Input("model2d", optional=True, tooltip="A CharacterShot 2D Model Loader output."),
                 VAE.Input("vae", optional=True, tooltip="A CharacterShot VAE Loader output."),
                 TextEmbeds.Input("text", optional=True, tooltip="A CharacterShot Text Encode output."),
+                io.Int.Input("plan_num_frames", default=25, min=1, max=257, step=4, optional=True,
+                             tooltip="VRAM plan: frames per view (as the sampler's num_frames)."),
+                io.Int.Input("plan_group_size", default=5, min=1, max=64, optional=True,
+                             tooltip="VRAM plan: views per group (as the sampler's group_size)."),
+                io.Int.Input("plan_width", default=720, min=16, max=4096, step=16, optional=True,
+                             tooltip="VRAM plan: view width in pixels."),
+                io.Int.Input("plan_height", default=480, min=16, max=4096, step=16, optional=True,
+                             tooltip="VRAM plan: view height in pixels."),
+                io.Boolean.Input("plan_cfg", default=True, optional=True,
+                                 tooltip="VRAM plan: classifier-free guidance on (cfg > 1)."),
+                io.Boolean.Input("plan_low_memory", default=False, optional=True,
+                                 tooltip="VRAM plan: the sampler's low_memory (CFG halves one after the other)."),
             ],
             outputs=[io.String.Output(display_name="info", tooltip="The same summary as text.")],
         )
 
     @classmethod
-    def execute(cls, model=None, model2d=None, vae=None, text=None):
+    def execute(cls, model=None, model2d=None, vae=None, text=None, plan_num_frames=25, plan_group_size=5,
+                plan_width=720, plan_height=480, plan_cfg=True, plan_low_memory=False):
+        from .sampling import job_shape
+        from .vram import vram_plan
+
         lines = [obj.describe() for obj in (model, model2d, vae, text) if obj is not None]
+        latent_frames = (plan_num_frames - 1) // 4 + 1 + 1  # (F - 1) / 4 + 1 latent frames, plus the reference
+        for m, views in ((model, plan_group_size), (model2d, 1)):
+            if m is not None and getattr(m, "patcher", None) is not None:
+                shape = job_shape(views, latent_frames, plan_height, plan_width, 6.0 if plan_cfg else 1.0,
+                                  plan_low_memory)
+                lines.append(vram_plan(m, vae, shape, plan_height, plan_width).text())
         summary = "\n".join(lines) if lines else "nothing connected"
         return io.NodeOutput(summary, ui=ui.PreviewText(summary))
 

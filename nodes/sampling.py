@@ -62,24 +62,42 @@ def _groups_text(text: str) -> list[int] | None:
                                    f"{text!r}") from None
 
 
-def _memory_estimate(tokens: int, dim: int, dtype: torch.dtype) -> int:
-    """Bytes of activations to keep free beside the weights: a generous multiple of one token stream."""
-    return int(tokens * dim * torch.empty((), dtype=dtype).element_size() * 16)
+def job_shape(views: int, latent_frames: int, h: int, w: int, cfg: float, low_memory: bool):
+    """The size of one transformer call (latent frames include the reference frame; h, w in pixels)."""
+    from ..charactershot_core.sampling.memory import JobShape
+
+    return JobShape(views, latent_frames, h // 8, w // 8, cfg > 1.0, bool(low_memory))
 
 
-def _device_hooks(model, vae, tokens: int):
-    import comfy.model_management as mm
+def _device_hooks(model, vae, shape, height: int, width: int):
+    """use_vae / use_transformer for the workers: ComfyUI's load_models_gpu with memory_required from the job's real
+    shapes (charactershot_core.sampling.memory, docs/sampling.md), partial loading below that (cast-enabled layers,
+    nodes/vram.py), and a clear error when even the activations alone cannot fit."""
+    from ..charactershot_core.sampling import memory as M
+    from .vram import load_with_budget
 
     def use_vae():
-        mm.load_models_gpu([vae.patcher])
+        need = M.vae_decode_bytes(vae.config, height, width, vae.dtype, vae.tiling)
+        load_with_budget(vae.patcher, need)
         return vae.patcher.load_device
 
     def use_transformer():
-        dim = model.config["num_attention_heads"] * model.config["attention_head_dim"]
-        mm.load_models_gpu([model.patcher], memory_required=_memory_estimate(tokens, dim, model.dtype))
+        need = M.transformer_activation_bytes(model.config, shape, model.dtype)
+        storage = getattr(model, "weight_storage", "default")
+        load_with_budget(model.patcher, need, lambda free: M.too_big_message(free, need, shape, storage))
         return model.patcher.load_device
 
     return use_vae, use_transformer
+
+
+def log_plan(model, vae, shape, height: int, width: int) -> str:
+    """The VRAM plan of this job on ComfyUI's device, logged before sampling (and returned)."""
+    from .vram import vram_plan
+
+    text = vram_plan(model, vae, shape, height, width).text()
+    for line in text.splitlines():
+        log.info("[CharacterShot] %s", line)
+    return text
 
 
 def _preview_image(strip: np.ndarray):
@@ -193,10 +211,9 @@ class MultiViewSampler(io.ComfyNode):
                            steps=steps, guidance=cfg, scheduler=scheduler,
                            dynamic_cfg=_dynamic(dynamic_cfg, scheduler), group_size=group_size,
                            low_memory=low_memory, rig=rig_px)
-        p = model.config["patch_size"]
-        tokens = (2 if cfg > 1 else 1) * max(len(g) for g in job.groups) * (job.latent_frames + 1) * \
-            (h // 8 // p) * (w // 8 // p)
-        use_vae, use_transformer = _device_hooks(model, vae, tokens)
+        shape = job_shape(max(len(g) for g in job.groups), job.latent_frames + 1, h, w, cfg, low_memory)
+        log_plan(model, vae, shape, h, w)
+        use_vae, use_transformer = _device_hooks(model, vae, shape, h, w)
         worker = MultiViewWorker(model, vae, use_vae=use_vae, use_transformer=use_transformer,
                                  camera_source=camera_source)
         warnings = job.warnings + worker.check_job(job)
@@ -354,9 +371,9 @@ class Animate2D(io.ComfyNode):
                            steps=steps, guidance=cfg, scheduler=scheduler,
                            dynamic_cfg=_dynamic(dynamic_cfg, scheduler), low_memory=low_memory)
         h, w = img.shape[1:3]
-        p = model2d.config["patch_size"]
-        tokens = (2 if cfg > 1 else 1) * (job.latent_frames + 1) * (h // 8 // p) * (w // 8 // p)
-        use_vae, use_transformer = _device_hooks(model2d, vae, tokens)
+        shape = job_shape(1, job.latent_frames + 1, h, w, cfg, low_memory)
+        log_plan(model2d, vae, shape, h, w)
+        use_vae, use_transformer = _device_hooks(model2d, vae, shape, h, w)
         bar = Progress(steps)
         frames = animate_2d(model2d, vae, job, use_vae=use_vae, use_transformer=use_transformer,
                             on_step=lambda i, n, x0: bar.step(1))

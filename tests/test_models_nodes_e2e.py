@@ -71,6 +71,9 @@ def test_loader_workflow_runs(comfy, tiny_models):
     assert "2D transformer: 2 blocks" in text and "fp32" in text  # auto on the CPU host
     assert "VAE: 4 latent channels" in text and "tiling on, slicing off" in text
     assert "embeddings [1, 226, 32]" in text and "from encoder" in text
+    # the VRAM plan for the default job size (5 views x 25 frames at 720x480, CFG) on this device, both models
+    assert text.count("VRAM plan") == 2 and "activation peak" in text and "decode peak" in text, text
+    assert "job 5 views x 8 latent frames x 60x90 latents, CFG" in text and "no VRAM budget" in text
     text8 = hist["outputs"]["7"]["text"][0]
     assert "weights fp8_e4m3fn" in text8 and "bf16" in text8 and "text per_sample" in text8
     cache = list((comfy.user_dir / "charactershot" / "text_cache").glob("*.safetensors"))

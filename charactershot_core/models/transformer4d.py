@@ -343,7 +343,9 @@ class CharacterShotTransformer4D(nn.Module):
         n = gh * gw
         d = c.inner_dim
         dtype = self.compute_dtype
-        device = self.device
+        # The input's device, not a weight's: under a host's partial loading (ComfyUI lowvram) some layers stay on
+        # the CPU and copy their weights to the compute device per call.
+        device = hidden_states.device
         if image_rotary_emb is None or view_rotary_emb is None:
             auto_t, auto_v = self.rotary_embeddings(f, v, gh, gw, device)
             image_rotary_emb = image_rotary_emb if image_rotary_emb is not None else auto_t

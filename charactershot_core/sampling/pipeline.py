@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..errors import InputError
+from ..errors import CharacterShotError, InputError
 from .schedulers import guidance_at, is_dpm, make_scheduler
 
 StepCallback = Callable[[int, int, Callable[[], torch.Tensor]], None]
@@ -167,6 +167,21 @@ class DenoiseOptions:
     dynamic_cfg: str = "timestep"
     spacing: str = "trailing"
     low_memory: bool = False   # run the two CFG halves one after the other (same numbers, lower peak)
+    check_every: int = 5       # steps between checks that the latents are finite (0: never; the last step always)
+
+
+class NonFiniteLatents(CharacterShotError):
+    """The latents became NaN or infinite (typically fp16 overflow)."""
+
+
+def non_finite_message(dtype: torch.dtype, step: int, steps: int) -> str:
+    name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
+    head = f"the latents became NaN or infinite by step {step} of {steps} with {name} compute"
+    if dtype == torch.float16:
+        return (f"{head}: the CogVideoX-5B weights overflow in fp16. Load the model with dtype bf16 (GPUs from "
+                "RTX 30xx / A100 on), or fp32 (twice the memory), or weight_storage fp8_e4m3fn with dtype bf16")
+    return (f"{head}: not an fp16 overflow; check the checkpoint (a damaged or mismatched file), the inputs, and "
+            "try dtype fp32")
 
 
 Predict = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -225,6 +240,9 @@ def denoise(predict: Predict, image_latents: torch.Tensor, noise: torch.Tensor, 
         else:
             latents = scheduler.step(pred, t, latents, eta=0.0, generator=generator, return_dict=False)[0]
         latents = latents.to(dtype)
+        last = i == len(timesteps) - 1
+        if opts.check_every and ((i + 1) % opts.check_every == 0 or last) and not torch.isfinite(latents).all():
+            raise NonFiniteLatents(non_finite_message(dtype, i + 1, len(timesteps)))
         if callback is not None:
             def x0_fn(x_t=x_t, v=pred, t=t):
                 a = alphas[int(t)].to(device=v.device, dtype=torch.float32)

@@ -78,7 +78,7 @@ def _device_hooks(model, vae, shape, height: int, width: int):
 
     def use_vae():
         need = M.vae_decode_bytes(vae.config, height, width, vae.dtype, vae.tiling)
-        load_with_budget(vae.patcher, need)
+        load_with_budget(vae.patcher, need, lambda free: M.vae_too_big_message(free, need, vae.tiling))
         return vae.patcher.load_device
 
     def use_transformer():

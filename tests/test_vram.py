@@ -73,6 +73,7 @@ def test_activations_that_cannot_fit_give_a_clear_error(child):
     assert f"{(r['free'] - 400 * 1024 ** 2) / 1024 ** 3:.2f} GiB free" in msg
     assert f"{r['need'] / 1024 ** 3:.2f} GiB" in msg
     assert r["loaded"] == 0   # nothing was loaded before the error
+    assert r["vae_raised"] == "CharacterShotError" and "turn tiling on" in r["vae_message"], r
     assert "VRAM plan" in r["plan"] and "cannot run here" in r["plan"]
 
 

@@ -233,6 +233,12 @@ def scenario_sampler(which):
                 out = {"raised": None}
             except Exception as e:  # noqa: BLE001 - reported to the test
                 out = {"raised": type(e).__name__, "message": str(e)}
+            vae.tiling = False
+            use_vae, _ = sampling_nodes._device_hooks(model, vae, shape, 480 * 8, 720 * 8)
+            try:
+                use_vae()
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                out["vae_raised"], out["vae_message"] = type(e).__name__, str(e)
         finally:
             restore(saved)
         out.update(plan=plan, need=need, free=free, loaded=model.patcher.loaded_size())

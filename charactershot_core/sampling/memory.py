@@ -205,3 +205,11 @@ def too_big_message(free: int, needed: int, shape: JobShape, weight_storage: str
             f"activations alone need about {fmt(needed)} (estimate, {shape.views} views x {shape.latent_frames} "
             f"latent frames x {shape.latent_h}x{shape.latent_w} latents, batch {shape.batch}); "
             + "; ".join(fixes))
+
+
+def vae_too_big_message(free: int, needed: int, tiling: bool) -> str:
+    """The error when the VAE's tiled (or untiled) pass alone exceeds what the device has."""
+    fix = ("turn tiling on in the CharacterShot VAE Loader (a quarter of the peak), or free other models"
+           if not tiling else "free other models or start ComfyUI with a smaller --reserve-vram")
+    return (f"not enough GPU memory for the VAE: the device has {fmt(free)} free for it, but a "
+            f"{'tiled' if tiling else 'untiled'} decode needs about {fmt(needed)} (estimate); {fix}")

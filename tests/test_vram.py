@@ -52,6 +52,8 @@ def test_partially_loaded_transformers_run_on_the_load_device(child):
         assert got["params_on_cpu"] > 0 and got["params_on_meta"] > 0, got   # a real partial load
         assert got["ok"], got
         assert got["device"] == "meta"
+    novram = r["4d_novram"]   # --novram: nothing loaded, every layer streamed
+    assert novram["ok"] and novram["params_on_meta"] == 0 and novram["device"] == "meta", novram
 
 
 @pytest.mark.parametrize("storage", ["default", "fp8_e4m3fn"])

@@ -134,3 +134,28 @@ def test_non_finite_latents_stop_with_the_dtype_and_the_fix_and_keep_finished_gr
     assert "step 3 of 3" in msg          # the last step is always checked
     assert list(ei.value.finished) == [0] and store.has(job.group_key(0, worker.identity))
     assert "group 0" in msg
+
+
+def test_plan_for_the_full_size_model_matches_the_per_card_table():
+    """The plan of the real-size 4D transformer (built on the meta device: no memory) for the cards of
+    docs/performance.md: what is offloaded and the time per step, as the table says."""
+    from charactershot_core.models.transformer4d import build_on_meta
+
+    model = build_on_meta(FULL_CONFIG_4D).to(torch.bfloat16)
+    job = M.JobShape(5, 8, 60, 90, cfg=True)
+    reserve = 400 * 1024 ** 2
+    usable = lambda gb: int(gb * 1e9 - 0.5 * M.GiB)  # noqa: E731 - the table's "0.5 GiB taken by the driver"
+    # the table's rows: 80 GB bf16 (H100), 24 GB bf16 (RTX 4090), 16 GB bf16 + low_memory (RTX 4080), and a card
+    # too small for the activations
+    weights = sum(M.weights_by_dtype(model).values())
+    assert abs(weights / M.GiB - 14.06) < 0.05
+    p80 = M.make_plan(FULL_CONFIG_4D, model, torch.bfloat16, job, free=usable(80), reserve=reserve, speed=0.95)
+    assert p80.fits and p80.offloaded == 0 and round(p80.seconds_per_step) == 8
+    p24 = M.make_plan(FULL_CONFIG_4D, model, torch.bfloat16, job, free=usable(24), reserve=reserve, speed=0.17)
+    assert p24.fits and p24.offloaded == 0 and round(p24.seconds_per_step) == 45
+    low = M.JobShape(5, 8, 60, 90, cfg=True, low_memory=True)
+    p16 = M.make_plan(FULL_CONFIG_4D, model, torch.bfloat16, low, free=usable(16), reserve=reserve, speed=0.10)
+    assert p16.fits and abs(p16.offloaded / M.GiB - 3.9) < 0.05, p16.text()
+    assert "offloaded to the CPU" in p16.text()
+    p4 = M.make_plan(FULL_CONFIG_4D, model, torch.bfloat16, job, free=usable(4), reserve=reserve, speed=0.10)
+    assert not p4.fits and "cannot run here" in p4.text()

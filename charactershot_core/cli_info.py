@@ -92,4 +92,6 @@ def register(sub) -> None:
                                                     "walk, turn, jump or idle")
     p.add_argument("--holdout-times", default="", help="frames (0-based, of 9) withheld from training and scored as "
                                                        "held-out times, e.g. 2,6 (default: none)")
+    p.add_argument("--motion-model", default="table", choices=["table", "hexplane"],
+                   help="the fit's motion model: table (default, fast) or hexplane (the paper's field)")
     p.set_defaults(func=_demo)

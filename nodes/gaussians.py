@@ -23,6 +23,7 @@ from .preview import PREVIEW_KEY, training_rig
 CAT = f"{CATEGORY}/4D"
 BACKENDS = ["auto", "torch", "gsplat"]
 FRAMINGS = ["fit character", "fixed"]
+MOTION_MODELS = ["table", "hexplane"]
 
 
 def _device_for(backend: str) -> torch.device:
@@ -141,8 +142,9 @@ class Fit4DGaussians(io.ComfyNode):
             node_id="CharacterShotFit4DGaussians",
             display_name="CharacterShot Fit 4D Gaussians",
             category=CAT,
-            description="Fits canonical 3D Gaussians plus a HexPlane deformation field to the multi-view videos "
-                        "(one frame per view: static 3D Gaussians, no deformation). Frees the diffusion models "
+            description="Fits canonical 3D Gaussians plus their motion (a trajectory per Gaussian, or the paper's "
+                        "HexPlane deformation field) to the multi-view videos (one frame per view: static 3D "
+                        "Gaussians, no motion). Frees the diffusion models "
                         "from VRAM first; shows a preview now and then; Cancel stops within one iteration.",
             inputs=[
                 MultiView.Input("multiview", tooltip="Views, cameras and frame times (white background)."),
@@ -171,8 +173,12 @@ class Fit4DGaussians(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True, tooltip="Random seed."),
                 io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
                              tooltip="Send a preview render every this many steps (0 = never)."),
+                io.Combo.Input("motion_model", options=MOTION_MODELS, default=MOTION_MODELS[0], optional=True,
+                               tooltip="table: a trajectory per Gaussian over the frames, initialised from optical "
+                                       "flow (learns fast, also on a CPU); hexplane: the paper's deformation field "
+                                       "(needs many thousands of steps)."),
             ],
-            outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation."),
+            outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + motion."),
                      io.String.Output(display_name="summary",
                                       tooltip="What the fit can report without held-out ground truth: character-box "
                                               "PSNR / SSIM per frame (mean and worst frame) and the motion ratio on "
@@ -181,7 +187,8 @@ class Fit4DGaussians(io.ComfyNode):
 
     @classmethod
     def execute(cls, multiview, iterations, seconds, scale=1.0, sh_degree=0, batch_views=2, initial_gaussians=20000,
-                neighbour_weight=1.0, rigidity_weight=0.0, densify=True, backend="auto", seed=0, preview_every=100):
+                neighbour_weight=1.0, rigidity_weight=0.0, densify=True, backend="auto", seed=0, preview_every=100,
+                motion_model="table"):
         import comfy.model_management as mm
 
         from ..charactershot_core.gaussians.fit import FitConfig, fit
@@ -195,7 +202,8 @@ class Fit4DGaussians(io.ComfyNode):
         dev = _device_for(backend)
         cfg = FitConfig(iterations=iterations, seconds=seconds if seconds > 0 else None, sh_degree=sh_degree,
                         batch_views=batch_views, init_points=initial_gaussians, neighbour_weight=neighbour_weight,
-                        rigidity_weight=rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed)
+                        rigidity_weight=rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed,
+                        motion=motion_model)
         bar = Progress(iterations)
 
         def callback(state):

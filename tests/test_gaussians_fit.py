@@ -142,9 +142,9 @@ def test_dssim_loss_is_zero_for_identical_images_and_differentiable():
 def test_static_input_builds_no_deformation_field(synthetic_video):
     static = synthetic_video.select_frames([1])
     model = initialize(static, small_cfg())
-    assert model.deformation is None and not model.is_dynamic
-    assert not any(k.startswith("deformation.") for k in model.state_tensors())
-    dyn = initialize(synthetic_video, small_cfg())
+    assert model.deformation is None and not model.is_dynamic and model.motion is None
+    assert not any(k.startswith("deformation.") or "traj" in k for k in model.state_tensors())
+    dyn = initialize(synthetic_video, small_cfg(motion="hexplane"))
     assert dyn.deformation is not None
     # the field's box comes from the scene (the hull), not a fixed cube, and contains every initial Gaussian
     lo, hi = dyn.deformation.grid.bounds
@@ -159,7 +159,7 @@ def test_static_input_builds_no_deformation_field(synthetic_video):
 
 
 def test_save_load_round_trip_renders_the_same(tmp_path, synthetic_video):
-    model = initialize(synthetic_video, small_cfg())
+    model = initialize(synthetic_video, small_cfg(motion="hexplane"))
     with torch.no_grad():  # a non-trivial deformation
         for p in model.deformation.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -187,7 +187,7 @@ def test_tiny_fit_improves_heldout_psnr_over_the_init(synthetic_video):
     result = fit(train, cfg, lambda s: states.append((s.iteration, s.stage, s.num_gaussians)))
     after = psnr(render_views(result.model, test.rig, test.times, "torch"), test.frames)
     assert result.iterations == 60 and result.model.is_dynamic
-    assert {st for _, st, _ in states} == {"coarse", "fine"}
+    assert {st for _, st, _ in states} == {"coarse", "sweep", "global"}  # the trajectory table's stages
     print(f"held-out PSNR: init {before:.2f} dB, fitted {after:.2f} dB")
     assert after > before + 1.0, (before, after)
 
@@ -199,7 +199,7 @@ def test_progressive_temporal_windows_grow_from_the_middle_frame():
     video = MultiViewVideo(frames, rig, None)
     seen = []
     fit(video, small_cfg(iterations=40, coarse_fraction=0.25, temporal_windows=True, batch_views=1,
-                         init_points=200), lambda s: seen.append((s.stage, s.frame)))
+                         init_points=200, motion="hexplane"), lambda s: seen.append((s.stage, s.frame)))
     coarse = [f for st, f in seen if st == "coarse"]
     fine = [f for st, f in seen if st == "fine"]
     assert coarse and set(coarse) == {4}  # the static stage trains the middle frame only

@@ -51,8 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--neighbour-weight", type=float, default=None, help="neighbour constraint weight (0: off)")
     p.add_argument("--rigidity-weight", type=float, default=None)
     p.add_argument("--isometry-weight", type=float, default=None)
-    p.add_argument("--no-temporal-windows", action="store_true", help="train every frame from the start instead of "
-                                                                      "progressive windows from the middle frame")
+    p.add_argument("--motion-model", default="table", choices=["table", "hexplane"],
+                   help="videos: table = a trajectory per Gaussian initialised from optical flow (learns fast); "
+                        "hexplane = the paper's deformation field (slow on a CPU)")
+    p.add_argument("--no-temporal-windows", action="store_true", help="hexplane: train every frame from the start "
+                                                                      "instead of windows growing from the middle frame")
     p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster "
                                                           "on a CPU shared with other busy processes")
@@ -121,7 +124,8 @@ def cmd_fit4d(args) -> int:
         raise InputError("holdout_times", "at least 2 training frames must remain")
     if args.scale != 1.0:
         video = video.scaled(args.scale)
-    cfg = FitConfig(iterations=args.iterations, seconds=args.seconds, backend=args.backend, seed=args.seed)
+    cfg = FitConfig(iterations=args.iterations, seconds=args.seconds, backend=args.backend, seed=args.seed,
+                    motion=getattr(args, "motion_model", "table"))
     for name, attr in (("sh_degree", "sh_degree"), ("batch_views", "batch_views"), ("points", "init_points"),
                        ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
                        ("isometry_weight", "isometry_weight")):
@@ -152,7 +156,7 @@ def cmd_fit4d(args) -> int:
                "init_seconds": round(result.init_seconds, 3), "gaussians": model.num_gaussians,
                "backend": result.backend, "device": result.device, "width": video.width, "height": video.height,
                "train_views": train_idx, "holdout_views": holdout, "holdout_times": hold_t,
-               "frames": nt, "dynamic": model.is_dynamic}
+               "frames": nt, "dynamic": model.is_dynamic, "motion_model": model.motion}
     times_train = [video.times[f] for f in train_t]
 
     def rend(views, frame_idx):

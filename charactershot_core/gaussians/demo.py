@@ -41,7 +41,8 @@ def run_demo(args) -> int:
     metrics = os.path.join(out, "metrics.json")
     rc = cli(["fit4d", "--frames", frames_dir, "--cameras", cams, "--out", fit_dir, "--metrics", metrics,
               "--holdout", "3,10,17", "--holdout-times", getattr(args, "holdout_times", "") or "",
-              "--seconds", str(args.seconds), "--backend", args.backend, "--seed", "0"])
+              "--seconds", str(args.seconds), "--backend", args.backend, "--seed", "0",
+              "--motion-model", getattr(args, "motion_model", "table")])
     if rc:
         return rc
     weights = os.path.join(fit_dir, WEIGHTS_NAME)

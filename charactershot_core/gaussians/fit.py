@@ -38,7 +38,8 @@ from ..errors import CharacterShotError, InputError
 from . import losses
 from .data import MultiViewVideo
 from .init import visual_hull
-from .model import DEFAULT_FIELD, Gaussians4D, make_gaussians, scene_bounds
+from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
+from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
 
 class FitDivergedError(CharacterShotError):
@@ -52,6 +53,7 @@ class FitDivergedError(CharacterShotError):
 
 @dataclass
 class FitConfig:
+    motion: str = "table"             # videos: "table" (per-Gaussian trajectories, fast) or "hexplane" (the paper's)
     iterations: int = 3000            # upper bound on iterations
     seconds: float | None = None      # time budget (whole fit, initialisation included); None = no limit
     batch_views: int = 2              # cameras rendered per iteration
@@ -97,7 +99,16 @@ class FitConfig:
     motion_threshold: float = 0.01
     rigidity_weight: float = 0.0
     isometry_weight: float = 0.0
-    temporal_windows: bool = True     # progressive windows from the middle frame (videos)
+    temporal_windows: bool = True     # hexplane: progressive windows from the middle frame
+    # trajectory table (motion="table"): static coarse stage, optical-flow initialisation, an outward sweep
+    # over the frames from the middle one (each frame warm-started from its inner neighbour), then error-weighted
+    # sampling of all frames
+    flow_init: bool = True
+    sweep_fraction: float = 0.35      # share of the schedule for the outward sweep (after the coarse stage)
+    sweep_replay: float = 0.25        # probability that a sweep iteration revisits an already swept frame
+    lr_traj_means: float = 1.28e-3    # x scene scale, decays with lr_final_factor over the dynamic stages
+    lr_traj_quats: float = 4e-3
+    table_smoothness_weight: float = 1.0   # second difference of positions over consecutive frames
     # rendering
     backend: str = "auto"
     device: str | None = None         # where the fit runs; None = the first CUDA GPU if there is one, else the CPU
@@ -214,6 +225,8 @@ def _check_video(video: MultiViewVideo, cfg: FitConfig):
         raise InputError("sh_degree", f"expected 0 to 3, got {cfg.sh_degree}")
     if cfg.batch_views < 1:
         raise InputError("batch_views", f"expected at least 1, got {cfg.batch_views}")
+    if cfg.motion not in ("table", "hexplane"):
+        raise InputError("motion", f"expected 'table' or 'hexplane', got {cfg.motion!r}")
 
 
 def _lr_factor(p: float, final: float) -> float:
@@ -221,8 +234,8 @@ def _lr_factor(p: float, final: float) -> float:
 
 
 def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
-    """The initial model: Gaussians on the visual hull of the middle frame (+ an identity deformation field for
-    videos, bounded by the hull's box padded by a quarter; a static input gets no field at all)."""
+    """The initial model: Gaussians on the visual hull of the middle frame (+ for videos, identity trajectories, or
+    an identity HexPlane field bounded by the hull's box padded by a quarter; a static input gets no motion)."""
     frames = video.frames
     nt = frames.shape[1]
     mid = nt // 2
@@ -230,7 +243,10 @@ def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
     pts, cols, spacing = visual_hull(frames[:, mid], video.rig, cfg.init_points, res, seed=cfg.seed)
     field_cfg = None
     bounds = None
-    if nt > 1:
+    motion = cfg.motion if nt > 1 else None
+    if motion not in (None, "table", "hexplane"):
+        raise InputError("motion", f"expected 'table' or 'hexplane', got {cfg.motion!r}")
+    if motion == "hexplane":
         field_cfg = dict(cfg.field)
         r = list(field_cfg["resolution"])
         # no more time cells than needed for a grid row at every frame (frames i/(T-1): T cells)
@@ -240,7 +256,7 @@ def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
         field_cfg["resolution"] = r
         bounds = scene_bounds(pts, pad=0.25)
     model = make_gaussians(pts, cols, spacing * cfg.init_scale, cfg.sh_degree, video.times, field_cfg,
-                           cfg.init_opacity, bounds)
+                           cfg.init_opacity, bounds, motion=motion)
     model.config["rasterize_mode"] = cfg.rasterize_mode
     return model
 
@@ -292,8 +308,12 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     # 2) optimisers: one Adam per Gaussian parameter (DefaultStrategy's contract), one for the field
     base_lr = {"means": cfg.lr_means * scene_scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
                "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
-    optims = {k: torch.optim.Adam([{"params": [p], "lr": base_lr[k], "name": k}], eps=1e-15)
-              for k, p in model.splats.items()}
+    table = model.motion == "table"
+    if table:
+        base_lr["traj_means"] = cfg.lr_traj_means * scene_scale
+        base_lr["traj_quats"] = cfg.lr_traj_quats
+    optims = {k: (FrameAdam if k in TABLE_KEYS else torch.optim.Adam)(
+        [{"params": [p], "lr": base_lr[k], "name": k}], eps=1e-15) for k, p in model.splats.items()}
     field_opt = None
     if model.deformation is not None:
         field_opt = torch.optim.Adam([
@@ -306,6 +326,13 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     strategy.check_sanity(model.splats, optims)
     sstate = strategy.initialize_state(scene_scale=scene_scale)
     refine_count = 0
+    # trajectory table: the outward sweep's frame order and the per-frame error estimates of the global stage
+    sweep_order = sorted((f for f in range(nt) if f != mid), key=lambda f: (abs(f - mid), f < mid))
+    swept = [mid]
+    sweep_slot = -1
+    frame_err = [None] * nt
+    pending_err = []  # (frame, loss tensor) not yet read back (no host sync per iteration)
+    flow_stats = {}
 
     def progress(it: int) -> float:
         p = it / cfg.iterations
@@ -360,9 +387,27 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         it += 1
         if dynamic and stage == "coarse" and p >= cfg.coarse_fraction:
             stage = "fine"
+            if table:
+                stage = "sweep"
+                if cfg.flow_init:
+                    flow_stats = _table_flow_init(model, frames, rig, mid, sstate)
+                    nb = flow_stats.pop("knn", None)
+                    if nb is not None and nb.shape[0] == model.num_gaussians:  # reuse its neighbours for the graph
+                        edges = losses.graph_from_knn(nb[:, :cfg.knn_k].to(device))
+                        edges_n = model.num_gaussians
+                p = progress(it)
+        if table and stage == "sweep" and (p >= cfg.coarse_fraction + cfg.sweep_fraction or not sweep_order):
+            stage = "global"
         # --- learning rates
         decay = _lr_factor(p, cfg.lr_final_factor)
         optims["means"].param_groups[0]["lr"] = base_lr["means"] * decay
+        if table:
+            if stage != "coarse":  # the canonical centres stay; each frame's row moves
+                optims["means"].param_groups[0]["lr"] = 0.0
+            dp = (p - cfg.coarse_fraction) / max(1e-6, 1 - cfg.coarse_fraction)
+            td = _lr_factor(dp, cfg.lr_final_factor)
+            optims["traj_means"].param_groups[0]["lr"] = base_lr["traj_means"] * td
+            optims["traj_quats"].param_groups[0]["lr"] = base_lr["traj_quats"] * _lr_factor(dp, 0.1)
         other = _lr_factor(p, cfg.lr_final_factor_other)
         for k in ("scales", "quats", "opacities", "sh0", "shN"):
             optims[k].param_groups[0]["lr"] = base_lr[k] * other
@@ -372,8 +417,29 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
             field_opt.param_groups[0]["lr"] = cfg.lr_grid * scene_scale * fd
             field_opt.param_groups[1]["lr"] = cfg.lr_mlp * scene_scale * fd
         # --- sample a frame and a batch of cameras
+        nb_frame = None  # table: the neighbouring frame the regularisers compare with
         if stage == "coarse":
             fi = mid
+        elif stage == "sweep":
+            sp = (p - cfg.coarse_fraction) / max(1e-6, cfg.sweep_fraction)
+            slot = min(len(sweep_order) - 1, int(sp * len(sweep_order)))
+            while sweep_slot < slot:  # a new frame: warm start from its inner neighbour's refined row
+                sweep_slot += 1
+                f_new = sweep_order[sweep_slot]
+                _warm_start(model, f_new, f_new - 1 if f_new > mid else f_new + 1, sstate)
+                swept.append(f_new)
+            if rng.random() < cfg.sweep_replay and len(swept) > 2:
+                fi = rng.choice(swept[:-1])
+            else:
+                fi = swept[-1]
+            nb_frame = fi - 1 if fi > mid else (fi + 1 if fi < mid else None)
+        elif stage == "global":
+            if pending_err:  # one host sync for the losses of the last iterations
+                for (f_, _), e_ in zip(pending_err, torch.stack([e for _, e in pending_err]).tolist()):
+                    frame_err[f_] = e_ if frame_err[f_] is None else 0.8 * frame_err[f_] + 0.2 * e_
+                pending_err.clear()
+            fi = _pick_frame(frame_err, rng)
+            nb_frame = fi + rng.choice([-1, 1]) if 0 < fi < nt - 1 else (1 if fi == 0 else nt - 2)
         elif cfg.temporal_windows:
             fp = (p - cfg.coarse_fraction) / max(1e-6, 1 - cfg.coarse_fraction)
             half = int(math.ceil(fp * 1.25 * (nt / 2)))  # the window covers everything by 80% of the fine stage
@@ -382,20 +448,35 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         else:
             fi = rng.choice(bg_frames)
         cams = rng.sample(train_views, min(cfg.batch_views, v))
-        t = float(video.times[fi]) if (stage == "fine" and dynamic) else None
+        t = float(video.times[fi]) if (stage in ("fine", "sweep", "global") and dynamic) else None
         sh_deg = min(cfg.sh_degree, int(p / 0.1)) if cfg.sh_degree > 0 else 0
 
         if it - flag_from >= check_every:
             check_flags(it - 1)
         flag(it, _finite_t(list(model.parameters())), 1)
 
-        cur = model.deformed(t) if t is not None else None  # computed once: rendered and constrained
+        if table and t is not None:
+            cur = model.frame_state(fi)
+        else:
+            cur = model.deformed(t) if t is not None else None  # computed once: rendered and constrained
         img, alpha, info = render_model(model, vm_all[cams], ks_all[cams], w, h, t, backend, sh_deg, packed=False,
                                         deformed=cur, check_finite=False)
         used_backend = info.get("backend", used_backend)
         gt = gt_all[cams, fi]
         loss = losses.photometric_loss(img, gt, cfg.lambda_dssim)
-        if stage == "fine" and model.deformation is not None:
+        active = {fi}
+        if table and t is not None:
+            pending_err.append((fi, loss.detach()))
+            if nb_frame is not None and (cfg.neighbour_weight > 0 or cfg.rigidity_weight > 0
+                                      or cfg.isometry_weight > 0 or cfg.table_smoothness_weight > 0):
+                n_now = model.num_gaussians
+                if edges is None or edges_n != n_now:  # rebuilt after every densification
+                    edges = losses.knn_graph(model.splats["means"], cfg.knn_k)
+                    edges_n = n_now
+                nodes, sub = losses.sample_edges(edges, n_now, cfg.neighbour_nodes, gen)
+                loss = loss + _table_regularisers(model, cfg, cur, fi, nb_frame, nodes, sub, stage, video.times, nt,
+                                                  active)
+        if stage == "fine" and model.deformation is not None and not table:
             grid = model.deformation.grid
             if cfg.plane_tv_weight:
                 loss = loss + cfg.plane_tv_weight * grid.space_smoothness()
@@ -460,14 +541,10 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
                 vstep = strategy.refine_every * refine_count
             else:
                 vstep = strategy.refine_every * refine_count + 1
-            for opt in optims.values():
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            _step_all(optims, active)
             strategy.step_post_backward(model.splats, optims, sstate, vstep, info, packed=False)
         else:
-            for opt in optims.values():
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            _step_all(optims, active)
         if field_opt is not None:
             if stage == "fine":
                 field_opt.step()
@@ -501,8 +578,88 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     for p_ in model.parameters():
         p_.requires_grad_(False)
     model.eval()
-    return FitResult(model, it, time.perf_counter() - t_start, init_seconds, used_backend, device, history,
-                     cfg.to_dict())
+    sstate.pop("traj_init", None)
+    result = FitResult(model, it, time.perf_counter() - t_start, init_seconds, used_backend, device, history,
+                       cfg.to_dict())
+    result.flow_stats = flow_stats
+    return result
+
+
+def _step_all(optims: dict, active) -> None:
+    for k, opt in optims.items():
+        if k in TABLE_KEYS:
+            opt.step(active)
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def _table_flow_init(model: Gaussians4D, frames, rig, mid: int, sstate: dict) -> dict:
+    """Fill the table from optical flow and keep the initial rows (densified with the Gaussians, in the strategy's
+    state) for the sweep's warm starts."""
+    stats = flow_init(model, frames, rig, mid)
+    sstate["traj_init"] = torch.cat([model.splats["traj_means"].detach(), model.splats["traj_quats"].detach()], -1).clone()
+    return stats
+
+
+@torch.no_grad()
+def _warm_start(model: Gaussians4D, f: int, g: int, sstate: dict) -> None:
+    """Row f := row g (refined) + the initial step from g to f (flow), for positions and rotations."""
+    init = sstate.get("traj_init")
+    if init is None or init.shape[0] != model.num_gaussians:
+        return
+    tm, tq = model.splats["traj_means"], model.splats["traj_quats"]
+    tm[:, f] = tm[:, g] + init[:, f, :3] - init[:, g, :3]
+    qg0 = init[:, g, 3:]
+    conj = qg0 * torch.tensor([1.0, -1.0, -1.0, -1.0], device=qg0.device)
+    step = quat_mul(init[:, f, 3:], conj / qg0.square().sum(-1, keepdim=True).clamp_min(1e-12))
+    tq[:, f] = quat_mul(step, tq[:, g])
+
+
+def _pick_frame(frame_err: list, rng: random.Random) -> int:
+    """Error-weighted frame choice: p_f = 0.5 / F + 0.5 err_f / sum err (frames not yet seen count as the worst)."""
+    nt = len(frame_err)
+    known = [e for e in frame_err if e is not None]
+    worst = max(known) if known else 1.0
+    errs = [worst if e is None else e for e in frame_err]
+    tot = sum(errs) or 1.0
+    probs = [0.5 / nt + 0.5 * e / tot for e in errs]
+    r = rng.random() * sum(probs)
+    acc = 0.0
+    for f, pr in enumerate(probs):
+        acc += pr
+        if r <= acc:
+            return f
+    return nt - 1
+
+
+def _table_regularisers(model: Gaussians4D, cfg: FitConfig, cur, fi: int, other: int, nodes, sub, stage: str,
+                        times, nt: int, active: set) -> torch.Tensor:
+    """The neighbour constraint (paper), rigidity, isometry and temporal smoothness on the trajectory table, between
+    the trained frame ``fi`` and a neighbouring frame ``other`` (fixed during the sweep: its row is already fitted)."""
+    xc, qc = cur[0][nodes], cur[2][nodes]
+    xo, _, qo = model.frame_state(other, index=nodes)
+    if stage == "sweep":
+        xo, qo = xo.detach(), qo.detach()
+    else:
+        active.add(other)
+    total = xc.sum() * 0.0
+    if cfg.neighbour_weight > 0:
+        nl, lam = losses.neighbour_loss(xc, xo, sub, times[fi], times[other], cfg.motion_threshold)
+        total = total + cfg.neighbour_weight * lam * nl
+    if cfg.rigidity_weight > 0:
+        total = total + cfg.rigidity_weight * losses.rigidity_loss(xc, qc, xo, qo, sub)
+    if cfg.isometry_weight > 0:
+        total = total + cfg.isometry_weight * losses.isometry_loss(xc, xo, sub)
+    if cfg.table_smoothness_weight > 0 and 0 < fi < nt - 1:
+        xa = model.frame_state(fi - 1, index=nodes)[0]
+        xb = model.frame_state(fi + 1, index=nodes)[0]
+        if stage == "sweep":
+            xa, xb = xa.detach(), xb.detach()
+        else:
+            active.update((fi - 1, fi + 1))
+        total = total + cfg.table_smoothness_weight * temporal_smoothness(xa, xc, xb)
+    return total
 
 
 def _finite_t(tensors) -> torch.Tensor:

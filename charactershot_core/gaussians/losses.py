@@ -64,8 +64,14 @@ def knn(points: torch.Tensor, k: int, chunk: int | None = None) -> torch.Tensor:
 @torch.no_grad()
 def knn_graph(points: torch.Tensor, k: int = 8, chunk: int | None = None) -> torch.Tensor:
     """Symmetric KNN graph as a (2, E) edge list (i, j), both directions, duplicates removed, no self edges."""
-    idx = knn(points, k, chunk)
+    return graph_from_knn(knn(points, k, chunk))
+
+
+@torch.no_grad()
+def graph_from_knn(idx: torch.Tensor) -> torch.Tensor:
+    """The symmetric (2, E) edge list of a (N, k) nearest-neighbour table (see :func:`knn_graph`)."""
     n, kk = idx.shape
+    points = idx
     if kk == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=points.device)
     i = torch.arange(n, device=points.device).repeat_interleave(kk)

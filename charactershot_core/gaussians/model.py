@@ -1,13 +1,21 @@
-"""Canonical 3D Gaussians plus an optional HexPlane deformation field (4DGaussians design, spec §C.4).
+"""Canonical 3D Gaussians plus a motion model: a per-Gaussian trajectory table (default) or a HexPlane field.
 
 Parameters live in ``Gaussians4D.splats`` (a ``ParameterDict`` as gsplat's strategies expect):
 ``means`` (N,3), ``scales`` (N,3) log, ``quats`` (N,4) wxyz unnormalised, ``opacities`` (N,) logit,
 ``sh0`` (N,1,3) and ``shN`` (N,K-1,3) spherical-harmonic colour coefficients (K = (degree+1)^2).
 
-``deformation`` is ``None`` for static scenes (one frame per view): nothing is built, stored or evaluated for time.
-Otherwise :class:`Deformation` maps (canonical centre, t) to Δposition, Δlog-scale and Δquaternion (added, then
-normalised) through a HexPlane and three small MLP heads. The last layer of each head starts at zero, so the fine
-stage starts exactly from the static solution (upstream uses Xavier everywhere and starts with a jolt).
+Motion (``config["motion"]``):
+
+* ``None``: a static scene (one frame per view); nothing is built, stored or evaluated for time.
+* ``"table"`` (default for videos): an explicit trajectory per Gaussian, ``splats["traj_means"]`` (N,F,3) offsets
+  added to the canonical centre and ``splats["traj_quats"]`` (N,F,4) wxyz rotations applied on the left of the
+  canonical rotation, one row per training frame (``config["times"]``). Colour, opacity and scale persist over time
+  (no Δscale). Between frames the rows are interpolated by a cubic Hermite (Catmull-Rom) spline over the frame times;
+  outside the frame range the end rows hold. Because the rows are Gaussian parameters, densification clones and
+  splits them with their Gaussian, and every frame owns its slot (no shared field has to discover the motion).
+* ``"hexplane"`` (the paper's model): :class:`Deformation` maps (canonical centre, t) to Δposition, Δlog-scale and
+  Δquaternion (added, then normalised) through a HexPlane and three small MLP heads. The last layer of each head
+  starts at zero, so the fine stage starts exactly from the static solution (upstream uses Xavier everywhere).
 """
 
 from __future__ import annotations
@@ -27,6 +35,62 @@ FORMAT = "charactershot-4dgs"
 FORMAT_VERSION = 1
 
 DEFAULT_FIELD = {"resolution": [64, 64, 64, 25], "features": 16, "multires": [1, 2], "width": 64}
+MOTIONS = ("table", "hexplane")
+TABLE_KEYS = ("traj_means", "traj_quats")
+
+
+def hermite_weights(times, t: float) -> list[tuple[int, float]]:
+    """Rows and weights of the cubic Hermite (Catmull-Rom) spline through values at ``times`` evaluated at ``t``.
+
+    Tangents are central differences over the (possibly uneven) frame times, one-sided at the ends; ``t`` outside
+    [times[0], times[-1]] takes the end row. A frame time gives its own row with weight 1 (the gradient of a
+    training frame reaches only its row)."""
+    ts = [float(x) for x in times]
+    n = len(ts)
+    t = float(t)
+    if n == 1 or t <= ts[0]:
+        return [(0, 1.0)]
+    if t >= ts[-1]:
+        return [(n - 1, 1.0)]
+    i = 0
+    while i < n - 2 and t >= ts[i + 1]:
+        i += 1
+    for k in (i, i + 1):
+        if abs(t - ts[k]) <= 1e-9:
+            return [(k, 1.0)]
+    h = ts[i + 1] - ts[i]
+    s = (t - ts[i]) / h
+    h00, h10 = 2 * s ** 3 - 3 * s ** 2 + 1, s ** 3 - 2 * s ** 2 + s
+    h01, h11 = -2 * s ** 3 + 3 * s ** 2, s ** 3 - s ** 2
+    w: dict = {}
+
+    def add(k, v):
+        w[k] = w.get(k, 0.0) + v
+
+    add(i, h00)
+    add(i + 1, h01)
+    # tangent at i (scaled to the segment): central difference, one-sided at the first row
+    a, b = max(0, i - 1), i + 1
+    c = h10 * h / (ts[b] - ts[a])
+    add(b, c)
+    add(a, -c)
+    a, b = i, min(n - 1, i + 2)
+    c = h11 * h / (ts[b] - ts[a])
+    add(b, c)
+    add(a, -c)
+    return [(k, v) for k, v in sorted(w.items()) if v != 0.0]
+
+
+def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product of wxyz quaternions (broadcasting)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def _normalise(q: torch.Tensor) -> torch.Tensor:
+    return q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
@@ -70,7 +134,7 @@ class Deformation(nn.Module):
 class Gaussians4D(nn.Module):
     """Canonical Gaussians (+ deformation). ``config`` holds ``sh_degree``, ``field`` (or None), ``times``."""
 
-    def __init__(self, means, log_scales, quats, opacity_logits, sh0, shN, config: dict):
+    def __init__(self, means, log_scales, quats, opacity_logits, sh0, shN, config: dict, table: dict | None = None):
         super().__init__()
         n = means.shape[0]
         if n == 0:
@@ -89,10 +153,29 @@ class Gaussians4D(nn.Module):
             "sh0": nn.Parameter(sh0.float().reshape(n, 1, 3).contiguous()),
             "shN": nn.Parameter(shN.float().contiguous()),
         })
+        motion = config.get("motion", "hexplane" if config.get("field") is not None else None)
+        if motion not in (None,) + MOTIONS:
+            raise InputError("motion", f"expected one of {', '.join(MOTIONS)}, got {motion!r}")
         self.config = {"sh_degree": sh_degree, "field": config.get("field"), "times": list(config.get("times") or [0.0]),
                        "rasterize_mode": config.get("rasterize_mode", "classic"),
-                       "bounds": config.get("bounds")}
-        field = self.config["field"]
+                       "bounds": config.get("bounds"), "motion": motion}
+        for k, v in config.items():  # extra entries (fit summary, training cameras) survive save/load
+            self.config.setdefault(k, v)
+        if motion == "table":
+            nf = len(self.config["times"])
+            if table is None:
+                tm = torch.zeros(n, nf, 3)
+                tq = torch.zeros(n, nf, 4)
+                tq[..., 0] = 1.0
+            else:
+                tm, tq = table["traj_means"], table["traj_quats"]
+            if tuple(tm.shape) != (n, nf, 3) or tuple(tq.shape) != (n, nf, 4):
+                raise InputError("gaussians", f"a trajectory table for {n} Gaussians x {nf} frames needs shapes "
+                                              f"({n}, {nf}, 3) and ({n}, {nf}, 4), got {tuple(tm.shape)} and "
+                                              f"{tuple(tq.shape)}")
+            self.splats["traj_means"] = nn.Parameter(tm.float().contiguous())
+            self.splats["traj_quats"] = nn.Parameter(tq.float().contiguous())
+        field = self.config["field"] if motion == "hexplane" else None
         if field is not None:
             if self.config["bounds"] is None:
                 raise InputError("bounds", "a deformation field needs scene bounds")
@@ -111,8 +194,41 @@ class Gaussians4D(nn.Module):
         return self.config["sh_degree"]
 
     @property
+    def motion(self):
+        return self.config.get("motion")
+
+    @property
     def is_dynamic(self) -> bool:
-        return self.deformation is not None
+        return self.deformation is not None or self.config.get("motion") == "table"
+
+    def canonical_parameters(self) -> dict:
+        """The Gaussian parameters without the trajectory table."""
+        return {k: v for k, v in self.splats.items() if k not in TABLE_KEYS}
+
+    def table_rows(self, t) -> list[tuple[int, float]]:
+        return hermite_weights(self.config["times"], t)
+
+    def table_at(self, t=None, frame: int | None = None, index=None):
+        """(offsets (N,3), rotations (N,4) unnormalised) of the trajectory table at time ``t`` or row ``frame``."""
+        tm, tq = self.splats["traj_means"], self.splats["traj_quats"]
+        if index is not None:
+            tm, tq = tm[index], tq[index]
+        rows = [(int(frame), 1.0)] if frame is not None else self.table_rows(t)
+        if len(rows) == 1:
+            k = rows[0][0]
+            return tm[:, k], tq[:, k]
+        dm = sum(w * tm[:, k] for k, w in rows)
+        dq = sum(w * tq[:, k] for k, w in rows)
+        return dm, dq
+
+    def frame_state(self, frame: int, index=None):
+        """(means, log_scales, quats) at training frame ``frame`` of a table model (``index``: a subset)."""
+        s = self.splats
+        m, ls, q = s["means"], s["scales"], s["quats"]
+        if index is not None:
+            m, ls, q = m[index], ls[index], q[index]
+        dm, dq = self.table_at(frame=frame, index=index)
+        return m + dm, ls, quat_mul(_normalise(dq), _normalise(q))
 
     @property
     def times(self) -> list[float]:
@@ -122,12 +238,21 @@ class Gaussians4D(nn.Module):
         """(means, log_scales, quats) at time ``t`` (canonical for static scenes or ``t=None``)."""
         s = self.splats
         m, ls, q = (s["means"] if means is None else means), s["scales"], s["quats"]
-        if self.deformation is None or t is None:
+        if t is None:
+            return m, ls, q
+        if self.config.get("motion") == "table":
+            dm, dq = self.table_at(t)
+            return m + dm, ls, quat_mul(_normalise(dq), _normalise(q))
+        if self.deformation is None:
             return m, ls, q
         return self.deformation(m, ls, q, t)
 
     def means_at(self, t) -> torch.Tensor:
-        if self.deformation is None or t is None:
+        if t is None:
+            return self.splats["means"]
+        if self.config.get("motion") == "table":
+            return self.splats["means"] + self.table_at(t)[0]
+        if self.deformation is None:
             return self.splats["means"]
         return self.deformation(self.splats["means"], self.splats["scales"], self.splats["quats"], t)[0]
 
@@ -179,8 +304,11 @@ class Gaussians4D(nn.Module):
     @classmethod
     def from_tensors(cls, tensors: dict, config: dict, source: str = "weights") -> "Gaussians4D":
         try:
+            table = None
+            if config.get("motion") == "table":
+                table = {k: tensors[f"splats.{k}"] for k in TABLE_KEYS}
             model = cls(tensors["splats.means"], tensors["splats.scales"], tensors["splats.quats"],
-                        tensors["splats.opacities"], tensors["splats.sh0"], tensors["splats.shN"], config)
+                        tensors["splats.opacities"], tensors["splats.sh0"], tensors["splats.shN"], config, table)
             if model.deformation is not None:
                 sd = {k[len("deformation."):]: v for k, v in tensors.items() if k.startswith("deformation.")}
                 model.deformation.load_state_dict(sd, strict=True)
@@ -221,8 +349,11 @@ def scene_bounds(means: torch.Tensor, pad: float = 0.15) -> list[list[float]]:
 
 
 def make_gaussians(points: torch.Tensor, colors: torch.Tensor, scale: float | torch.Tensor, sh_degree: int,
-                   times: list[float], field: dict | None, opacity: float = 0.5, bounds=None) -> Gaussians4D:
-    """Isotropic Gaussians at ``points`` (N,3) with RGB ``colors`` (N,3) and radius ``scale``."""
+                   times: list[float], field: dict | None, opacity: float = 0.5, bounds=None,
+                   motion: str | None = "auto") -> Gaussians4D:
+    """Isotropic Gaussians at ``points`` (N,3) with RGB ``colors`` (N,3) and radius ``scale``. ``motion``: None
+    (static), ``"table"`` (identity trajectories), ``"hexplane"`` (needs ``field``), or ``"auto"`` (HexPlane when a
+    field is given, else static)."""
     n = points.shape[0]
     scale = torch.as_tensor(scale, dtype=torch.float32)
     if scale.ndim == 0:
@@ -232,7 +363,11 @@ def make_gaussians(points: torch.Tensor, colors: torch.Tensor, scale: float | to
     quats[:, 0] = 1.0
     logit = math.log(opacity / (1 - opacity))
     k = (sh_degree + 1) ** 2
-    config = {"sh_degree": sh_degree, "field": field, "times": list(times),
+    if motion == "auto":
+        motion = "hexplane" if field is not None else None
+    if motion != "hexplane":
+        field = None
+    config = {"sh_degree": sh_degree, "field": field, "times": list(times), "motion": motion,
               "bounds": bounds if bounds is not None else (scene_bounds(points) if field is not None else None)}
     return Gaussians4D(points.float(), log_scales, quats, torch.full((n,), logit), rgb_to_sh0(colors.float())[:, None],
                        torch.zeros(n, k - 1, 3), config)
@@ -253,4 +388,4 @@ def numpy_params(model: Gaussians4D, t=None) -> dict:
 
 
 __all__ = ["Gaussians4D", "Deformation", "make_gaussians", "scene_bounds", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
-           "DEFAULT_FIELD", "quat_to_rotmat", "numpy_params"]
+           "DEFAULT_FIELD", "quat_to_rotmat", "numpy_params", "MOTIONS", "TABLE_KEYS", "hermite_weights", "quat_mul"]

@@ -152,6 +152,20 @@ def scenario_meta():
             result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:400]}
         result.update(params_on_cpu=on_cpu, params_on_meta=on_meta)
         out[kind + ("_novram" if novram else "")] = result
+    # the official-folder T5 (transformers' T5EncoderModel, with its own T5LayerNorm), as the text node runs it
+    enc = core_text.T5FolderEncoder(off, dtype=torch.float32)
+    patcher = nodes_models.make_patcher(enc.model, "text_encoder")
+    partial_load(patcher, 0.2, "meta")
+    enc.device = patcher.load_device
+    on_cpu = sum(1 for p in enc.model.parameters() if p.device.type == "cpu")
+    on_meta = sum(1 for p in enc.model.parameters() if p.device.type == "meta")
+    try:
+        y = enc.encode(["a character dancing"])
+        result = {"ok": True, "shape": list(y.shape), "device": str(y.device)}
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:400]}
+    result.update(params_on_cpu=on_cpu, params_on_meta=on_meta)
+    out["t5"] = result
     return out
 
 

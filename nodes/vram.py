@@ -101,6 +101,12 @@ def holds_weights(m: nn.Module) -> bool:
     return any(t is not None for t in m._parameters.values()) or any(t is not None for t in m._buffers.values())
 
 
+def _skipped_by_loader(m: nn.Module) -> bool:
+    """Own parameters and children with parameters: ``ModelPatcher._load_list`` leaves such a module out."""
+    return any(t is not None for t in m._parameters.values()) and any(
+        True for c in m.children() for _ in c.parameters())
+
+
 def cast_enable(module: nn.Module) -> int:
     """Swap, in place, every weight-bearing module of ``module`` for a cast-enabled class; returns how many."""
     cast_op = _cast_base()
@@ -118,6 +124,12 @@ def cast_enable(module: nn.Module) -> int:
         if target is None:
             target = _generic_class(cls)
         m.__class__ = target
+        if _skipped_by_loader(m):
+            # ComfyUI's load list skips a module whose children hold weights too; it would never be moved to the
+            # GPU in a partial load, so it always copies its own tensors to the input's device instead.
+            if not getattr(target, "charshot_generic_cast", False):
+                m.__class__ = _generic_class(cls)
+            m.comfy_cast_weights = True
         if isinstance(m, nn.Embedding) and "bias" not in m.__dict__ and "bias" not in m._parameters:
             m.bias = None  # comfy.ops reads .bias, which torch's Embedding does not have
         count += 1
@@ -127,7 +139,8 @@ def cast_enable(module: nn.Module) -> int:
 def not_offloadable(module: nn.Module) -> list[str]:
     """Names of modules holding weights that ComfyUI could neither load nor cast (must be empty)."""
     cast_op = _cast_base()
-    return [n for n, m in module.named_modules() if holds_weights(m) and not isinstance(m, cast_op)]
+    return [n for n, m in module.named_modules() if holds_weights(m) and (
+        not isinstance(m, cast_op) or _skipped_by_loader(m) and not m.comfy_cast_weights)]
 
 
 # ----------------------------------------------------------------------------------------------- budgets

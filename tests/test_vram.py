@@ -54,6 +54,8 @@ def test_partially_loaded_transformers_run_on_the_load_device(child):
         assert got["device"] == "meta"
     novram = r["4d_novram"]   # --novram: nothing loaded, every layer streamed
     assert novram["ok"] and novram["params_on_meta"] == 0 and novram["device"] == "meta", novram
+    odd = r["skipped_by_loader"]  # own weights + children with weights: always cast
+    assert odd["ok"] and odd["device"] == "meta" and odd["not_offloadable"] == [], odd
     t5 = r["t5"]              # the official-folder T5 of the text node (T5LayerNorm: the generic cast)
     assert t5["ok"] and t5["params_on_cpu"] > 0 and t5["device"] == "meta" and t5["shape"][1] == 226, t5
 

@@ -7,7 +7,7 @@ For each scene it renders with both backends on the same CUDA tensors (float32) 
 difference of the colours, the alphas, the projected means and radii, and the relative difference of the gradients
 of a fixed random loss w.r.t. means, quats, scales, opacities and colours. It exits with status 1 when a difference
 exceeds its tolerance (colours/alphas 2e-3, gradients 2e-2 relative), and prints a message and exits 0 on a machine
-without CUDA (nothing to compare there).
+without CUDA (nothing to compare there; the JSON says so); it exits 1 when gsplat cannot be used on a CUDA machine.
 """
 
 from __future__ import annotations
@@ -103,14 +103,23 @@ def main(argv=None):
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--skip-timing", action="store_true")
     a = ap.parse_args(argv)
+    def write(obj):
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(obj, f, indent=1)
+
     if not torch.cuda.is_available():
         print("check_backends_gpu: no CUDA device here; this check needs a GPU (gsplat is CUDA-only). Nothing to do.")
+        write({"cuda": False, "note": "no CUDA device: nothing compared"})
         return 0
     try:
-        import gsplat  # noqa: F401
-    except Exception as e:  # pragma: no cover
-        print(f"check_backends_gpu: gsplat cannot be imported ({e}); nothing to compare.")
-        return 0
+        from charactershot_core.gaussians.render import _load_gsplat
+
+        _load_gsplat()  # the package and its CUDA extension (built on first use)
+    except Exception as e:  # pragma: no cover - depends on the install
+        print(f"check_backends_gpu: gsplat cannot be used ({e}); nothing to compare.")
+        write({"cuda": True, "error": f"gsplat cannot be used: {e}"})
+        return 1
     device = "cuda"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
     results = {"parity": [], "timing": []}
@@ -131,9 +140,8 @@ def main(argv=None):
                 print(json.dumps(r), flush=True)
     ok = all(r["ok"] for r in results["parity"])
     print("PARITY OK" if ok else "PARITY FAILED")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
+    results["ok"] = ok
+    write(results)
     return 0 if ok else 1
 
 

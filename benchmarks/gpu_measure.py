@@ -46,25 +46,29 @@ class Step:
         self.name, self.max_s, self.min_s, self.argv, self.essential = name, max_s, min_s, argv, essential
 
 
-def steps_for(a, py: str, out: Path, site: str) -> dict:
-    """name -> Step. ``argv(limit_s)`` gives the command for the limit the step gets (or None: done in-process)."""
+def steps_for(a, py: str, out: Path, site: str, work: Path) -> dict:
+    """name -> Step. ``argv(limit_s)`` gives the command for the limit the step gets (or None: done in-process).
+    Each step writes its figures to work/NAME.json (outside $OUT: only 8 files come back from the device, and
+    summary.json holds them all)."""
     dry = a.dry_run
     b = str(REPO / "benchmarks")
     caps = a.vram_cap
-    j = lambda name: ["--json", str(out / f"{name}.json")]  # noqa: E731
+    j = lambda name: ["--json", str(work / f"{name}.json")]  # noqa: E731
     wheels = str(out / "wheels") if dry else a.wheels
     targets = "diffusers,gsplat,charshot_probe" if dry else "diffusers,gsplat"
 
     def fit_argv(limit):
-        if dry:  # the real views when this checkout has them, else the synthetic character (2 frames)
-            case = ["real"] if real_views_dir() else ["synth", "--frames", "2", "--synth-gaussians", "300",
-                                                      "--variant", "on"]
-            return [py, f"{b}/bench_fit4d.py", *case, "--scale", "0.125", "--iterations", "3", "--seconds", "60",
-                    "--backend", "auto", *j("fit_real")]
+        fit_out = ["--out", str(work / "fit4d")]
+        if dry:  # the real views when this checkout has them, else the synthetic character (3 frames)
+            case = ["real", "--seconds", "8"] if real_views_dir() else [
+                "motions", "--motions", "wave", "--budgets", "8", "--neighbour", "on", "--frames", "3",
+                "--synth-gaussians", "300"]
+            return [py, f"{b}/bench_fit4d.py", *case, "--scale", "0.125", "--backend", "auto", *fit_out,
+                    *j("fit_real")]
         # the fit's budget, leaving time to load the views and render the held-out ones at full resolution
         secs = int(max(15, min(120, limit - 45)))
         return [py, f"{b}/bench_fit4d.py", "real", "--scale", "1", "--seconds", str(secs), "--backend", "auto",
-                *j("fit_real")]
+                *fit_out, *j("fit_real")]
 
     def caps_argv(limit):
         if dry:
@@ -176,7 +180,10 @@ def main(argv=None) -> int:
         except ValueError:
             ap.error(f"--vram-cap: expected positive GiB numbers separated by commas, e.g. 12,16,24; got {a.vram_cap!r}")
     site = str(out / "site") if a.dry_run else a.site
-    table = steps_for(a, a.python, out, site)
+    work = out / "work" if a.dry_run else REPO / ".gpu" / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    table = steps_for(a, a.python, out, site, work)
     names = [s.strip() for s in a.steps.split(",") if s.strip()]
     unknown = [n for n in names if n not in table]
     if unknown:
@@ -188,7 +195,7 @@ def main(argv=None) -> int:
     shared = real_views_dir()
     if shared is not None:
         env["CHARSHOT_SHARED_DIR"] = str(shared)
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(out / "torch_extensions") if a.dry_run else "/tmp/charshot-torch-ext")
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(work / "torch_extensions") if a.dry_run else "/tmp/charshot-torch-ext")
     env.setdefault("MAX_JOBS", str(os.cpu_count() or 4))
     if a.dry_run:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -217,14 +224,13 @@ def main(argv=None) -> int:
         print(f"=== {name} (limit {limit:.0f} s)", flush=True)
         if step.argv is None:  # env: in-process
             t0 = time.perf_counter()
-            (out / "env.json").write_text(json.dumps(info, indent=1))
             summary.put(name, {"status": "ok", "seconds": round(time.perf_counter() - t0, 2), "result": info})
             print(json.dumps(info), flush=True)
             continue
         rc, secs, timed_out = run_cmd(step.argv(limit), limit, env)
         entry = {"status": "timeout" if timed_out else ("ok" if rc == 0 else "failed"), "seconds": round(secs, 1),
                  "limit_s": round(limit), "exit": rc}
-        res_path = out / f"{name}.json"
+        res_path = work / f"{name}.json"
         if res_path.is_file():
             try:
                 entry["result"] = json.loads(res_path.read_text())

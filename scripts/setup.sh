@@ -80,6 +80,21 @@ if ! step_done "reqs:$reqhash"; then
   mark "reqs:$reqhash"
 fi
 
+# The newest ComfyUI front-end, pinned, in its own folder (never over the host's bundled one): the browser tests run
+# on both, this one through ComfyUI's --front-end-root (tests/comfy_host.py NEWEST_FRONTEND names the same version).
+frontend_version=1.58.1
+frontend_dir="$root/.cache/frontend-$frontend_version"
+if ! step_done "frontend:$frontend_version" || [ ! -f "$frontend_dir/comfyui_frontend_package/static/index.html" ]; then
+  if [ ! -f "$frontend_dir/comfyui_frontend_package/static/index.html" ]; then
+    log "installing comfyui-frontend-package==$frontend_version into $frontend_dir"
+    rm -rf "$frontend_dir.partial"
+    "${pip[@]}" --no-deps --target "$frontend_dir.partial" "comfyui-frontend-package==$frontend_version"
+    rm -rf "$frontend_dir"
+    mv "$frontend_dir.partial" "$frontend_dir"
+  fi
+  step_done "frontend:$frontend_version" || mark "frontend:$frontend_version"
+fi
+
 # A real browser for the front-end tests (headless Chromium with software WebGL2): Debian's chromium package.
 chromium_bin() { command -v chromium || command -v chromium-browser || command -v google-chrome || true; }
 if ! step_done browser || [ -z "$(chromium_bin)" ]; then

@@ -76,6 +76,23 @@ class Page:
             f.write(base64.b64decode(data))
         return os.fspath(path)
 
+    def mouse(self, kind: str, x: float, y: float, buttons: int = 0, button: str = "none"):
+        self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button=button, buttons=buttons, clickCount=1)
+
+    def click(self, x: float, y: float):
+        """A real left click at page coordinates (CSS pixels)."""
+        self.mouse("mouseMoved", x, y)
+        self.mouse("mousePressed", x, y, 1, "left")
+        self.mouse("mouseReleased", x, y, 0, "left")
+
+    def drag(self, x0: float, y0: float, x1: float, y1: float, steps: int = 8):
+        """A real left-button drag from (x0, y0) to (x1, y1)."""
+        self.mouse("mouseMoved", x0, y0)
+        self.mouse("mousePressed", x0, y0, 1, "left")
+        for i in range(1, steps + 1):
+            self.mouse("mouseMoved", x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps, 1, "left")
+        self.mouse("mouseReleased", x1, y1, 0, "left")
+
     def key(self, key: str, code: str, key_code: int):
         for kind in ("keyDown", "keyUp"):
             self.call("Input.dispatchKeyEvent", type=kind, key=key, code=code, windowsVirtualKeyCode=key_code,

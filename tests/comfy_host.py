@@ -22,6 +22,9 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The newest ComfyUI front-end the browser tests also run on (scripts/setup.sh installs this pinned version into
+# .cache/frontend-<version>; the host serves it with --front-end-root). The host's own is its bundled package.
+NEWEST_FRONTEND = "1.58.1"
 MODEL_FOLDERS = ("diffusion_models", "vae", "text_encoders", "charactershot", "checkpoints", "clip")
 
 
@@ -54,6 +57,11 @@ def host_flags(host: Path) -> set[str]:
 
     text = (Path(host) / "comfy" / "cli_args.py").read_text(encoding="utf-8", errors="replace")
     return set(re.findall(r"""add_argument\(\s*["'](--[A-Za-z0-9][A-Za-z0-9-]*)["']""", text))
+
+
+def newest_frontend_root() -> Path:
+    """The ``static`` folder of the pinned newest front-end (what ``--front-end-root`` takes)."""
+    return REPO / ".cache" / f"frontend-{NEWEST_FRONTEND}" / "comfyui_frontend_package" / "static"
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_host import REPO, ComfyHost
+from tests.comfy_host import NEWEST_FRONTEND, REPO, ComfyHost, newest_frontend_root
 
 SHARED = Path(os.environ.get("CHARSHOT_SHARED_DIR", REPO.parent / "shared"))
 
@@ -36,6 +36,24 @@ def example_dir() -> Path:
 def comfy(tmp_path_factory):
     """A real ComfyUI 0.3.75 (or COMFYUI_DIR) serving this checkout as a custom-node pack."""
     host = ComfyHost(root=tmp_path_factory.mktemp("comfyui"))
+    try:
+        host.start()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield host
+    host.stop()
+    failure = host.import_failure()
+    assert failure is None, failure
+
+
+@pytest.fixture(scope="session")
+def comfy_newest(tmp_path_factory):
+    """A second server of the same host with the newest front-end (NEWEST_FRONTEND, ``--front-end-root``): only the
+    browser tests use it, to run the widget on both front-ends."""
+    root = newest_frontend_root()
+    if not (root / "index.html").is_file():
+        pytest.fail(f"front-end {NEWEST_FRONTEND} is not installed at {root}: run scripts/setup.sh", pytrace=False)
+    host = ComfyHost(root=tmp_path_factory.mktemp("comfyui-newest"), extra_args=["--front-end-root", str(root)])
     try:
         host.start()
     except RuntimeError as e:

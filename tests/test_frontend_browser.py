@@ -1,10 +1,12 @@
-"""The pack in ComfyUI's real front end (frontend 1.32.9 of ComfyUI 0.3.75), driven by headless Chromium.
+"""The pack in ComfyUI's real front end, driven by headless Chromium: every test runs twice, on the front-end the host
+bundles (1.32.9 for ComfyUI 0.3.75) and on the newest one (NEWEST_FRONTEND, served with --front-end-root).
 
 Checks what only a browser can: the web extension loads, every template opens with no missing node, the editor turns
 each template back into exactly its tested API twin (widget order, seed control widgets), and the saved-file list
 appears under a node without leaking into the prompt; and the inline 4D preview (docs/viewer.md): a small synthetic
 fit queued from the page, the widget's drawing, frame slider, snap to a training camera, serialisation, keyboard,
-hiding, bad files, the no-WebGL2 fallback and clean-up. Chromium must be installed (``scripts/setup.sh`` installs it
+hiding, bad files, the no-WebGL2 fallback and clean-up; the widget under Nodes 2.0 (Vue nodes: real clicks and drags,
+kept out of 1.58's side panel) and Preview 4D inside a subgraph (execution id "12:5"). Chromium must be installed (``scripts/setup.sh`` installs it
 when run as root); without it these tests fail with the command to install it, unless CHARSHOT_SKIP_BROWSER=1.
 """
 
@@ -25,19 +27,37 @@ from charactershot_core.gaussians.export import read_bundle
 
 from scripts.make_example_workflows import OUT, TWINS, read_twin
 from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
+from tests.comfy_host import NEWEST_FRONTEND
 
 pytestmark = pytest.mark.e2e
 
 
+FRONTENDS = ("bundled", "newest")
+
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def frontend(request) -> str:
+    """Which front-end the module's tests run on. Module scope: pytest runs all tests on one front-end, then all on
+    the other, with one server, one browser and one fit each."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def browser(comfy):
+def host(frontend, request):
+    """The server each browser test runs against: the host with its bundled front-end (``comfy``, 1.32.9 for ComfyUI
+    0.3.75), or the same host with the newest front-end (``comfy_newest``, tests/comfy_host.py NEWEST_FRONTEND)."""
+    return request.getfixturevalue("comfy" if frontend == "bundled" else "comfy_newest")
+
+
+@pytest.fixture(scope="module")
+def browser(host):
     if not CHROMIUM:
         if os.environ.get("CHARSHOT_SKIP_BROWSER") == "1":
             pytest.skip(INSTALL_HINT)
         pytest.fail(f"{INSTALL_HINT}; or set CHARSHOT_SKIP_BROWSER=1 to skip the browser tests", pytrace=False)
     # a first visit opens the template browser over the graph: mark the tutorial as seen first
-    comfy.request("/settings/Comfy.TutorialCompleted", data=b"true", method="POST")
-    b = Chromium(comfy.base)
+    host.request("/settings/Comfy.TutorialCompleted", data=b"true", method="POST")
+    b = Chromium(host.base)
     try:
         b.page.wait_for("!!(window.app && window.app.graph && window.app.extensions && window.app.extensions.length > 5)")
         yield b
@@ -48,6 +68,11 @@ def browser(comfy):
 @pytest.fixture(scope="module")
 def page(browser):
     return browser.page
+
+
+def test_setup_installs_the_newest_frontend_the_tests_name():
+    text = (Path(__file__).resolve().parent.parent / "scripts" / "setup.sh").read_text()
+    assert f"frontend_version={NEWEST_FRONTEND}\n" in text, "scripts/setup.sh and tests/comfy_host.py pin different front-ends"
 
 
 def test_web_extension_is_registered(page):
@@ -245,16 +270,16 @@ STANDALONE = """(async () => {{
     return {{message: v.message, count: v.scene ? v.scene.count : 0}}; }})()"""
 
 
-def test_frame_slider_changes_the_picture(page, comfy, fitted):
+def test_frame_slider_changes_the_picture(page, host, fitted):
     # the synthetic character's exact motion (the arm rises in the middle of the wave), so the change is known
-    (_temp(comfy) / "charshot_gt").mkdir(exist_ok=True)
-    synthetic_bundle(_temp(comfy) / "charshot_gt" / "wave.cs4d", n=4000, frames=5)
+    (_temp(host) / "charshot_gt").mkdir(exist_ok=True)
+    synthetic_bundle(_temp(host) / "charshot_gt" / "wave.cs4d", n=4000, frames=5)
     r = page.eval(STANDALONE.format(w=384, h=384 + 60, name="wave.cs4d", sub="charshot_gt"))
     assert r["count"] == 4000 and not r["message"], r
     V = "window.__csStandalone"
     try:
         # the page's decoder agrees with the Python reader (docs/4d_bundle_format.md)
-        ref = read_bundle(_temp(comfy) / "charshot_gt" / "wave.cs4d")
+        ref = read_bundle(_temp(host) / "charshot_gt" / "wave.cs4d")
         got = page.eval(f"""(() => {{ const s = {V}.scene, p = s.pos, r = s.rot, out = [];
             for (let i = 0; i < s.count; i += 97) for (let c = 0; c < 3; c++) out.push(p.min[c] + p.q[(3 * s.count) * 3 + 3 * i + c] * p.step[c]);
             const rr = []; for (let i = 0; i < s.count; i += 97) for (let c = 0; c < 4; c++) rr.push(r.min[c] + r.q[(4 * s.count) * 3 + 4 * i + c] * r.step[c]);
@@ -279,19 +304,19 @@ def test_frame_slider_changes_the_picture(page, comfy, fitted):
 
 
 @pytest.mark.parametrize("view", [0, 5])
-def test_snap_to_training_camera_matches_its_image(page, comfy, fitted, view):
+def test_snap_to_training_camera_matches_its_image(page, host, fitted, view):
     V = "window.__cs.viewer('CharacterShotPreview4D')"
     frame = 1
     page.eval(f"{V}.setFrame({frame}); {V}.snapToCamera({view}); true")
     page.wait_for(f"{V}.displayedFrame === {frame}", timeout=20)
     img = _capture(page, V)
     r = page.eval(f"{V}.snapRect()")
-    train = _training_image(comfy, fitted, view, frame)
+    train = _training_image(host, fitted, view, frame)
     h, w = train.shape[:2]
     crop = Image.fromarray(img[int(round(r["y"])):int(round(r["y"] + r["h"])), int(round(r["x"])):int(round(r["x"] + r["w"]))])
     got = np.asarray(crop.resize((w, h), Image.BILINEAR)).astype(np.float32) / 255
     err = np.abs(got - train.astype(np.float32) / 255).mean()
-    other = _training_image(comfy, fitted, (view + 5) % VIEWS, frame).astype(np.float32) / 255
+    other = _training_image(host, fitted, (view + 5) % VIEWS, frame).astype(np.float32) / 255
     err_other = np.abs(got - other).mean()
     Image.fromarray((np.concatenate([got, train / 255.0], 1) * 255).astype(np.uint8)).save(
         ARTIFACTS / f"preview4d_snap_view{view}.png")
@@ -305,7 +330,7 @@ def test_preview_state_stays_out_of_prompt_and_workflow(page, fitted):
         const n = window.__cs.node('CharacterShotPreview4D');
         const p = await window.app.graphToPrompt();
         const saved = window.app.graph.serialize();
-        const sn = saved.nodes.find(x => x.id === n.id);
+        const sn = saved.nodes.find(x => String(x.id) === String(n.id)); // 1.58: node ids are strings, saved as numbers
         const named = (n.widgets || []).filter(w => w.name !== 'charshot_preview4d').map(w => w.name);
         return {inputs: Object.keys(p.output[String(n.id)].inputs), values: sn.widgets_values, named,
                 text: JSON.stringify(saved), promptText: JSON.stringify(p.output),
@@ -368,7 +393,7 @@ def _bundle_bytes(n: int, frames: int = 2, seed: int = 0, level: int = 6) -> byt
         return open(path, "rb").read()
 
 
-def test_bad_files_show_clear_messages(page, comfy, fitted):
+def test_bad_files_show_clear_messages(page, host, fitted):
     good = _bundle_bytes(2000)
     bad = {
         "truncated.cs4d": good[: len(good) // 2],
@@ -390,9 +415,9 @@ def test_bad_files_show_clear_messages(page, comfy, fitted):
     rows = np.frombuffer(body, "<f4").reshape(n, -1)
     body = b"".join(b"\x07" + r.tobytes() for r in rows)
     bad["gauss.ply"] = head + b"element camera 1\nproperty float fov\nend_header\n" + body + np.float32(0.7).tobytes()
-    (_temp(comfy) / "charshot_bad").mkdir(exist_ok=True)
+    (_temp(host) / "charshot_bad").mkdir(exist_ok=True)
     for name, data in bad.items():
-        (_temp(comfy) / "charshot_bad" / name).write_bytes(data)
+        (_temp(host) / "charshot_bad" / name).write_bytes(data)
     expect = {"truncated.cs4d": "truncated", "corrupt.cs4d": "corrupt", "newer.cs4d": "newer CharacterShot",
               "mesh.ply": "no 3D Gaussian properties", "missing.cs4d": "HTTP 404", "big.cs4d": "showing every",
               "gauss.ply": ""}
@@ -454,3 +479,171 @@ def test_removing_the_node_frees_its_gl_context(page, fitted):
         return {before, after: gl.isContextLost(), disposed: v.disposed, worker: v.worker === null || v.worker === undefined};
     })()""")
     assert r == {"before": False, "after": True, "disposed": True, "worker": True}, r
+
+
+# ------------------------------------------------------------------- Nodes 2.0, subgraphs (both front-ends)
+def _rect(page, expr: str) -> dict:
+    return page.eval(f"(() => {{ const r = ({expr}).getBoundingClientRect(); "
+                     f"return {{x: r.x, y: r.y, w: r.width, h: r.height, cx: r.x + r.width / 2, cy: r.y + r.height / 2}}; }})()")
+
+
+def _on_top(page, expr: str, r: dict) -> bool:
+    """Whether a real click at the centre of ``r`` lands on the element ``expr`` (nothing of the editor covers it)."""
+    return page.eval(f"(() => {{ const e = document.elementFromPoint({r['cx']}, {r['cy']}); "
+                     f"return !!e && ({expr}).contains(e); }})()")
+
+
+def _setting(page, name: str, value) -> None:
+    page.eval(f"(async () => {{ await window.app.extensionManager.setting.set({json.dumps(name)}, "
+              f"{json.dumps(value)}); return true; }})()")
+
+
+def test_widget_works_under_vue_nodes(page, host, fitted, frontend):
+    """Nodes 2.0 (``Comfy.VueNodes.Enabled``): the front-end moves the widget's element into a Vue node. It draws the
+    character, and real clicks and drags on its controls play, scrub, orbit (without dragging the node) and a camera
+    choice snaps to that training view; in a front-end with a properties side panel (1.58), the widget stays in the
+    node and out of the panel."""
+    V = "window.__cs.viewer('CharacterShotPreview4D')"
+    N = "window.__cs.node('CharacterShotPreview4D')"
+    page.eval(f"{V}.pause(); {V}.unsnap(); {N}.collapsed && {N}.collapse(true); true")
+    _setting(page, "Comfy.VueNodes.Enabled", True)
+    try:
+        page.wait_for(f"!!{V}.root.closest('[data-node-id]') && {V}.visible === true", timeout=30)
+        # bring the node into view and wait for the Vue node's layout
+        page.eval(f"""(() => {{ const n = {N}; window.app.canvas.ds.offset = [-n.pos[0] + 130, -n.pos[1] + 120];
+            window.app.canvas.ds.scale = 1; window.app.canvas.setDirty(true, true); return true; }})()""")
+        page.wait_for(f"(() => {{ const r = {V}.stage.getBoundingClientRect(); return r.width > 150 && r.height >= 200 && "
+                      f"r.x >= 0 && r.y >= 0 && r.bottom <= innerHeight; }})()", timeout=30)
+        page.eval(f"{V}.fit(false); true")  # the front view, framed in the Vue node's own widget size
+        img = _capture(page, V)
+        Image.fromarray(img).save(ARTIFACTS / f"preview4d_canvas_vue_{frontend}.png")
+        drawn = (np.abs(img.astype(int) - 255).max(-1) > 24).mean()
+        assert 0.02 < drawn < 0.8, f"fraction of non-background pixels under Nodes 2.0: {drawn:.3f}"
+
+        # play / pause: real clicks on the button
+        play = _rect(page, f"{V}.ui.play")
+        assert _on_top(page, f"{V}.ui.play", play), "the play button is covered under Nodes 2.0"
+        shown = page.eval(f"{V}.stats.framesShown")
+        page.click(play["cx"], play["cy"])
+        page.wait_for(f"{V}.playing === true && {V}.stats.framesShown > {shown} + 1", timeout=30)
+        page.click(play["cx"], play["cy"])
+        page.wait_for(f"{V}.playing === false", timeout=5)
+
+        # the frame slider: a real click at its right end shows the last frame
+        slider = _rect(page, f"{V}.ui.slider")
+        assert _on_top(page, f"{V}.ui.slider", slider)
+        page.click(slider["x"] + slider["w"] - 2, slider["cy"])
+        page.wait_for(f"{V}.displayedFrame === {FRAMES - 1} && {V}.ui.label.textContent === '{FRAMES}/{FRAMES}'",
+                      timeout=20)
+
+        # a drag on the picture orbits the camera and does not move the node
+        stage = _rect(page, f"{V}.stage")
+        before = page.eval(f"({{az: {V}.cam.az, pos: [...{N}.pos]}})")
+        page.drag(stage["cx"] - 40, stage["cy"], stage["cx"] + 40, stage["cy"])
+        after = page.eval(f"({{az: {V}.cam.az, pos: [...{N}.pos]}})")
+        assert abs(after["az"] - before["az"]) > 0.05, (before, after)
+        assert after["pos"] == before["pos"], f"dragging in the widget moved the node: {before} -> {after}"
+
+        # camera snap from the camera list (a user's choice: the select's change event)
+        view, frame = 5, FRAMES - 1
+        page.eval(f"""(() => {{ const s = {V}.ui.camSel; s.value = '{view}';
+            s.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }})()""")
+        assert page.eval(f"{V}.snapped && {V}.snapped.k") == view
+        img = _capture(page, V)
+        r = page.eval(f"{V}.snapRect()")
+        train = _training_image(host, fitted, view, frame)
+        h, w = train.shape[:2]
+        crop = Image.fromarray(img[int(round(r["y"])):int(round(r["y"] + r["h"])),
+                                   int(round(r["x"])):int(round(r["x"] + r["w"]))])
+        got = np.asarray(crop.resize((w, h), Image.BILINEAR)).astype(np.float32) / 255
+        err = np.abs(got - train.astype(np.float32) / 255).mean()
+        err_other = np.abs(got - _training_image(host, fitted, 0, frame).astype(np.float32) / 255).mean()
+        assert err < 0.03 and err < 0.6 * err_other, f"snap under Nodes 2.0: error {err:.4f}, other view {err_other:.4f}"
+        page.eval(f"{V}.unsnap(); {V}.fit(); true")
+        page.eval(f"{V}.setFrame(1); true")
+        page.wait_for(f"{V}.displayedFrame === 1", timeout=20)
+        page.eval("new Promise(r => setTimeout(r, 300))")
+        node = _rect(page, f"{V}.root.closest('[data-node-id]')")
+        page.screenshot(ARTIFACTS / f"preview4d_widget_vue_{frontend}.png",
+                        {"x": max(0, node["x"] - 20), "y": max(0, node["y"] - 20), "width": node["w"] + 40,
+                         "height": node["h"] + 40})
+
+        # the properties side panel (front-ends that have one): the node's own inputs are there, the widget is not
+        has_panel = page.eval("window.app.extensionManager.setting.get('Comfy.RightSidePanel.IsOpen') !== undefined")
+        if frontend == "newest":
+            assert has_panel, "front-end 1.58 has a properties side panel (Comfy.RightSidePanel.IsOpen)"
+        if has_panel:
+            page.eval(f"window.app.canvas.deselectAll?.(); window.app.canvas.selectNode({N}); true")
+            _setting(page, "Comfy.RightSidePanel.IsOpen", True)
+            page.wait_for("(() => { const p = document.querySelector('[data-testid=\"properties-panel\"]'); "
+                          "return !!p && p.innerText.includes('turntable_frames'); })()", timeout=20)
+            page.eval("new Promise(r => setTimeout(r, 500))")
+            r = page.eval(f"""(() => {{ const p = document.querySelector('[data-testid="properties-panel"]');
+                return {{text: p.innerText, inPanel: p.contains({V}.root), inNode: !!{V}.root.closest('[data-node-id]'),
+                         visible: {V}.visible}}; }})()""")
+            assert "charshot_preview4d" not in r["text"] and not r["inPanel"], r
+            assert r["inNode"] and r["visible"], r
+            _setting(page, "Comfy.RightSidePanel.IsOpen", False)
+    finally:
+        _setting(page, "Comfy.VueNodes.Enabled", False)
+    # back on the canvas, the widget still shows the character
+    page.wait_for(f"!{V}.root.closest('[data-node-id]') && document.contains({V}.root)", timeout=30)
+
+
+def test_preview_inside_a_subgraph(page, host, fitted, frontend):
+    """Synthetic Character → [Fit 4D Gaussians → Preview 4D] with the bracket a subgraph: the run's ``executed``
+    message names the preview by its execution id ``<subgraph node>:<inner node>``; the widget of the node inside
+    the subgraph loads the result, and shows it when the subgraph is opened. Neither the saved workflow (with its
+    subgraph definition) nor the API prompt holds the widget. Last in the module: it replaces the graph."""
+    prompt = {k: dict(v) for k, v in PREVIEW_PROMPT.items() if k != "4"}
+    # turntable_frames differs from the fitted run, so Preview 4D really runs (Synthetic and Fit may come from cache)
+    prompt["3"] = {**prompt["3"], "inputs": {**prompt["3"]["inputs"], "turntable_frames": 0}}
+    ids = page.eval(f"""(async () => {{
+        await window.app.loadApiJson({json.dumps(prompt)}, 'preview4d_subgraph.json');
+        const g = window.app.graph, byClass = (c) => g._nodes.find(n => n.comfyClass === c);
+        const p = byClass('CharacterShotPreview4D'), f = byClass('CharacterShotFit4DGaussians');
+        p.pos = [130, 170]; p.setSize([470, 560]); f.pos = [680, 170];
+        byClass('CharacterShotSyntheticCharacter').pos = [-400, 170];
+        const {{subgraph, node}} = g.convertToSubgraph(new Set([f, p]));
+        const inner = subgraph.nodes.find(n => n.comfyClass === 'CharacterShotPreview4D');
+        window.__cs.sub = {{subgraph, node, inner}};
+        window.__cs.executed.length = 0; window.__cs.errors.length = 0;
+        const out = (await window.app.graphToPrompt()).output;
+        return {{outer: String(node.id), inner: String(inner.id), keys: Object.keys(out),
+                 rootHasPreview: g._nodes.some(n => n.comfyClass === 'CharacterShotPreview4D')}}; }})()""")
+    exec_id = f"{ids['outer']}:{ids['inner']}"
+    assert not ids["rootHasPreview"] and exec_id in ids["keys"], ids
+    V = "window.__cs.sub.inner._charshotPreview.viewer"
+    page.eval("(async () => { await window.app.queuePrompt(0, 1); return true; })()")
+    page.wait_for(f"window.__cs.errors.length > 0 || !!({V}.scene && {V}.displayedFrame >= 0)", timeout=400)
+    assert not page.eval("window.__cs.errors")
+    shown = page.eval("window.__cs.executed.filter(d => d.output && d.output.charshot_preview)"
+                      ".map(d => String(d.display_node || d.node))")
+    assert shown == [exec_id], shown
+    # open the subgraph: the inner node's widget is on screen and draws the character
+    page.eval("""(() => { const {subgraph, node, inner} = window.__cs.sub; window.app.canvas.openSubgraph(subgraph, node);
+        window.app.canvas.ds.offset = [-inner.pos[0] + 130, -inner.pos[1] + 120]; window.app.canvas.ds.scale = 1;
+        window.app.canvas.setDirty(true, true); return true; })()""")
+    page.wait_for(f"window.app.canvas.graph === window.__cs.sub.subgraph && {V}.visible === true && "
+                  f"(() => {{ const r = {V}.stage.getBoundingClientRect(); return r.width > 150 && r.height > 150 && "
+                  f"r.x >= 0 && r.y >= 0; }})()", timeout=30)
+    img = _capture(page, V)
+    drawn = (np.abs(img.astype(int) - 255).max(-1) > 24).mean()
+    assert 0.02 < drawn < 0.8, f"fraction of non-background pixels inside the subgraph: {drawn:.3f}"
+    page.eval("new Promise(r => setTimeout(r, 300))")
+    rect = _rect(page, f"{V}.root")
+    page.screenshot(ARTIFACTS / f"preview4d_subgraph_{frontend}.png",
+                    {"x": max(0, rect["x"] - 50), "y": max(0, rect["y"] - 110), "width": rect["w"] + 100,
+                     "height": rect["h"] + 130})
+    # the saved workflow (subgraph definitions included) and the API prompt hold no widget state
+    r = page.eval(f"""(async () => {{
+        const p = await window.app.graphToPrompt(), inner = window.__cs.sub.inner;
+        const defs = (p.workflow.definitions && p.workflow.definitions.subgraphs) || [];
+        const sn = defs.flatMap(d => d.nodes || []).find(x => String(x.id) === String(inner.id));
+        return {{inputs: Object.keys(p.output['{exec_id}'].inputs), values: sn && sn.widgets_values,
+                 text: JSON.stringify(p.workflow), promptText: JSON.stringify(p.output)}}; }})()""")
+    assert sorted(r["inputs"]) == ["gaussians", "times", "turntable_frames"], r["inputs"]
+    assert r["values"] == ["", 0], r["values"]
+    for key in ("charshot_preview4d", "preview4d_", ".cs4d", "displayedFrame"):
+        assert key not in r["text"] and key not in r["promptText"], key
+    page.eval("window.app.canvas.setGraph(window.app.graph); true")

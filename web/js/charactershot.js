@@ -20,6 +20,8 @@ function showFiles(node, files) {
       serialize: false, // keep it out of the API prompt
       hideOnZoom: false,
       getMinHeight: () => 40,
+      hideInPanel: true, // on the node only, never in a newer front-end's side panel
+      surfaces: { canvas: "shown", vueNode: "shown", panel: "never" },
     });
     widget.serialize = false; // and out of the workflow's widgets_values
   }
@@ -38,14 +40,15 @@ function showFiles(node, files) {
 
 app.registerExtension({
   name: "charactershot.savedFiles",
-  setup() {
-    api.addEventListener("executed", ({ detail }) => {
-      const output = detail?.output;
-      if (!output) return;
-      const files = FILE_KEYS.flatMap((k) => output[k] || []);
-      if (!files.length) return;
-      const node = app.graph?.getNodeById?.(Number(detail.display_node ?? detail.node));
-      if (node && String(node.type || node.comfyClass || "").startsWith("CharacterShot")) showFiles(node, files);
-    });
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!String(nodeData?.name || "").startsWith("CharacterShot")) return;
+    // called by the front-end for the node an `executed` message names, at the root or inside a subgraph ("12:5")
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      const r = onExecuted?.apply(this, arguments);
+      const files = output ? FILE_KEYS.flatMap((k) => output[k] || []) : [];
+      if (files.length) showFiles(this, files);
+      return r;
+    };
   },
 });

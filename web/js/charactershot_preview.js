@@ -28,6 +28,11 @@ function attachPreview(node) {
     serialize: false, // never in the API prompt
     hideOnZoom: false,
     getMinHeight: () => MIN_HEIGHT,
+    // Front-ends with a properties side panel (1.3x+) would show every DOM widget there too, moving the one viewer
+    // element out of the node: like core's media widgets, this one lives on the node only (the legacy canvas or a
+    // Vue node, "Nodes 2.0"). Older front-ends ignore both options.
+    hideInPanel: true,
+    surfaces: { canvas: "shown", vueNode: "shown", panel: "never" },
   }); // hidden or shown by the editor (display: none, off screen): the viewer's IntersectionObserver follows it
   widget.serialize = false; // never in the workflow's widgets_values
   const cls = nodeClass(node);
@@ -68,21 +73,24 @@ function showOutput(node, output) {
 
 app.registerExtension({
   name: "charactershot.preview4d",
-  nodeCreated(node) {
-    if (PREVIEW_NODES.has(nodeClass(node))) attachPreview(node);
-  },
-  setup() {
-    api.addEventListener("executed", ({ detail }) => {
-      const output = detail?.output;
-      if (!output || !(output.charshot_preview || output.charshot_turntable)) return;
-      const node = app.graph?.getNodeById?.(Number(detail.display_node ?? detail.node));
-      if (node && PREVIEW_NODES.has(nodeClass(node))) {
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!PREVIEW_NODES.has(nodeData?.name)) return;
+    // The front-end finds the node an `executed` message names (a root id "7", or "12:5" for node 5 inside the
+    // subgraph node 12, nested to any depth) and calls its onExecuted: no id parsing here.
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      const r = onExecuted?.apply(this, arguments);
+      if (output && (output.charshot_preview || output.charshot_turntable)) {
         try {
-          showOutput(node, output);
+          showOutput(this, output);
         } catch (e) {
           console.error("CharacterShot preview:", e); // never break the rest of the page
         }
       }
-    });
+      return r;
+    };
+  },
+  nodeCreated(node) {
+    if (PREVIEW_NODES.has(nodeClass(node))) attachPreview(node);
   },
 });

@@ -160,7 +160,9 @@ export class SplatViewer {
     const root = el("div", "position: relative; display: flex; flex-direction: column; width: 100%; height: 100%; " +
       "background: #222; outline: none; box-sizing: border-box; overflow: hidden;", { tabIndex: 0 });
     root.className = "charshot-preview4d";
-    const stage = el("div", "position: relative; flex: 1 1 auto; min-height: 64px;");
+    // min-height: a front-end that lays the widget out by its content (1.32.9's Vue nodes, "Nodes 2.0") would
+    // otherwise squash the picture to a strip; on the canvas the node's widget is always taller than this
+    const stage = el("div", "position: relative; flex: 1 1 auto; min-height: 240px;");
     const canvas = el("canvas", "position: absolute; inset: 0; width: 100%; height: 100%; display: block; touch-action: none;");
     const img = el("img", "position: absolute; inset: 0; width: 100%; height: 100%; object-fit: contain; display: none; background: #fff;");
     const msg = el("div", "position: absolute; left: 6px; right: 6px; top: 6px; font: 12px sans-serif; color: #eee; " +

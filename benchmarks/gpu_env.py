@@ -9,8 +9,8 @@ install is done):
              wheels that are needed are installed with ``pip install --no-index --no-deps --target SITE``.
   imports    every module the benchmarks import, with versions; a failure names the module and the fix.
   gsplat     builds gsplat's CUDA extension once (TORCH_CUDA_ARCH_LIST for the card, MAX_JOBS) and renders one
-             small scene with it, so that the later steps reuse the build; on a machine without CUDA it reports
-             that and succeeds.
+             small scene with it, so that the later steps reuse the build; on a machine without CUDA it tries
+             nothing, says so and succeeds.
 
 Each writes a JSON result (``--json``) and exits non-zero on failure with a one-line reason on stderr.
 """
@@ -311,6 +311,12 @@ def cmd_gsplat(a) -> int:
     sys.path.insert(0, str(REPO))
     from charactershot_core.gaussians import render as R
 
+    if not torch.cuda.is_available():
+        # no build attempt without a GPU (torch's JIT would look for a card's architecture, or compile for none)
+        result.update(extension="not tried: no CUDA device", seconds=round(time.perf_counter() - t0, 2))
+        _write(a.json, result)
+        print(json.dumps(result, indent=1))
+        return 0
     try:
         R._import_gsplat()
         result["extension"] = "loaded"
@@ -318,7 +324,7 @@ def cmd_gsplat(a) -> int:
         first = (str(e).strip().splitlines() or [""])[0]
         result.update(extension="failed", reason=f"{type(e).__name__}: {first}")
     result["build_or_load_s"] = round(time.perf_counter() - t0, 2)
-    if result["extension"] == "loaded" and torch.cuda.is_available():
+    if result["extension"] == "loaded":
         try:  # the kernels run on this card (a build for another architecture fails here)
             from charactershot_core.cameras import official_rig
 
@@ -339,7 +345,7 @@ def cmd_gsplat(a) -> int:
     result["seconds"] = round(time.perf_counter() - t0, 2)
     _write(a.json, result)
     print(json.dumps(result, indent=1))
-    if torch.cuda.is_available() and (result["extension"] != "loaded" or result.get("kernels") != "ran"):
+    if result["extension"] != "loaded" or result.get("kernels") != "ran":
         print(f"gpu_env: gsplat is unusable on this GPU ({result.get('reason')}); the later steps use 'auto' and "
               "fall back to the torch rasteriser", file=sys.stderr)
         return 1

@@ -206,6 +206,9 @@ def main(argv=None) -> int:
         make_probe_wheel(out / "wheels")
 
     info = env_info(a.dry_run)
+    cap = (info.get("nvidia_smi") or "").splitlines()[0].split(",")[-1].strip() if info.get("nvidia_smi") else ""
+    if cap.replace(".", "").isdigit():  # the same arch list for the gsplat build and every step that loads it
+        env.setdefault("TORCH_CUDA_ARCH_LIST", cap)
     summary = Summary(out / "summary.json", {"machine": info, "budget_s": a.budget, "vram_cap_gib": a.vram_cap,
                                              "steps_asked": names, "command": " ".join(sys.argv)})
     stopped = None

@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--formats", default=",".join(F.FORMATS))
     ap.add_argument("--json", default=None)
     ap.add_argument("--psnr", action="store_true", help="PSNR of .splatv renders against the model's (2 times x 4 views)")
+    ap.add_argument("--windows", type=int, default=0, help=".splatv time windows (0: automatic; formats.splatv_bytes)")
     ap.add_argument("--psnr-size", default="360x240", help="render size for --psnr")
     args = ap.parse_args()
     rows = []
@@ -101,12 +102,14 @@ def main() -> int:
             model = SyntheticModel(motion, n, args.frames)
             out = tempfile.mkdtemp(prefix="bench_exports_")
             try:
-                files, s = F.export_formats(model, out, model.times, args.formats)
+                files, s = F.export_formats(model, out, model.times, args.formats,
+                                              splatv_windows=args.windows)
                 splatv = [f for f in files if f.endswith(".splatv")]
                 psnr = splatv_psnr(model, splatv[0], args.psnr_size) if args.psnr and splatv else None
             finally:
                 shutil.rmtree(out, ignore_errors=True)
-            row = {"motion": motion, "count": n, "frames": args.frames, "bake_s": s["bake_seconds"]}
+            row = {"motion": motion, "count": n, "frames": args.frames, "bake_s": s["bake_seconds"],
+                   "windows": args.windows}
             for fmt in s["formats"]:
                 row[fmt] = {"seconds": s[fmt]["seconds"], "MB": s[fmt]["bytes"] / 1e6, "files": s[fmt]["files"]}
             if "splatv" in s:
@@ -115,13 +118,14 @@ def main() -> int:
                 row["splatv_psnr"] = psnr
             rows.append(row)
             parts = [f"{fmt} {row[fmt]['seconds']:.2f} s {row[fmt]['MB']:.2f} MB" for fmt in s["formats"]]
-            print(f"{motion} N={n} T={args.frames}: bake {row['bake_s']:.2f} s; " + "; ".join(parts))
+            print(f"{motion} N={n} T={args.frames} windows={args.windows}: bake {row['bake_s']:.2f} s; " + "; ".join(parts))
             if "splatv_fit" in row:
                 r = row["splatv_fit"]
                 print(f"   splatv fit: mean {100 * r['position_mean_rel']:.3f} %, p95 {100 * r['position_p95_rel']:.3f} %, "
                       f"max {100 * r['position_max_rel']:.2f} % of the size; {100 * r['gaussians_over_1pct']:.1f} % "
                       f"of Gaussians > 1 %; rotation mean {r['rotation_mean_deg']:.2f} deg, "
-                      f"p95 {r['rotation_p95_deg']:.2f} deg")
+                      f"p95 {r['rotation_p95_deg']:.2f} deg" + (f"; temporal coverage {r['coverage_min']:.2f}-"
+                                                                  f"{r['coverage_max']:.2f}" if "coverage_min" in r else ""))
             if psnr is not None:
                 print("   splatv render vs model render, PSNR (dB): " +
                       ", ".join(f"t={t:g}: {v:.2f}" for t, v in psnr.items()))

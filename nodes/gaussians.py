@@ -360,6 +360,10 @@ class Save4DGaussians(io.ComfyNode):
                 io.Boolean.Input("save_splatv", default=False, optional=True,
                                  tooltip="One .splatv file (splaTV, gsplat.js): the motion fitted per Gaussian as a "
                                          "cubic; the fit's error is in the summary output."),
+                io.Int.Input("splatv_windows", default=0, min=0, max=64, optional=True,
+                             tooltip="Time windows of the .splatv: each Gaussian is written once per window with its "
+                                     "own cubic motion (more windows: closer motion, bigger file). 0 = one per 5 "
+                                     "frames, at most 5; 1 = one cubic for the whole clip."),
                 io.Boolean.Input("save_html", default=False, optional=True,
                                  tooltip="One .html file with the viewer and the 4D bundle inside: double-click to "
                                          "play it in a browser, no server, no network."),
@@ -370,7 +374,7 @@ class Save4DGaussians(io.ComfyNode):
 
     @classmethod
     def execute(cls, gaussians, filename_prefix, times="", save_ply=True, save_bundle=True, save_weights=True,
-                save_spz=False, save_splatv=False, save_html=False):
+                save_spz=False, save_splatv=False, save_html=False, splatv_windows=0):
         from ..charactershot_core.gaussians import formats as fmt
 
         chosen = [f for f, on in (("ply", save_ply), ("spz", save_spz), ("splatv", save_splatv), ("html", save_html),
@@ -394,7 +398,7 @@ class Save4DGaussians(io.ComfyNode):
                 rig_dict, source = training_rig(model)
                 rig = cam.CameraRig.from_dict(rig_dict, "cameras") if rig_dict else None
                 written, summary = fmt.export_formats(model, tmp, ts, chosen, prefix=f"{stem}_", rig=rig,
-                                                      rig_source=source)
+                                                      rig_source=source, splatv_windows=int(splatv_windows))
                 summary_lines.append(fmt.summary_text(summary))
             if save_weights:
                 path = os.path.join(tmp, f"{stem}.safetensors")

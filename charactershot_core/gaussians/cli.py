@@ -84,6 +84,9 @@ def register(subparsers) -> None:
                    help="comma-separated formats to write, any of ply (per frame, a SuperSplat sequence), spz (per "
                         "frame, Niantic spz v3), splatv (one splaTV file), html (one-file viewer), bundle (.cs4d); "
                         "default: ply,bundle (overrides --no-ply / --no-bundle)")
+    e.add_argument("--splatv-windows", type=int, default=0,
+                   help=".splatv time windows: each Gaussian written once per window with its own cubic motion "
+                        "(0: one per 5 frames, at most 5; 1: one cubic for the whole clip)")
     e.add_argument("--cameras", default=None, help="rig JSON whose cameras the bundle, HTML and .splatv carry "
                                                    "(default: the cameras the fit recorded, if any)")
     e.set_defaults(func=cmd_export)
@@ -298,7 +301,8 @@ def cmd_export(args) -> int:
         except OSError as e:
             raise InputError("--cameras", f"cannot read {args.cameras}: {e.strerror}") from None
     files, summary = fmt.export_formats(model, args.out, times, chosen, rig=rig or _recorded_rig(model),
-                                        rig_source="connected" if rig is not None else "fit")
+                                        rig_source="connected" if rig is not None else "fit",
+                                        splatv_windows=args.splatv_windows)
     for f in files:
         print(f)
     print(fmt.summary_text(summary), file=sys.stderr)

@@ -243,7 +243,7 @@ def _halves(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -HALF_MAX, HALF_MAX).astype("<f2")
 
 
-def fit_motion(times, positions, rotations, centre: float | None = None) -> dict:
+def fit_motion(times, positions, rotations, centre: float | None = None, weights=None) -> dict:
     """Least-squares fit of splaTV's motion model to per-frame positions (T, N, 3) and wxyz rotations (T, N, 4).
 
     Position: ``p(t) = p0 + m1·dt + m2·dt² + m3·dt³`` (fewer terms for fewer than four frames); rotation:
@@ -266,9 +266,10 @@ def fit_motion(times, positions, rotations, centre: float | None = None) -> dict
     if centre is None:
         centre = 0.5 * (float(t.min()) + float(t.max()))
     dt = t - centre
-    terms = min(4, nt)
+    sw = np.ones(nt) if weights is None else np.sqrt(np.clip(np.asarray(weights, np.float64).reshape(-1), 0, None))
+    terms = min(4, int((sw > 1e-3).sum()))
     a = np.stack([dt ** j for j in range(terms)], 1)  # (T, terms)
-    coef, *_ = np.linalg.lstsq(a, pos.reshape(nt, -1), rcond=None)
+    coef, *_ = np.linalg.lstsq(a * sw[:, None], pos.reshape(nt, -1) * sw[:, None], rcond=None)
     coef = coef.reshape(terms, n, 3)
     p0 = coef[0].astype(np.float32)
     motion = np.zeros((n, 9), np.float64)
@@ -277,12 +278,12 @@ def fit_motion(times, positions, rotations, centre: float | None = None) -> dict
     motion_h = _halves(motion)
 
     rot = rot / np.maximum(np.linalg.norm(rot, axis=-1, keepdims=True), 1e-12)
-    ref = rot[int(np.argmin(np.abs(dt)))]
+    ref = rot[int(np.argmin(np.abs(dt) - 1e6 * (sw > 1e-3)))]
     sign = np.where((rot * ref[None]).sum(-1, keepdims=True) < 0, -1.0, 1.0)
     rot_aligned = rot * sign
-    rterms = min(2, nt)
+    rterms = min(2, terms)
     b = np.stack([dt ** j for j in range(rterms)], 1)
-    rcoef, *_ = np.linalg.lstsq(b, rot_aligned.reshape(nt, -1), rcond=None)
+    rcoef, *_ = np.linalg.lstsq(b * sw[:, None], rot_aligned.reshape(nt, -1) * sw[:, None], rcond=None)
     rcoef = rcoef.reshape(rterms, n, 4)
     q0_h = _halves(rcoef[0])
     omega_h = _halves(rcoef[1]) if rterms > 1 else np.zeros((n, 4), "<f2")
@@ -326,13 +327,30 @@ def splatv_cameras(rig) -> list[dict]:
     return out
 
 
+def auto_windows(frames: int) -> int:
+    """The default number of .splatv time windows: one per 5 frames, at most 5 (1 for fewer than 10 frames)."""
+    return max(1, min(5, int(frames) // 5))
+
+
+SPLATV_WINDOW_WIDTH = 0.6  # temporal width of a window's copies over the centres' spacing (their weights sum to 1-1.12)
+
+
 def splatv_bytes(times, positions, rotations, scales, colors, opacities, cameras=None, meta: dict | None = None,
-                 centre: float | None = None) -> tuple[bytes, dict]:
+                 centre: float | None = None, windows: int | None = None) -> tuple[bytes, dict]:
     """A ``.splatv`` file and its motion-fit report.
 
     ``positions`` (T, N, 3), ``rotations`` (T, N, 4) wxyz, ``scales`` (N, 3) **linear** (splaTV has no scale
     motion: pass the scales of the frame nearest the centre), ``colors`` (N, 3) RGB in [0, 1], ``opacities``
     (N,) in [0, 1], ``times`` in [0, 1], ``cameras`` as ``splatv_cameras``.
+
+    ``windows`` (None or 0: ``auto_windows``, one per 5 frames up to 5) > 1 splits the clip into that many time
+    windows, the way splaTV's own scenes live: every Gaussian is written once per window (W x N in the file), each copy with its own cubic fitted to the frames it is visible
+    at (least squares weighted by its temporal opacity), a temporal centre (the first on the clip's first time, the
+    last on its last, the others evenly between) and a width of 0.6 times the spacing of the centres, so the copies
+    fade into one another. The report then scores the blend at each frame
+    (each copy's error weighted by its temporal opacity) and adds ``coverage_min`` / ``coverage_max``: the sum of
+    the copies' temporal opacities over the frames (1 = the Gaussian's own opacity; a dip between windows thins
+    the character a little there).
     """
     pos = np.asarray(positions, np.float32)
     if pos.ndim != 3 or pos.shape[2] != 3:
@@ -340,43 +358,97 @@ def splatv_bytes(times, positions, rotations, scales, colors, opacities, cameras
     nt, n = pos.shape[:2]
     if n == 0:
         raise InputError("gaussians", "the Gaussian set is empty; there is nothing to export")
-    if n > SPLATV_MAX_GAUSSIANS:
-        raise InputError("gaussians", f"{n} Gaussians are more than a .splatv texture holds in WebGL2 players "
-                                      f"({SPLATV_MAX_GAUSSIANS}: {SPLATV_MAX_ROWS} rows of 1024); prune the model")
+    if windows is None or (isinstance(windows, (int, np.integer)) and windows == 0):
+        windows = auto_windows(nt)
+    if not isinstance(windows, (int, np.integer)) or not 1 <= int(windows) <= max(1, nt // 2):
+        raise InputError("splatv_windows", f"expected a whole number of time windows from 1 to {max(1, nt // 2)} "
+                                    f"(at least 2 frames each), got {windows!r}")
+    windows = int(windows)
+    total = n * windows
+    if total > SPLATV_MAX_GAUSSIANS:
+        raise InputError("gaussians", f"{n} Gaussians x {windows} windows are more than a .splatv texture holds in "
+                                      f"WebGL2 players ({SPLATV_MAX_GAUSSIANS}: {SPLATV_MAX_ROWS} rows of 1024)")
     t = np.asarray(times, np.float64).reshape(-1)
     if t.shape[0] != nt or np.any(t < 0) or np.any(t > 1):
         raise InputError("times", f"expected {nt} frame times in [0, 1]")
-    fit = fit_motion(t, pos, rotations, centre)
     scl = np.asarray(scales, np.float32)
     col = np.clip(np.asarray(colors, np.float64), 0.0, 1.0)
     opa = np.clip(np.asarray(opacities, np.float64).reshape(-1), 0.0, 1.0)
     if scl.shape != (n, 3) or col.shape != (n, 3) or opa.shape != (n,):
         raise InputError("gaussians", f"expected scales and colours of shape ({n}, 3) and {n} opacities")
-    rows = -(-4 * n // SPLATV_TEXWIDTH)
+    if windows == 1:
+        fits = [fit_motion(t, pos, rotations, centre)]
+        widths = [SPLATV_STATIC_WIDTH]
+        report = {**fits[0]["report"], "windows": 1}
+    else:
+        lo, hi = float(t.min()), float(t.max())
+        spacing = (hi - lo) / (windows - 1)  # centres on the clip's ends and evenly between them
+        width = SPLATV_WINDOW_WIDTH * spacing
+        fits, widths, weights = [], [], []
+        for k in range(windows):
+            ck = lo + k * spacing
+            g = np.exp(-((t - ck) / width) ** 2)
+            g = np.where(g < 0.02, 0.0, g)  # splaTV's shader skips a Gaussian below 0.02
+            fits.append(fit_motion(t, pos, rotations, ck, weights=g))
+            widths.append(width)
+            weights.append(g)
+        report = _blend_report(t, pos, rotations, fits, np.stack(weights))
+        report["windows"] = windows
+    rows = -(-4 * total // SPLATV_TEXWIDTH)
     words = np.zeros((rows * SPLATV_TEXWIDTH // 4, 16), "<u4")
-    w = words[:n]
-    w[:, 0:3] = fit["p0"].astype("<f4").view("<u4")
-    halves = np.zeros((n, 26), "<f2")  # words 3..15 as 26 halves
-    halves[:, 0:4] = fit["q0"]
-    halves[:, 4:7] = _halves(scl)
-    # word 7 (halves 8, 9) is the RGBA bytes, set below
-    halves[:, 10:19] = fit["motion"]
-    halves[:, 20:24] = fit["omega"]
-    halves[:, 24] = fit["centre"]
-    halves[:, 25] = SPLATV_STATIC_WIDTH
-    w[:, 3:16] = halves.view("<u4")
     rgba = np.empty((n, 4), np.uint8)
     rgba[:, :3] = np.round(col * 255.0).astype(np.uint8)
     rgba[:, 3] = np.round(opa * 255.0).astype(np.uint8)
-    w[:, 7] = rgba.view("<u4").reshape(n)
+    for k, (fit, width) in enumerate(zip(fits, widths)):
+        w = words[k * n:(k + 1) * n]
+        w[:, 0:3] = fit["p0"].astype("<f4").view("<u4")
+        halves = np.zeros((n, 26), "<f2")  # words 3..15 as 26 halves
+        halves[:, 0:4] = fit["q0"]
+        halves[:, 4:7] = _halves(scl)
+        # word 7 (halves 8, 9) is the RGBA bytes, set below
+        halves[:, 10:19] = fit["motion"]
+        halves[:, 20:24] = fit["omega"]
+        halves[:, 24] = fit["centre"]
+        halves[:, 25] = width
+        w[:, 3:16] = halves.view("<u4")
+        w[:, 7] = rgba.view("<u4").reshape(n)
     tex = words.tobytes()
     chunk = {"type": "splat", "size": len(tex), "texwidth": SPLATV_TEXWIDTH, "texheight": rows,
              "cameras": cameras or []}
-    if meta:
-        chunk["charactershot"] = meta
+    chunk["charactershot"] = {**(meta or {}), "count": total, "windows": windows}
     hjson = json.dumps([chunk], separators=(",", ":"), allow_nan=False).encode("utf-8")
     data = struct.pack("<II", SPLATV_MAGIC, len(hjson)) + hjson + tex
-    return data, fit["report"]
+    return data, report
+
+
+def _blend_report(t, pos, rotations, fits, weights) -> dict:
+    """The report of ``fit_motion`` for copies blended by their temporal weights (W, T) at the frame times."""
+    pos = np.asarray(pos, np.float64)
+    rot = np.asarray(rotations, np.float64)
+    rot = rot / np.maximum(np.linalg.norm(rot, axis=-1, keepdims=True), 1e-12)
+    nt, n = pos.shape[:2]
+    err = np.zeros((nt, n))
+    ang = np.zeros((nt, n))
+    for fit, g in zip(fits, weights):
+        dt = t - fit["centre"]
+        m = fit["motion"].astype(np.float64).reshape(n, 3, 3)
+        p = (fit["p0"].astype(np.float64)[None] + dt[:, None, None] * m[None, :, 0]
+             + dt[:, None, None] ** 2 * m[None, :, 1] + dt[:, None, None] ** 3 * m[None, :, 2])
+        q = fit["q0"].astype(np.float64)[None] + dt[:, None, None] * fit["omega"].astype(np.float64)[None]
+        q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+        err += g[:, None] * np.linalg.norm(p - pos, axis=-1)
+        ang += g[:, None] * np.degrees(2.0 * np.arccos(np.clip(np.abs((q * rot).sum(-1)), 0.0, 1.0)))
+    cover = weights.sum(0)
+    err /= np.maximum(cover, 1e-12)[:, None]
+    ang /= np.maximum(cover, 1e-12)[:, None]
+    flat = pos.reshape(-1, 3)
+    size = float((flat.max(0) - flat.min(0)).max()) or 1.0
+    rel = err / size
+    return {"size": size, "frames": int(nt), "position_terms": 4,
+            "position_mean_rel": float(rel.mean()), "position_p95_rel": float(np.percentile(rel, 95)),
+            "position_max_rel": float(rel.max()), "gaussians_over_1pct": float((rel.max(0) > 0.01).mean()),
+            "rotation_mean_deg": float(ang.mean()), "rotation_p95_deg": float(np.percentile(ang, 95)),
+            "coverage_min": float(cover.min()), "coverage_max": float(cover.max())}
 
 
 def read_splatv(data) -> dict:
@@ -452,12 +524,13 @@ def bundle_meta(model, rig_dict: dict | None = None, rig_source: str = "") -> di
 
 
 def export_formats(model, out_dir: str, times, formats=DEFAULT_FORMATS, prefix: str = "", rig=None,
-                   rig_source: str = "") -> tuple[list[str], dict]:
+                   rig_source: str = "", splatv_windows: int | None = None) -> tuple[list[str], dict]:
     """Write ``formats`` of ``model`` baked at ``times`` (None: a static model) into ``out_dir``.
 
     Files: ``{prefix}frame_00001.ply`` ... (``{prefix}gaussians.ply`` for a static model), ``{prefix}frame_00001.spz``
     ... (``gaussians.spz``), ``{prefix}motion.splatv``, ``{prefix}viewer.html``, ``{prefix}bundle.cs4d``. ``rig`` (a
-    CameraRig) gives the cameras the bundle, the HTML and the ``.splatv`` carry. Everything is written into a
+    CameraRig) gives the cameras the bundle, the HTML and the ``.splatv`` carry; ``splatv_windows``: time windows of
+    the ``.splatv`` (``splatv_bytes``). Everything is written into a
     private temporary folder inside ``out_dir`` and moved in at the end: an error leaves none of the set.
     Returns the paths and a summary (per format: ``files``, ``bytes``, ``seconds``; ``splatv``: the motion fit).
     """
@@ -470,9 +543,11 @@ def export_formats(model, out_dir: str, times, formats=DEFAULT_FORMATS, prefix: 
     n = model.num_gaussians
     if "spz" in chosen and n > SPZ_MAX_POINTS:
         raise InputError("formats", f"spz: {n} Gaussians are more than .spz readers accept ({SPZ_MAX_POINTS})")
-    if "splatv" in chosen and n > SPLATV_MAX_GAUSSIANS:
-        raise InputError("formats", f"splatv: {n} Gaussians are more than a .splatv player holds "
-                                    f"({SPLATV_MAX_GAUSSIANS})")
+    if splatv_windows is None or splatv_windows == 0:
+        splatv_windows = auto_windows(len(times) if times is not None else 1)
+    if "splatv" in chosen and n * max(1, int(splatv_windows)) > SPLATV_MAX_GAUSSIANS:
+        raise InputError("formats", f"splatv: {n} Gaussians x {splatv_windows} time window(s) are more than a "
+                                    f".splatv player holds ({SPLATV_MAX_GAUSSIANS})")
     t0 = time.perf_counter()
     ts, frames = _frames(model, times)
     summary: dict = {"count": n, "frames": len(ts), "formats": chosen, "bake_seconds": time.perf_counter() - t0}
@@ -507,7 +582,7 @@ def export_formats(model, out_dir: str, times, formats=DEFAULT_FORMATS, prefix: 
                 tt, torch.stack([fr["means"] for fr in frames]).numpy(),
                 torch.stack([fr["quats"] for fr in frames]).numpy(), torch.exp(f["scales"]).numpy(), rgb,
                 torch.sigmoid(f["opacities"]).numpy(), splatv_cameras(rig),
-                meta={"count": n, "times": tt, "source": "charactershot 4D Gaussians"})
+                meta={"times": tt, "source": "charactershot 4D Gaussians"}, windows=splatv_windows)
             path = export.atomic_write_bytes(os.path.join(tmp, f"{prefix}motion.splatv"), data)
             summary["splatv"] = {"fit": report}
             record("splatv", [path], start)
@@ -549,6 +624,7 @@ def summary_text(summary: dict) -> str:
         line = f"{fmt}: {s['files']} file(s), {s['bytes'] / 1e6:.2f} MB, {s['seconds']:.2f} s"
         if fmt == "splatv":
             r = s["fit"]
+            line += f"; {r.get('windows', 1)} time window(s)"
             line += (f"; cubic motion fit error (of the character's size): mean {100 * r['position_mean_rel']:.3f} %, "
                      f"p95 {100 * r['position_p95_rel']:.3f} %, max {100 * r['position_max_rel']:.2f} %; "
                      f"{100 * r['gaussians_over_1pct']:.1f} % of Gaussians off by > 1 % at some frame; rotation "

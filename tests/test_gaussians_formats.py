@@ -318,6 +318,24 @@ def test_cli_export_writes_each_format(tmp_path, capsys):
     assert names == ["bundle.cs4d", "gaussians.ply", "gaussians.spz", "motion.splatv", "viewer.html"]
     err = capsys.readouterr().err
     assert "spz: 1 file(s)" in err and "cubic motion fit error" in err
+    # a fitted-style model with the trajectory table (the default motion model): per-frame files move with it
+    moving = make_gaussians(pts, torch.rand(120, 3, generator=g), 0.02, 0, [0.0, 0.5, 1.0], None, motion="table")
+    with torch.no_grad():
+        moving.splats["traj_means"][:, :, 0] += torch.tensor([0.0, 0.1, 0.3])
+    mw = tmp_path / "moving.safetensors"
+    moving.save(str(mw))
+    out2 = tmp_path / "exp2"
+    assert main(["export", "--weights", str(mw), "--out", str(out2), "--formats", "ply,spz,splatv"]) == 0
+    assert sorted(p.name for p in out2.iterdir()) == sorted(
+        [f"frame_0000{i}.{e}" for e in ("ply", "spz") for i in (1, 2, 3)] + ["motion.splatv"])
+    from charactershot_core.gaussians.export import read_ply
+
+    for i, dx in enumerate((0.0, 0.1, 0.3)):
+        ref = moving.baked(moving.times[i])["means"].numpy()
+        assert np.allclose(ref[:, 0], pts[:, 0].numpy() + dx, atol=1e-5)
+        assert np.allclose(read_ply(out2 / f"frame_0000{i + 1}.ply")["means"], ref, atol=1e-6)
+        assert np.allclose(F.read_spz(out2 / f"frame_0000{i + 1}.spz")["means"], ref, atol=0.5 / 4096 + 1e-6)
+    capsys.readouterr()
     assert main(["export", "--weights", str(weights), "--out", str(tmp_path / "x"), "--formats", "usd"]) == 1
     assert "--formats: unknown format 'usd'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -243,13 +243,16 @@ def _halves(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -HALF_MAX, HALF_MAX).astype("<f2")
 
 
-def fit_motion(times, positions, rotations, centre: float | None = None, weights=None) -> dict:
+def fit_motion(times, positions, rotations, centre: float | None = None, weights=None, score: bool = True) -> dict:
     """Least-squares fit of splaTV's motion model to per-frame positions (T, N, 3) and wxyz rotations (T, N, 4).
 
     Position: ``p(t) = p0 + m1·dt + m2·dt² + m3·dt³`` (fewer terms for fewer than four frames); rotation:
     ``q(t) = normalise(q0 + ω·dt)`` with the quaternions' signs aligned to the frame nearest the centre;
     ``dt = t − centre`` (default: the middle of the time range). The coefficients are then rounded to what the
     file stores (f32 positions, halves elsewhere) and the fit is scored on the frames with those stored values.
+
+    ``weights`` (T,): per-frame weights of the least squares (a window's temporal opacity; frames under 1e-3 do
+    not count); ``score=False`` skips the report.
 
     Returns ``p0`` (N, 3) f32, ``motion`` (N, 9) halves (m1, m2, m3), ``q0`` (N, 4), ``omega`` (N, 4) halves,
     ``centre`` and the report: ``size`` (largest side of the character's box over all frames), position error
@@ -269,7 +272,8 @@ def fit_motion(times, positions, rotations, centre: float | None = None, weights
     sw = np.ones(nt) if weights is None else np.sqrt(np.clip(np.asarray(weights, np.float64).reshape(-1), 0, None))
     terms = min(4, int((sw > 1e-3).sum()))
     a = np.stack([dt ** j for j in range(terms)], 1)  # (T, terms)
-    coef, *_ = np.linalg.lstsq(a * sw[:, None], pos.reshape(nt, -1) * sw[:, None], rcond=None)
+    # least squares for every Gaussian at once: one small pseudo-inverse (terms x T) times the (T, 3N) targets
+    coef = np.linalg.pinv(a * sw[:, None]) @ (pos.reshape(nt, -1) * sw[:, None])
     coef = coef.reshape(terms, n, 3)
     p0 = coef[0].astype(np.float32)
     motion = np.zeros((n, 9), np.float64)
@@ -283,11 +287,14 @@ def fit_motion(times, positions, rotations, centre: float | None = None, weights
     rot_aligned = rot * sign
     rterms = min(2, terms)
     b = np.stack([dt ** j for j in range(rterms)], 1)
-    rcoef, *_ = np.linalg.lstsq(b * sw[:, None], rot_aligned.reshape(nt, -1) * sw[:, None], rcond=None)
+    rcoef = np.linalg.pinv(b * sw[:, None]) @ (rot_aligned.reshape(nt, -1) * sw[:, None])
     rcoef = rcoef.reshape(rterms, n, 4)
     q0_h = _halves(rcoef[0])
     omega_h = _halves(rcoef[1]) if rterms > 1 else np.zeros((n, 4), "<f2")
 
+    out = {"p0": p0, "motion": motion_h, "q0": q0_h, "omega": omega_h, "centre": float(centre)}
+    if not score:
+        return out
     # score what the file stores
     m = motion_h.astype(np.float64).reshape(n, 3, 3)
     fit = (p0.astype(np.float64)[None] + dt[:, None, None] * m[None, :, 0] + dt[:, None, None] ** 2 * m[None, :, 1]
@@ -308,7 +315,7 @@ def fit_motion(times, positions, rotations, centre: float | None = None, weights
         "gaussians_over_1pct": float((rel.max(0) > 0.01).mean()),
         "rotation_mean_deg": float(ang.mean()), "rotation_p95_deg": float(np.percentile(ang, 95)),
     }
-    return {"p0": p0, "motion": motion_h, "q0": q0_h, "omega": omega_h, "centre": float(centre), "report": report}
+    return {**out, "report": report}
 
 
 def splatv_cameras(rig) -> list[dict]:
@@ -389,7 +396,7 @@ def splatv_bytes(times, positions, rotations, scales, colors, opacities, cameras
             ck = lo + k * spacing
             g = np.exp(-((t - ck) / width) ** 2)
             g = np.where(g < 0.02, 0.0, g)  # splaTV's shader skips a Gaussian below 0.02
-            fits.append(fit_motion(t, pos, rotations, ck, weights=g))
+            fits.append(fit_motion(t, pos, rotations, ck, weights=g, score=False))
             widths.append(width)
             weights.append(g)
         report = _blend_report(t, pos, rotations, fits, np.stack(weights))

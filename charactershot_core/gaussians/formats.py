@@ -20,10 +20,11 @@ which file):
   scale (3 halves + 0), RGBA bytes, cubic motion (9 halves: velocity, acceleration and jerk terms of
   ``Δ = m1·dt + m2·dt² + m3·dt³``), rotation velocity (4 halves, ``q(t) = normalise(q0 + ω·dt)``), and the temporal
   centre and width (2 halves; opacity × ``exp(−(dt/width)²)``), with ``dt = t − centre`` and t in [0, 1].
-  Our model moves every Gaussian along its deformation field; ``fit_motion`` fits that motion per Gaussian by least
+  Our model moves every Gaussian along its own trajectory; ``fit_motion`` fits that motion per Gaussian by least
   squares over the frame times and reports how far the cubic is from the model (``position_*`` figures relative
-  to the character's size). Opacity does not change over time in our model: the temporal width is set so the
-  Gaussian is visible over the whole clip.
+  to the character's size). With time windows (``splatv_bytes(windows=W)``) each Gaussian is written W times,
+  each copy fitted to its part of the clip and faded in and out by the temporal opacity; with one window the
+  temporal width keeps the Gaussian visible over the whole clip.
 * PLY sequence: ``{prefix}frame_00001.ply``, ``frame_00002.ply``...: SuperSplat imports files dropped together as
   an animation when every name matches ``(.*?)(\\d+)(\\.compressed)?\\.ply`` with the same prefix, and orders them
   by that number (``is_supersplat_sequence`` is that rule).

@@ -50,6 +50,16 @@ def motion_scores(pred: torch.Tensor, gt: torch.Tensor) -> dict:
             "ssim_fg_worst": min(sf), "psnr_fg_frames": pf}
 
 
+@torch.no_grad()
+def edge_length_cv(model, times, k: int = 8) -> float:
+    """Limb rigidity: mean over the KNN edges (canonical centres) of std/mean of the edge's length over the frames."""
+    from charactershot_core.gaussians.losses import knn_graph
+
+    e = knn_graph(model.splats["means"], k)
+    lengths = torch.stack([(model.means_at(t)[e[0]] - model.means_at(t)[e[1]]).norm(dim=-1) for t in times])
+    return float((lengths.std(0) / lengths.mean(0).clamp_min(1e-9)).mean())
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--motion-model", default=None)
@@ -90,6 +100,7 @@ def main(argv=None):
     res = fit(train, cfg, cb)
     pred = render_views(res.model, test.rig, test.times, "torch")
     final = motion_scores(pred, test.frames)
+    final["edge_length_cv"] = edge_length_cv(res.model, test.times)
     final.update(iteration=res.iterations, seconds=round(res.seconds, 1))
     print("final", json.dumps(final), flush=True)
     if args.json:

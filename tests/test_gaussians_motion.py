@@ -182,3 +182,30 @@ def test_a_tiny_two_frame_fit_moves_and_a_static_model_does_not(two_frames):
 def test_bad_motion_model_is_rejected(two_frames):
     with pytest.raises(InputError, match="motion"):
         fit(two_frames, small_cfg(motion="spline"))
+
+
+def test_hexplane_fine_stage_starts_at_a_saddle(two_frames):
+    """Why the HexPlane fit barely moves in short budgets (docs/4d.md): at the start of its fine stage no plane gets
+    any gradient, and the only layer that does sees the same features at every time, so it learns one offset for
+    all frames (a static average) until the time planes slowly leave 1."""
+    from charactershot_core.gaussians import losses
+    from charactershot_core.gaussians.fit import render_model
+    from charactershot_core.gaussians.hexplane import TIME_PLANES
+
+    cfg = small_cfg(motion="hexplane", field={"resolution": [8, 8, 8, 2], "features": 4, "multires": [1], "width": 8})
+    model = initialize(two_frames, cfg)
+    rig = two_frames.rig
+    grads = []
+    for fi, t in enumerate(two_frames.times):
+        model.zero_grad(set_to_none=True)
+        img, _, _ = render_model(model, rig.viewmats()[:2], rig.Ks()[:2], rig.width, rig.height, t, "torch")
+        losses.photometric_loss(img, two_frames.frames[:2, fi]).backward()
+        planes = model.deformation.grid.grids[0]
+        assert all(planes[i].grad is None or float(planes[i].grad.abs().sum()) == 0.0 for i in range(6))
+        assert all(float(model.deformation.pos[k].weight.grad.abs().sum()) == 0.0 for k in (1,))
+        grads.append(model.deformation.pos[-1].weight.grad.clone())
+        # the features the last layer sees do not depend on t (time planes start at 1)
+    f0 = model.deformation.grid(model.splats["means"], 0.0)
+    f1 = model.deformation.grid(model.splats["means"], 0.4)
+    assert torch.allclose(f0, f1, rtol=1e-6, atol=0)
+    assert float(grads[0].abs().sum()) > 0  # it learns, but a time-independent offset

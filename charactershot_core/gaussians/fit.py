@@ -109,6 +109,7 @@ class FitConfig:
     lr_traj_means: float = 1.28e-3    # x scene scale, decays with lr_final_factor over the dynamic stages
     lr_traj_quats: float = 4e-3
     table_smoothness_weight: float = 1.0   # second difference of positions over consecutive frames
+    coarse_image_weight: float = 1.0  # table: + L1 of 8x-downsampled images (a wider basin for limbs far off)
     # rendering
     backend: str = "auto"
     device: str | None = None         # where the fit runs; None = the first CUDA GPU if there is one, else the CPU
@@ -467,6 +468,8 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         active = {fi}
         if table and t is not None:
             pending_err.append((fi, loss.detach()))
+            if cfg.coarse_image_weight > 0:
+                loss = loss + cfg.coarse_image_weight * _coarse_l1(img, gt, 8)
             if nb_frame is not None and (cfg.neighbour_weight > 0 or cfg.rigidity_weight > 0
                                       or cfg.isometry_weight > 0 or cfg.table_smoothness_weight > 0):
                 n_now = model.num_gaussians
@@ -583,6 +586,16 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
                        cfg.to_dict())
     result.flow_stats = flow_stats
     return result
+
+
+def _coarse_l1(img: torch.Tensor, gt: torch.Tensor, k: int) -> torch.Tensor:
+    """L1 between (B, H, W, 3) images average-pooled by ``k``: a limb rendered up to ~k pixels away from its target
+    still overlaps it there, so it gets a pull instead of fading."""
+    from torch.nn import functional as F_
+
+    a = F_.avg_pool2d(img.permute(0, 3, 1, 2), k, ceil_mode=True)
+    b = F_.avg_pool2d(gt.permute(0, 3, 1, 2), k, ceil_mode=True)
+    return (a - b).abs().mean()
 
 
 def _step_all(optims: dict, active) -> None:

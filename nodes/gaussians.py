@@ -341,8 +341,10 @@ class Save4DGaussians(io.ComfyNode):
             display_name="CharacterShot Save 4D Gaussians",
             category=CAT,
             is_output_node=True,
-            description="Writes a standard 3DGS .ply per frame, the compact 4D bundle for the web viewer and the "
-                        "reloadable weights (.safetensors) into ComfyUI's output folder.",
+            description="Writes a standard 3DGS .ply per frame (SuperSplat imports them as an animation), the compact "
+                        "4D bundle for the web viewer and the reloadable weights (.safetensors) into ComfyUI's output "
+                        "folder; optionally a Niantic .spz per frame, one .splatv (splaTV, gsplat.js) and a one-file "
+                        ".html viewer that plays from disk.",
             inputs=[
                 Gaussians4D.Input("gaussians", tooltip="The 4D Gaussians to save."),
                 io.String.Input("filename_prefix", default="charactershot/4d",

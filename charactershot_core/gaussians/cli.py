@@ -74,7 +74,8 @@ def register(subparsers) -> None:
     r.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
     r.set_defaults(func=cmd_render)
 
-    e = subparsers.add_parser("export", help="export per-frame INRIA .ply files and the 4D bundle")
+    e = subparsers.add_parser("export", help="export per-frame .ply (a SuperSplat sequence) and .spz, a .splatv, a "
+                                             "one-file .html viewer and the 4D bundle")
     e.add_argument("--weights", required=True, help=f"the {WEIGHTS_NAME} written by fit4d")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--times", default=None, help="comma-separated times in [0,1] (default: the training times)")

@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from charactershot_core.gaussians import formats as F  # noqa: E402
-from charactershot_core.gaussians.synthetic import SyntheticCharacter  # noqa: E402
+from charactershot_core.gaussians import formats as F
+from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
 SH_C0 = 0.28209479177387814
 

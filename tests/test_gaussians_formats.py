@@ -102,7 +102,7 @@ def _check_against_model(cols: dict, baked: dict, pos_tol: float, col_tol: float
     if k1:
         rest = np.stack([cols[f"f_rest_{i}"] for i in range(3 * k1)], 1).reshape(n, 3, k1).transpose(0, 2, 1)
         assert np.abs(rest - baked["shN"].numpy()).max() <= rest_tol
-    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))
     assert np.abs(sig(cols["opacity"]) - sig(baked["opacities"].numpy())).max() <= alpha_tol
     scl = np.stack([cols[f"scale_{i}"] for i in range(3)], 1)
     assert np.abs(scl - baked["scales"].numpy()).max() <= scale_tol
@@ -201,7 +201,7 @@ def test_splatv_read_by_gsplat_js_matches_the_model(tmp_path, windows):
     assert all(g["padding"] == [0, 0] for g in gs)
     # gsplat.js puts its camera where the file's first camera is (INRIA cameras.json: camera centre)
     assert np.allclose(out["camera"], rig.c2w_cv[0][:3, 3], atol=1e-5)
-    arr = lambda key: np.array([g[key] for g in gs], np.float64)  # noqa: E731
+    arr = lambda key: np.array([g[key] for g in gs], np.float64)
     pos, motion, rot, omega, trbf = arr("position"), arr("motion"), arr("rotation"), arr("omega"), arr("trbf")
     baked0 = m.baked(0.5)
     rgba = arr("rgba").reshape(windows, 300, 4)
@@ -523,6 +523,6 @@ def test_splatv_drawn_by_gsplat_js_in_chromium_matches_render_4d(tmp_path):
         server.shutdown()
         server.server_close()
     # the arm is somewhere else at the two times: gsplat.js plays the motion, as much as the model moves
-    moved = lambda a, b: (np.abs(a - b).max(-1) > 0.15).mean()  # noqa: E731
+    moved = lambda a, b: (np.abs(a - b).max(-1) > 0.15).mean()
     assert moved(shots[0][1], shots[1][1]) > 0.005
     assert moved(shots[0][0], shots[1][0]) > 0.5 * moved(shots[0][1], shots[1][1])

@@ -37,7 +37,6 @@ folder first, so a failure leaves no partial set.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import math

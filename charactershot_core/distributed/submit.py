@@ -172,6 +172,37 @@ def _stop(proc) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ child side
+def exit_with_parent(parent_pid: int, poll: float = 0.5, grace: float = 10.0) -> threading.Thread:
+    """Watch the parent (the ComfyUI server): the child runs in its own session, so a server that dies (killed,
+    crashed) sends it no signal.  When the parent is gone, SIGTERM this process (its handler exits through the
+    ``finally`` that shuts the actors down); if it is still alive ``grace`` seconds later (stuck inside a Ray
+    call that does not return to Python), end it with ``os._exit`` (Ray kills the actors of a dead driver)."""
+
+    def parent_gone() -> bool:
+        if os.getppid() != parent_pid:  # re-parented: the parent has exited
+            return True
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+    def watch():
+        while not parent_gone():
+            time.sleep(poll)
+        sys.stderr.write(f"charactershot submit: the parent process {parent_pid} is gone; stopping\n")
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(143)
+
+    t = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    t.start()
+    return t
+
+
 def _child(folder: str) -> int:
     lock = threading.Lock()
     out = sys.stdout
@@ -222,4 +253,5 @@ def _child(folder: str) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_with_parent(os.getppid())
     sys.exit(_child(sys.argv[1]))

@@ -1,0 +1,74 @@
+"""The Ray driver child that the Multi-View Sampler starts runs in its own session: when the ComfyUI server dies
+(killed, crashed) it gets no signal, and it must not stay behind on its own (it holds a Ray connection and maybe a
+cluster's actors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from charactershot_core.distributed.submit import PACK_ROOT, write_job
+from tests.distributed_inputs import make_inputs, make_job
+
+pytest.importorskip("ray")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_the_driver_child_exits_when_its_parent_dies(tmp_path):
+    inp = make_inputs(tmp_path / "in")
+    job, spec = make_job(inp)
+    # a "cluster" that accepts the connection and then never answers: ray.init waits inside Ray's own code
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(60)
+    work = tmp_path / "store" / ".submit-test"
+    write_job(str(work), job)
+    from dataclasses import asdict
+
+    (work / "request.json").write_text(json.dumps({
+        "spec": asdict(spec), "address": f"127.0.0.1:{srv.getsockname()[1]}", "store": str(tmp_path / "store"),
+        "groups": [0, 1], "gpus": None, "actors": 1, "connect_timeout": 5.0}))
+    # the parent: starts the child as submit_to_ray does (own session), prints its pid, then waits to be killed
+    parent_code = textwrap.dedent(f"""
+        import subprocess, sys, time
+        p = subprocess.Popen([sys.executable, "-m", "charactershot_core.distributed.submit", {str(work)!r}],
+                             cwd={PACK_ROOT!r}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             start_new_session=True)
+        print(p.pid, flush=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=PACK_ROOT))
+    child = int(parent.stdout.readline())
+    try:
+        conn, _ = srv.accept()  # the child is now inside ray.init, talking to our silent "cluster"
+        assert _alive(child)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.time() + 40
+        while _alive(child) and time.time() < deadline:
+            time.sleep(0.25)
+        assert not _alive(child), "the driver child outlived its parent"
+        conn.close()
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+        srv.close()

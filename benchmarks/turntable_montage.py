@@ -22,8 +22,18 @@ def main(argv=None):
         frames = sorted(os.listdir(os.path.join(src, d)))
         f = frames[min(len(frames) - 1, round(k * (len(frames) - 1) / max(1, len(views) - 1)))]
         tiles.append(Image.open(os.path.join(src, d, f)).convert("RGB"))
-    w, h = tiles[0].size
     # crop the empty margins shared by all tiles
+    import numpy as np
+
+    fg = np.zeros(np.asarray(tiles[0]).shape[:2], bool)
+    for t in tiles:
+        fg |= np.asarray(t).min(-1) < 245
+    ys, xs = np.nonzero(fg)
+    pad = 6
+    box = (max(0, xs.min() - pad), max(0, ys.min() - pad), min(fg.shape[1], xs.max() + pad + 1),
+           min(fg.shape[0], ys.max() + pad + 1))
+    tiles = [t.crop(box) for t in tiles]
+    w, h = tiles[0].size
     img = Image.new("RGB", (w * len(tiles), h), "white")
     for k, t in enumerate(tiles):
         img.paste(t, (k * w, 0))

@@ -163,8 +163,9 @@ class Fit4DGaussians(io.ComfyNode):
                              tooltip="Gaussians sampled on the visual hull at the start."),
                 io.Float.Input("neighbour_weight", default=1.0, min=0.0, max=1000.0, step=0.1, optional=True,
                                tooltip="Weight of the paper's neighbour constraint (0 = off)."),
-                io.Float.Input("rigidity_weight", default=0.0, min=0.0, max=1000.0, step=0.01, optional=True,
-                               tooltip="Local rigidity between neighbouring Gaussians over time (0 = off)."),
+                io.Float.Input("rigidity_weight", default=-1.0, min=-1.0, max=1000.0, step=0.01, optional=True,
+                               tooltip="Local rigidity between neighbouring Gaussians over time (0 = off; -1 = "
+                                       "automatic: 1 for the trajectory table, 0 for HexPlane)."),
                 io.Boolean.Input("densify", default=True, optional=True,
                                  tooltip="Split, clone and prune Gaussians during the fit."),
                 io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
@@ -187,7 +188,7 @@ class Fit4DGaussians(io.ComfyNode):
 
     @classmethod
     def execute(cls, multiview, iterations, seconds, scale=1.0, sh_degree=0, batch_views=2, initial_gaussians=20000,
-                neighbour_weight=1.0, rigidity_weight=0.0, densify=True, backend="auto", seed=0, preview_every=100,
+                neighbour_weight=1.0, rigidity_weight=-1.0, densify=True, backend="auto", seed=0, preview_every=100,
                 motion_model="table"):
         import comfy.model_management as mm
 
@@ -202,7 +203,7 @@ class Fit4DGaussians(io.ComfyNode):
         dev = _device_for(backend)
         cfg = FitConfig(iterations=iterations, seconds=seconds if seconds > 0 else None, sh_degree=sh_degree,
                         batch_views=batch_views, init_points=initial_gaussians, neighbour_weight=neighbour_weight,
-                        rigidity_weight=rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed,
+                        rigidity_weight=None if rigidity_weight < 0 else rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed,
                         motion=motion_model)
         bar = Progress(iterations)
 

@@ -97,7 +97,7 @@ class FitConfig:
     knn_k: int = 8
     neighbour_nodes: int = 4096       # centre nodes sampled per iteration for the neighbour terms (all if fewer)
     motion_threshold: float = 0.01
-    rigidity_weight: float = 0.0
+    rigidity_weight: float | None = None  # None: 1 for the trajectory table (limbs stay coherent), 0 for HexPlane
     isometry_weight: float = 0.0
     temporal_windows: bool = True     # hexplane: progressive windows from the middle frame
     # trajectory table (motion="table"): static coarse stage, optical-flow initialisation, an outward sweep
@@ -266,6 +266,11 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None) -
     """Fit Gaussians to ``video`` (its views are all training views). See the module docstring."""
     cfg = config or FitConfig()
     _check_video(video, cfg)
+    if cfg.rigidity_weight is None:
+        import dataclasses
+
+        table = cfg.motion == "table" and video.num_frames > 1
+        cfg = dataclasses.replace(cfg, rigidity_weight=1.0 if table else 0.0)
     with torch.inference_mode(False), torch.enable_grad():
         return _fit(video, cfg, callback)
 

@@ -11,8 +11,9 @@ Schedule (``FitConfig``; progress p in [0, 1] is the larger of iterations done /
    centres rebuilt after every densification) + optional rigidity / isometry.
    Optional progressive temporal windows grow from the middle frame (the paper's intent, §C.5).
 
-Densification and pruning use gsplat's ``DefaultStrategy`` on the canonical parameters, fed with the screen-space
-gradients of the (deformed) Gaussians; it works with both rasteriser backends.
+Densification and pruning use gsplat's ``DefaultStrategy`` (or, when gsplat is not importable, the same algorithm in
+``densify.DensifyStrategy``) on the canonical parameters, fed with the screen-space gradients of the (deformed)
+Gaussians; it works with both rasteriser backends.
 Every iteration checks the parameters, loss and gradients for NaN/inf on the device, without waiting for it; the
 host reads those flags every ``check_every`` iterations and before each snapshot of the last good state: on the first
 bad iteration the fit restores that state and raises :class:`FitDivergedError` (the exact iteration number and what
@@ -276,8 +277,7 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None) -
 
 
 def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
-    from gsplat.strategy import DefaultStrategy
-
+    from .densify import strategy_class
     from .render import GsplatUnavailableError, is_gsplat_failure, mark_gsplat_unusable, resolve_backend
 
     t_start = time.perf_counter()
@@ -326,6 +326,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
             {"params": model.deformation.grid_parameters(), "lr": cfg.lr_grid * scene_scale, "name": "grid"},
             {"params": model.deformation.mlp_parameters(), "lr": cfg.lr_mlp * scene_scale, "name": "mlp"},
         ], eps=1e-15)
+    DefaultStrategy = strategy_class()  # gsplat's when gsplat.strategy imports, else densify.DensifyStrategy
     strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
                                refine_start_iter=0, refine_stop_iter=1 << 60, reset_every=1 << 60,
                                refine_every=1000, verbose=False)

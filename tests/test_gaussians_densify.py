@@ -335,3 +335,40 @@ def test_fit_densifies_with_our_strategy_when_gsplat_is_not_importable(no_gsplat
     assert n == refines[-1]["gaussians"] and n != transparent["n"]
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < losses[0]
+
+
+def test_statistics_from_the_torch_rasteriser_agree_packed_and_unpacked_and_with_gsplat():
+    """The real render info of our torch rasteriser (means2d with its retained gradient, radii, sizes, cameras)."""
+    g = torch.Generator().manual_seed(3)
+    n = 60
+    means = (torch.rand(n, 3, generator=g) - 0.5) * 0.6
+    quats, scales = torch.randn(n, 4, generator=g), torch.exp(torch.randn(n, 3, generator=g) * 0.3 - 2.5)
+    opac, colors = 0.2 + 0.7 * torch.rand(n, generator=g), torch.rand(n, 3, generator=g)
+    rig = orbit_rig(num_views=3, width=32, height=24, square_size=24)
+    target = torch.rand(3, 24, 32, 3, generator=g)
+    stats = {}
+    strategies = {"ours": D.DensifyStrategy}
+    try:
+        from gsplat.strategy import DefaultStrategy
+        strategies["gsplat"] = DefaultStrategy
+    except ImportError:
+        pass
+    for name, cls in strategies.items():
+        for packed in (False, True):
+            params = nn.ParameterDict({"means": nn.Parameter(means.clone()), "scales": nn.Parameter(scales.log()),
+                                       "quats": nn.Parameter(quats.clone()),
+                                       "opacities": nn.Parameter(torch.logit(opac))})
+            s = cls(refine_start_iter=0, refine_every=100)
+            st = s.initialize_state(1.0)
+            img, _, info = R.rasterize(params["means"], params["quats"], params["scales"].exp(),
+                                       torch.sigmoid(params["opacities"]), colors, rig.viewmats(), rig.Ks(), 32, 24,
+                                       backend="torch", packed=packed)
+            s.step_pre_backward(params, {}, st, 1, info)
+            (img - target).abs().mean().backward()
+            s.step_post_backward(params, {}, st, 1, info, packed=packed)
+            stats[name, packed] = (st["grad2d"], st["count"])
+    ref = stats["ours", False]
+    assert ref[1].sum() > n and (ref[0] > 0).sum() > n // 2  # most Gaussians drawn by several cameras
+    for key, (g2, cnt) in stats.items():
+        assert torch.equal(cnt, ref[1]), key
+        assert torch.allclose(g2, ref[0], rtol=1e-5, atol=1e-12), key

@@ -209,3 +209,21 @@ def test_hexplane_fine_stage_starts_at_a_saddle(two_frames):
     f1 = model.deformation.grid(model.splats["means"], 0.4)
     assert torch.allclose(f0, f1, rtol=1e-6, atol=0)
     assert float(grads[0].abs().sum()) > 0  # it learns, but a time-independent offset
+
+
+def test_table_model_exports_a_moving_bundle_and_per_frame_ply(tmp_path, two_frames):
+    from charactershot_core.gaussians import export
+    from charactershot_core.gaussians.cli import export_all
+
+    model = initialize(two_frames, small_cfg())
+    with torch.no_grad():
+        model.splats["traj_means"][:, 1] += torch.tensor([0.0, 0.0, 0.2])
+    files = export_all(model, str(tmp_path), list(model.times))
+    names = sorted(p.split("/")[-1] for p in files)
+    assert names == ["bundle.cs4d", "frame_00001.ply", "frame_00002.ply"]
+    ply = export.read_ply(str(tmp_path / "frame_00002.ply"))
+    assert torch.allclose(torch.as_tensor(ply["means"]), model.means_at(0.4), atol=1e-5)
+    b = export.read_bundle(str(tmp_path / "bundle.cs4d"))
+    pos = torch.as_tensor(b["frames"]["positions"])
+    assert pos.shape[0] == 2 and float((pos[1] - pos[0])[:, 2].mean()) == pytest.approx(0.2, abs=1e-3)
+    assert "scales" in b["static"] and "scales" not in b["frames"]  # no Δscale: one scale per Gaussian

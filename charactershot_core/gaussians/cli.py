@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--neighbour-weight", type=float, default=None, help="neighbour constraint weight (0: off)")
     p.add_argument("--rigidity-weight", type=float, default=None)
     p.add_argument("--isometry-weight", type=float, default=None)
+    p.add_argument("--table-smoothness", type=float, default=None,
+                   help="table: weight of the second-difference smoothness of the trajectories over frames")
     p.add_argument("--motion-model", default="table", choices=["table", "hexplane"],
                    help="videos: table = a trajectory per Gaussian initialised from optical flow (learns fast); "
                         "hexplane = the paper's deformation field (slow on a CPU)")
@@ -132,7 +134,7 @@ def cmd_fit4d(args) -> int:
                     motion=getattr(args, "motion_model", "table"))
     for name, attr in (("sh_degree", "sh_degree"), ("batch_views", "batch_views"), ("points", "init_points"),
                        ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
-                       ("isometry_weight", "isometry_weight")):
+                       ("isometry_weight", "isometry_weight"), ("table_smoothness", "table_smoothness_weight")):
         val = getattr(args, name)
         if val is not None:
             setattr(cfg, attr, val)

@@ -32,10 +32,9 @@ def example_dir() -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
-    """A real ComfyUI 0.3.75 (or COMFYUI_DIR) serving this checkout as a custom-node pack."""
-    host = ComfyHost(root=tmp_path_factory.mktemp("comfyui"))
+def _serve(tmp_path_factory, name: str, extra_args: list[str] | None = None):
+    """Start a ComfyHost for the session, hand it to the tests, stop it and check the pack never failed to import."""
+    host = ComfyHost(root=tmp_path_factory.mktemp(name), extra_args=extra_args)
     try:
         host.start()
     except RuntimeError as e:
@@ -44,6 +43,12 @@ def comfy(tmp_path_factory):
     host.stop()
     failure = host.import_failure()
     assert failure is None, failure
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    """A real ComfyUI 0.3.75 (or COMFYUI_DIR) serving this checkout as a custom-node pack."""
+    yield from _serve(tmp_path_factory, "comfyui")
 
 
 @pytest.fixture(scope="session")
@@ -53,12 +58,4 @@ def comfy_newest(tmp_path_factory):
     root = newest_frontend_root()
     if not (root / "index.html").is_file():
         pytest.fail(f"front-end {NEWEST_FRONTEND} is not installed at {root}: run scripts/setup.sh", pytrace=False)
-    host = ComfyHost(root=tmp_path_factory.mktemp("comfyui-newest"), extra_args=["--front-end-root", str(root)])
-    try:
-        host.start()
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    yield host
-    host.stop()
-    failure = host.import_failure()
-    assert failure is None, failure
+    yield from _serve(tmp_path_factory, "comfyui-newest", ["--front-end-root", str(root)])

@@ -29,29 +29,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from charactershot_core.gaussians import formats as F
-from charactershot_core.gaussians.synthetic import SyntheticCharacter
+from charactershot_core.gaussians.synthetic import SyntheticModel
 
-SH_C0 = 0.28209479177387814
-
-
-class SyntheticModel:
-    """The synthetic character behind the interface the exporters read (``baked(t)`` and a few attributes)."""
-
-    def __init__(self, motion: str, n: int, frames: int):
-        self.ch = SyntheticCharacter(motion, seed=0, n_gaussians=n)
-        self.config = {"times": [i / (frames - 1) for i in range(frames)], "rasterize_mode": "classic"}
-        self.sh_degree, self.is_dynamic, self.num_gaussians = 0, True, n
-
-    @property
-    def times(self):
-        return self.config["times"]
-
-    def baked(self, t=None):
-        g = self.ch.gaussians_at(0.0 if t is None else float(t))
-        o = g["opacities"].clamp(1e-4, 1 - 1e-4)
-        return {"means": g["means"], "scales": torch.log(g["scales"]), "quats": g["quats"],
-                "opacities": torch.log(o / (1 - o)), "sh0": ((g["colors"] - 0.5) / SH_C0)[:, None],
-                "shN": torch.zeros(g["means"].shape[0], 0, 3)}
+from charactershot_core.gaussians.model import SH_C0  # noqa: E402
 
 
 def splatv_psnr(model, path: str, size: str, times=(0.25, 0.75), views=(0, 5, 10, 15)) -> dict:

@@ -21,13 +21,14 @@ import torch
 
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians import formats as F
+from charactershot_core.gaussians.synthetic import SyntheticModel
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = ROOT / ".cache" / "node" / "node_modules"
 SPLAT_TRANSFORM = NODE_DIR / "@playcanvas" / "splat-transform" / "bin" / "cli.mjs"
 GSPLAT = NODE_DIR / "gsplat" / "dist" / "index.es.js"
 NODE = shutil.which("node")
-SH_C0 = 0.28209479177387814
+from charactershot_core.gaussians.model import SH_C0  # noqa: E402
 
 
 def _need(path: Path):
@@ -376,29 +377,6 @@ def test_save_4d_node_writes_the_chosen_formats(comfy):
 
 
 # ------------------------------------------------------------------------ the one-file HTML in Chromium, offline
-class SyntheticModel:
-    """The synthetic character's exact Gaussians (known motion: the arm rises mid-wave) behind the exporters'
-    interface."""
-
-    def __init__(self, n=3000, frames=5):
-        from charactershot_core.gaussians.synthetic import SyntheticCharacter
-
-        self.ch = SyntheticCharacter("wave", seed=0, n_gaussians=n)
-        self.config = {"times": [i / (frames - 1) for i in range(frames)], "rasterize_mode": "classic"}
-        self.sh_degree, self.is_dynamic, self.num_gaussians = 0, True, n
-
-    @property
-    def times(self):
-        return self.config["times"]
-
-    def baked(self, t=None):
-        g = self.ch.gaussians_at(0.0 if t is None else float(t))
-        o = g["opacities"].clamp(1e-4, 1 - 1e-4)
-        return {"means": g["means"], "scales": torch.log(g["scales"]), "quats": g["quats"],
-                "opacities": torch.log(o / (1 - o)), "sh0": ((g["colors"] - 0.5) / SH_C0)[:, None],
-                "shN": torch.zeros(g["means"].shape[0], 0, 3)}
-
-
 def test_one_file_html_plays_from_disk_with_the_network_off(tmp_path):
     from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
 
@@ -408,7 +386,7 @@ def test_one_file_html_plays_from_disk_with_the_network_off(tmp_path):
         pytest.fail(f"{INSTALL_HINT}; or set CHARSHOT_SKIP_BROWSER=1 to skip the browser tests", pytrace=False)
     from charactershot_core.cameras import official_rig
 
-    m = SyntheticModel()
+    m = SyntheticModel("wave", 3000, 5)
     files, summary = F.export_formats(m, str(tmp_path), m.times, ["html"], prefix="wave_", rig=official_rig())
     assert [os.path.basename(f) for f in files] == ["wave_viewer.html"]
     text = Path(files[0]).read_text(encoding="utf-8")
@@ -479,7 +457,7 @@ def test_splatv_drawn_by_gsplat_js_in_chromium_matches_render_4d(tmp_path):
         if os.environ.get("CHARSHOT_SKIP_BROWSER") == "1":
             pytest.skip("browser tests skipped (CHARSHOT_SKIP_BROWSER=1)")
         pytest.fail(f"{INSTALL_HINT}; or set CHARSHOT_SKIP_BROWSER=1 to skip the browser tests", pytrace=False)
-    m = SyntheticModel(n=4000, frames=25)
+    m = SyntheticModel("wave", 4000, 25)
     w, h = 360, 240
     rig = official_rig().select([0]).resized(w, h)
     site = tmp_path / "site"

@@ -359,6 +359,32 @@ class SyntheticCharacter:
         return out
 
 
+class SyntheticModel:
+    """The synthetic character's exact Gaussians behind the interface the exporters read (``times``, ``baked(t)``,
+    ``sh_degree``, ``is_dynamic``, ``num_gaussians``, ``config``): exports of a known motion, without a fit."""
+
+    def __init__(self, motion: str = "wave", n_gaussians: int = 3000, frames: int = 5, seed: int = 0):
+        if frames < 2:
+            raise InputError("frames", f"expected at least 2 frames, got {frames}")
+        self.character = SyntheticCharacter(motion, seed=seed, n_gaussians=n_gaussians)
+        self.config = {"times": [i / (frames - 1) for i in range(frames)], "rasterize_mode": "classic"}
+        self.sh_degree, self.is_dynamic, self.num_gaussians = 0, True, n_gaussians
+
+    @property
+    def times(self) -> list:
+        return self.config["times"]
+
+    def baked(self, t=None) -> dict:
+        """Pre-activation parameters at time ``t`` (as ``Gaussians4D.baked``)."""
+        from .model import rgb_to_sh0
+
+        g = self.character.gaussians_at(0.0 if t is None else float(t))
+        o = g["opacities"].clamp(1e-4, 1 - 1e-4)
+        return {"means": g["means"], "scales": torch.log(g["scales"]), "quats": g["quats"],
+                "opacities": torch.log(o / (1 - o)), "sh0": rgb_to_sh0(g["colors"])[:, None],
+                "shN": torch.zeros(g["means"].shape[0], 0, 3)}
+
+
 def _fibonacci_sphere(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` nearly evenly spread unit vectors (a randomly rotated Fibonacci lattice)."""
     i = np.arange(n) + 0.5

@@ -64,13 +64,19 @@ def _read(path):
     return cv2.imread(str(path))[..., ::-1]
 
 
-def test_fit4d_video_layout_render_and_export(tmp_path, character, capsys):
-    rig, frames = character
+def _write_video(tmp_path, rig, frames):
+    """The character's 6 views x 5 frames in the saved layout (tmp/frames) and its cameras (tmp/cameras.json)."""
     src = tmp_path / "frames"
     for k in range(6):
         for f in range(5):
             write_png(str(src / f"view{k:02d}" / f"frame_{f + 1:05d}.png"), frames[k, f])
     rig.save(str(tmp_path / "cameras.json"))
+    return src
+
+
+def test_fit4d_video_layout_render_and_export(tmp_path, character, capsys):
+    rig, frames = character
+    src = _write_video(tmp_path, rig, frames)
     out = tmp_path / "out"
     rc = main(["fit4d", "--frames", str(src), "--cameras", str(tmp_path / "cameras.json"), "--out", str(out),
                "--holdout", "2", "--holdout-times", "1,3", "--iterations", "12", "--quiet", *FAST])
@@ -139,11 +145,7 @@ def test_fit4d_bad_arguments_are_clear_errors(tmp_path, character, capsys):
 
 def test_fit4d_video_without_heldout_views_reports_motion_on_training_views(tmp_path, character):
     rig, frames = character
-    src = tmp_path / "frames"
-    for k in range(6):
-        for f in range(5):
-            write_png(str(src / f"view{k:02d}" / f"frame_{f + 1:05d}.png"), frames[k, f])
-    rig.save(str(tmp_path / "cameras.json"))
+    src = _write_video(tmp_path, rig, frames)
     out = tmp_path / "out"
     assert main(["fit4d", "--frames", str(src), "--cameras", str(tmp_path / "cameras.json"), "--out", str(out),
                  "--iterations", "8", "--quiet", *FAST]) == 0

@@ -47,8 +47,6 @@ from charactershot_core.gaussians.data import write_png  # noqa: E402
 
 HOLDOUT = "3,10,17"
 SHARED = os.environ.get("CHARSHOT_SHARED_DIR", os.path.join(os.path.dirname(ROOT), "shared"))
-if not os.path.isdir(os.path.join(SHARED, "fixtures")) and os.path.isdir("/work/shared/fixtures"):
-    SHARED = "/work/shared"
 
 # the targets (benchmark, not tests): (motion, budget) -> {metric: (low, high)}
 TARGETS = {

@@ -1,10 +1,10 @@
-"""The device run's environment steps (used by benchmarks/gpu_measure.py; stdlib + ``packaging`` only until the
+"""The GPU run's environment steps (used by benchmarks/gpu_measure.py; stdlib + ``packaging`` only until the
 install is done):
 
-  plan       --prepare, here: pip's resolver gives the closure of diffusers + gsplat for the device's Python; the
-             packages the device image already holds (benchmarks/device_packages.txt) are dropped, the rest are
+  plan       --prepare, here: pip's resolver gives the closure of diffusers + gsplat for the GPU machine's Python; the
+             packages the GPU machine's image already holds (benchmarks/device_packages.txt) are dropped, the rest are
              downloaded (``pip download --no-deps``, exact versions) into the wheel folder with plan.json.
-  install    on the device: walks the requirements of the target packages; each one is satisfied by the image's
+  install    on the GPU machine: walks the requirements of the target packages; each one is satisfied by the image's
              installed version or by a carried wheel, else the step fails naming what is missing; the carried
              wheels that are needed are installed with ``pip install --no-index --no-deps --target SITE``.
   imports    every module the benchmarks import, with versions; a failure names the module and the fix.
@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = ("diffusers", "gsplat")
 PINS = {"diffusers": "diffusers==0.42.1", "gsplat": "gsplat==1.5.3"}
-#: the device's interpreter and platforms (/work/.library/device/KINDS.md: Python 3.12.3, x86-64 manylinux)
+#: the GPU machine's interpreter and platforms (Python 3.12.3, x86-64 manylinux)
 DEVICE_PY = "3.12"
 DEVICE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
                     "manylinux2014_x86_64", "manylinux1_x86_64")
@@ -183,7 +183,7 @@ def cmd_install(a) -> int:
 
 
 def cmd_plan(a) -> int:
-    """--prepare: resolve the closure for the device's Python, drop what its image holds, download the rest."""
+    """--prepare: resolve the closure for the GPU machine's Python, drop what its image holds, download the rest."""
     _, canon, _, _ = _packaging()
     folder = Path(a.wheels)
     folder.mkdir(parents=True, exist_ok=True)

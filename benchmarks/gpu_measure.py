@@ -1,9 +1,9 @@
-"""The prepared device run: every GPU measurement the issues ask for, as ONE call of at most --budget seconds (540).
+"""The prepared GPU run: every GPU measurement the issues ask for, as ONE call of at most --budget seconds (540).
 
-Here (this machine reaches the package index; the device reaches nothing):
-    bash benchmarks/gpu_measure.sh --prepare        # the wheels the device image lacks + the real views -> .gpu/
+Here (this machine reaches the package index; the GPU machine may reach no network):
+    bash benchmarks/gpu_measure.sh --prepare        # the wheels the GPU machine's image lacks + the real views -> .gpu/
     bash benchmarks/gpu_measure.sh --dry-run        # the whole run on this CPU with tiny settings (also a test)
-Then one device call (tool `run`, timeout_s 590): carry [".gpu"], command
+Then one call on the GPU machine (a 590 s limit, .gpu/ copied beside the checkout):
     bash benchmarks/gpu_measure.sh [--vram-cap 12,16,24] [--steps a,b,...] [--budget 540]
 $OUT then holds summary.json (every step's entry: status, seconds, limit, its figures) and gpu_measure.log.
 
@@ -48,7 +48,7 @@ class Step:
 
 def steps_for(a, py: str, out: Path, site: str, work: Path) -> dict:
     """name -> Step. ``argv(limit_s)`` gives the command for the limit the step gets (or None: done in-process).
-    Each step writes its figures to work/NAME.json (outside $OUT: only 8 files come back from the device, and
+    Each step writes its figures to work/NAME.json (outside $OUT: only 8 files come back from the GPU machine, and
     summary.json holds them all)."""
     dry = a.dry_run
     b = str(REPO / "benchmarks")

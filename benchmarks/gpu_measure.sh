@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The prepared device run: every GPU measurement the issues ask for, as ONE call within --budget (540) seconds.
+# The prepared GPU run: every GPU measurement the issues ask for, as ONE call within --budget (540) seconds.
 #
-# Here (this machine reaches the package index; the device machine reaches nothing):
-#   bash benchmarks/gpu_measure.sh --prepare     # the wheels the device image lacks (pip's resolver for its Python
+# Here (this machine reaches the package index; the GPU machine may reach no network):
+#   bash benchmarks/gpu_measure.sh --prepare     # the wheels the GPU machine's image lacks (pip's resolver for its Python
 #                                                #   3.12, minus benchmarks/device_packages.txt) + the real views -> .gpu/
 #   bash benchmarks/gpu_measure.sh --dry-run     # the whole run on this CPU, tiny settings, no download (a test too)
-# Then one device call (tool `run`), timeout_s 590:
-#   carry: [".gpu"]   command: bash benchmarks/gpu_measure.sh [--vram-cap 12,16,24] [--steps ...] [--budget 540]
+# Then one call on the GPU machine (a 590 s limit), with .gpu/ copied beside the checkout:
+#   bash benchmarks/gpu_measure.sh [--vram-cap 12,16,24] [--steps ...] [--budget 540]
 # Back under $OUT: summary.json (every step: status, seconds, limit, figures) and gpu_measure.log (all output).
 # The steps and their limits: benchmarks/gpu_measure.py (its docstring). Copy the figures, the machine and this
 # command into docs/performance.md.
@@ -26,7 +26,7 @@ if [ "${1:-}" = "--prepare" ]; then
     rm -rf .gpu/shared/fixtures/charactershot_example
     cp -r "$src" .gpu/shared/fixtures/
   else
-    echo "prepare: no real views at $src (set CHARSHOT_SHARED_DIR); fit_real will be skipped on the device"
+    echo "prepare: no real views at $src (set CHARSHOT_SHARED_DIR); fit_real will be skipped on the GPU machine"
   fi
   du -sh .gpu
   exit 0
@@ -39,7 +39,7 @@ if [ "$dry" = 1 ]; then
   py="$venv_py"; [ -x "$py" ] || py=python3
   out="${OUT:-$here/.gpu/dry-run}"
 else
-  py=python3  # the device image's interpreter (it holds torch)
+  py=python3  # the GPU machine's interpreter (it holds torch)
   out="${OUT:-$here/.gpu/out}"
 fi
 mkdir -p "$out"

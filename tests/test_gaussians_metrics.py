@@ -148,6 +148,8 @@ def test_training_report_of_a_tiny_fit():
     text = report_text(rep, "fit: 3 iterations")
     assert text.startswith("fit: 3 iterations\ntraining views [0, 2, 5] (no held-out ground truth here)")
     assert "motion ratio" in text
+    assert 0.0 <= rep["coverage_worst"] <= rep["coverage"] <= 1.0 and rep["tight_psnr_worst"] <= rep["tight_psnr"]
+    assert "frame by frame (each frame's own box)" in text and "moving parts drawn" in text
 
 
 def _figure_clip(arm_down_frames, t=5, views=2, h=64, w=64, draw_arm=True):

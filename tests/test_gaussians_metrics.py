@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians.metrics import (FG_PAD, clip_boxes, clip_scores, frame_change, motion_scores,
-                                                  moving_psnr, score, summary_text)
+from charactershot_core.gaussians.metrics import (FG_PAD, clip_boxes, clip_scores, frame_change, frame_scores,
+                                                  motion_scores, moving_psnr, score, summary_text)
 
 
 def _square_clip(positions, size=8, h=32, w=40, value=0.2):
@@ -148,3 +148,63 @@ def test_training_report_of_a_tiny_fit():
     text = report_text(rep, "fit: 3 iterations")
     assert text.startswith("fit: 3 iterations\ntraining views [0, 2, 5] (no held-out ground truth here)")
     assert "motion ratio" in text
+    assert 0.0 <= rep["coverage_worst"] <= rep["coverage"] <= 1.0 and rep["tight_psnr_worst"] <= rep["tight_psnr"]
+    assert "frame by frame (each frame's own box)" in text and "moving parts drawn" in text
+
+
+def _figure_clip(arm_down_frames, t=5, views=2, h=64, w=64, draw_arm=True):
+    """A body (a dark 20x12 block) with an arm (a 4x16 red bar) that is raised beside the head in every frame except
+    ``arm_down_frames``, where it hangs beside the body; ``draw_arm=False`` leaves the arm out where it hangs down."""
+    clip = np.ones((views, t, h, w, 3))
+    for v in range(views):
+        for f in range(t):
+            clip[v, f, 20:60, 26:38] = (0.2, 0.2, 0.4)  # body
+            down = f in arm_down_frames
+            if down and not draw_arm:
+                continue
+            if down:
+                clip[v, f, 24:52, 40:44] = (0.9, 0.1, 0.1)
+            else:
+                clip[v, f, 4:20, 40:44] = (0.9, 0.1, 0.1)
+    return clip
+
+
+def test_frame_scores_fail_a_missing_limb_that_the_clip_box_hides():
+    gt = _figure_clip({0, 4})
+    perfect = frame_scores(gt, gt)
+    assert perfect["coverage_worst"] == 1.0 and perfect["moving_coverage_worst"] == 1.0
+    assert perfect["tight_psnr"] == math.inf
+    # the fit draws the body everywhere and the arm only where it is raised: the hanging arm is missing in 0 and 4
+    missing = _figure_clip({0, 4}, draw_arm=False)
+    s = clip_scores(missing, gt)
+    arm, body = 28 * 4, 40 * 12
+    assert s["coverage_per_frame"][0] == pytest.approx(body / (body + arm), abs=1e-4)  # per-frame lists: 4 digits
+    assert s["coverage_worst"] == pytest.approx(body / (body + arm)) and s["coverage_worst_frame"] in (0, 4)
+    assert s["coverage_per_frame"][2] == 1.0
+    # moving pixels of frame 0 against the middle frame 2: the hanging arm (missing: wrong) and the raised arm's
+    # place (16x4, white in both: right) -> 64 of 112 + 64 drawn
+    assert s["moving_coverage_per_frame"][0] == pytest.approx(64 / 176, abs=1e-4)
+    assert s["moving_coverage_per_frame"][2] is None  # the middle frame has nothing that moves against itself
+    assert s["moving_coverage_worst"] == pytest.approx(64 / 176)
+    # the frame's own tight box is smaller than the clip's box: its PSNR drops further than the clip-box PSNR
+    assert s["tight_psnr_worst"] < s["box_psnr_worst"]
+    assert s["tight_psnr_worst_frame"] in (0, 4)
+    assert s["tight_psnr_worst_view"] <= s["tight_psnr_worst"]
+    # a ghost (the arm left raised in frames 0 and 4) also fails the moving coverage
+    ghost = _figure_clip(set())
+    g = frame_scores(ghost, gt)
+    assert g["moving_coverage_worst"] == 0.0 and g["coverage_worst"] < 1.0
+    # drawn slightly off (within 48/255) still counts as drawn; further off does not
+    near = gt.copy()
+    near[..., 0] = np.clip(near[..., 0] - 40 / 255, 0, 1)
+    assert frame_scores(near, gt)["coverage_worst"] == 1.0
+    far = gt.copy()
+    far[..., 0] = np.clip(far[..., 0] - 60 / 255, 0, 1)
+    assert frame_scores(far, gt)["coverage_worst"] < 0.5
+
+
+def test_frame_scores_appear_in_the_summary_text():
+    gt = _figure_clip({0, 4})
+    missing = _figure_clip({0, 4}, draw_arm=False)
+    text = summary_text({"heldout": {"psnr": 30.0, "ssim": 0.99, **clip_scores(missing, gt)}})
+    assert "tight-box PSNR" in text and "moving parts drawn 36.4 % mean, 36.4 % worst (frame 0)" in text

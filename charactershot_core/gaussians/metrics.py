@@ -18,6 +18,15 @@ Metrics that see motion (clips ``(V, T, H, W, 3)``: V views of T frames, frames 
   PSNR, and every frame of a view is scored on the same pixels.
 * ``clip_scores(pred, gt)``: per frame, the mean over views of the box PSNR / SSIM; then the mean over frames and the
   worst frame (``box_psnr``, ``box_psnr_worst``, ``box_psnr_worst_frame``, the same for SSIM, and the per-frame lists).
+* ``frame_scores(pred, gt)`` (merged into ``clip_scores``' result): what one box for the whole clip hides. Per
+  frame and view, a tight box from that frame's own ground-truth silhouette (``fg_box``, grown to 11 px) gives
+  ``tight_psnr`` / ``tight_ssim``; ``coverage`` is the share of ground-truth character pixels (smallest channel below
+  ``FG_THRESHOLD``) that the prediction draws within ``COVERAGE_TOL`` (48/255, every channel) of the truth;
+  ``moving_coverage`` the same share over the pixels where the ground truth differs from the clip's middle frame by
+  more than ``MOVING_THRESHOLD`` (the limb where it is now and where it no longer is). Each per frame (pooled over
+  views), with the mean over frames and the worst frame (value and label); ``tight_psnr_worst_view`` is the single
+  worst view of the worst frame. A limb that is not drawn fails coverage in its frames even when the box PSNR of
+  the clip stays high.
 * ``motion_scores(pred, gt)``: how much the fit moves compared with the ground truth, on the same boxes.
   ``change(X) = mean over views v and t = 1..T-1 of mean over the box's pixels and channels of |X[v,t] - X[v,t-1]|``
   (0-255 scale); ``ratio = change(pred) / change(gt)`` (frame-to-frame). ``ratio_first`` uses
@@ -39,6 +48,7 @@ from ..errors import InputError
 FG_THRESHOLD = 0.97
 FG_PAD = 4
 MOVING_THRESHOLD = 0.1  # a ground-truth pixel "moves" when a channel changes by more than this between frames
+COVERAGE_TOL = 48.0 / 255.0  # a pixel is drawn "close to the truth" when every channel is within this
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -218,10 +228,68 @@ def clip_scores(pred, gt, frames=None, boxes=None) -> dict:
             s[k, f] = ssim(a[k, f], b[k, f], boxes[k])
     pf, sf = p.mean(0), s.mean(0)
     wp, ws = int(np.argmin(pf)), int(np.argmin(sf))
-    return {"box_psnr": float(pf.mean()), "box_psnr_worst": float(pf[wp]), "box_psnr_worst_frame": frames[wp],
-            "box_ssim": float(sf.mean()), "box_ssim_worst": float(sf[ws]), "box_ssim_worst_frame": frames[ws],
-            "frames": frames, "box_psnr_per_frame": [round(float(x), 3) for x in pf],
-            "box_ssim_per_frame": [round(float(x), 5) for x in sf]}
+    out = {"box_psnr": float(pf.mean()), "box_psnr_worst": float(pf[wp]), "box_psnr_worst_frame": frames[wp],
+           "box_ssim": float(sf.mean()), "box_ssim_worst": float(sf[ws]), "box_ssim_worst_frame": frames[ws],
+           "frames": frames, "box_psnr_per_frame": [round(float(x), 3) for x in pf],
+           "box_ssim_per_frame": [round(float(x), 5) for x in sf]}
+    out.update(frame_scores(a, b, frames))
+    return out
+
+
+def _worst(values: list, frames: list, name: str, digits: int) -> dict:
+    """Mean, worst (lowest) value and its frame label of per-frame ``values`` (None entries skipped)."""
+    known = [(v, f) for v, f in zip(values, frames) if v is not None]
+    per_frame = [None if v is None else round(float(v), digits) for v in values]
+    if not known:
+        return {name: None, f"{name}_worst": None, f"{name}_worst_frame": None, f"{name}_per_frame": per_frame}
+    v_worst, f_worst = min(known, key=lambda p: p[0])
+    return {name: float(np.mean([v for v, _ in known])), f"{name}_worst": float(v_worst),
+            f"{name}_worst_frame": f_worst, f"{name}_per_frame": per_frame}
+
+
+def frame_scores(pred, gt, frames=None, tol: float = COVERAGE_TOL, tau: float = MOVING_THRESHOLD,
+                 thresh: float = FG_THRESHOLD) -> dict:
+    """Frame-by-frame scores of the clip ``pred`` vs ``gt`` (V, T, H, W, 3) that a missing limb cannot hide behind
+    (module docstring): ``tight_psnr``, ``tight_ssim`` (each frame's own silhouette box, mean over views),
+    ``coverage`` (character pixels drawn within ``tol``) and ``moving_coverage`` (the same over the pixels where
+    the ground truth differs from the middle frame by more than ``tau``; None for a frame with no such pixel), each
+    with ``_worst``, ``_worst_frame`` and ``_per_frame``; ``tight_psnr_worst_view``: the lowest single view of the
+    worst frame."""
+    a, b = _clip_pair(pred, gt)
+    v, t, h, w = a.shape[:4]
+    frames = list(range(t)) if frames is None else [int(f) for f in frames]
+    if len(frames) != t:
+        raise InputError("frames", f"expected {t} frame labels, got {len(frames)}")
+    mid = t // 2
+    tp = np.zeros((v, t))
+    ts = np.zeros((v, t))
+    cov_hit = np.zeros(t)
+    cov_all = np.zeros(t)
+    mov_hit = np.zeros(t)
+    mov_all = np.zeros(t)
+    for k in range(v):
+        for f in range(t):
+            box = fg_box(b[k, f], thresh)
+            box = _grow_box((0, h, 0, w) if box is None else box, h, w, 11)
+            tp[k, f] = psnr(a[k, f], b[k, f], box)
+            ts[k, f] = ssim(a[k, f], b[k, f], box)
+            close = (a[k, f] - b[k, f]).abs().amax(-1) <= tol  # (H, W)
+            sil = b[k, f].amin(-1) < thresh
+            cov_hit[f] += float((close & sil).sum())
+            cov_all[f] += float(sil.sum())
+            if f != mid:
+                moving = (b[k, f] - b[k, mid]).abs().amax(-1) > tau
+                mov_hit[f] += float((close & moving).sum())
+                mov_all[f] += float(moving.sum())
+    pf = tp.mean(0)
+    out = {}
+    out.update(_worst([float(x) for x in pf], frames, "tight_psnr", 3))
+    out.update(_worst([float(x) for x in ts.mean(0)], frames, "tight_ssim", 5))
+    out.update(_worst([(h_ / n) if n else None for h_, n in zip(cov_hit, cov_all)], frames, "coverage", 4))
+    out.update(_worst([(h_ / n) if n else None for h_, n in zip(mov_hit, mov_all)], frames, "moving_coverage", 4))
+    wf = int(np.argmin(pf))
+    out["tight_psnr_worst_view"] = float(tp[:, wf].min())
+    return out
 
 
 def frame_change(clip, boxes, reference: str = "previous") -> float:
@@ -291,6 +359,10 @@ def _num(x, fmt: str = ".2f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100.0 * x:.1f} %"
+
+
 def summary_text(m: dict) -> str:
     """A few human-readable lines from a metrics dict with sections (as ``fit4d`` writes): the whole-image and box
     numbers of each scored section, the worst frame, and the motion ratio."""
@@ -309,6 +381,13 @@ def summary_text(m: dict) -> str:
         elif s.get("psnr_fg") is not None:
             line += f"; character box PSNR {_num(s['psnr_fg'])} dB"
         lines.append(line)
+        if s.get("tight_psnr") is not None:
+            lines.append(f"  frame by frame: tight-box PSNR {_num(s['tight_psnr'])} dB mean, "
+                         f"{_num(s['tight_psnr_worst'])} dB worst (frame {s['tight_psnr_worst_frame']}; worst view "
+                         f"{_num(s.get('tight_psnr_worst_view'))} dB); character drawn {_pct(s.get('coverage'))} "
+                         f"mean, {_pct(s.get('coverage_worst'))} worst (frame {s.get('coverage_worst_frame')}); "
+                         f"moving parts drawn {_pct(s.get('moving_coverage'))} mean, "
+                         f"{_pct(s.get('moving_coverage_worst'))} worst (frame {s.get('moving_coverage_worst_frame')})")
     mo = m.get("motion")
     if isinstance(mo, dict) and "ratio" in mo:
         lines.append(f"motion ratio ({mo.get('views', 'held-out')} views, {len(mo.get('frames', []))} frames): "

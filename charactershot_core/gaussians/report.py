@@ -49,6 +49,15 @@ def report_text(rep: dict, fit_line: str = "") -> str:
                  f"(frame {rep['box_psnr_worst_frame']}); SSIM {rep['box_ssim']:.4f} mean, "
                  f"{rep['box_ssim_worst']:.4f} worst (frame {rep['box_ssim_worst_frame']})")
     lines.append("  box PSNR per frame: " + ", ".join(f"{f}: {p:.1f}" for f, p in zip(fr, rep["box_psnr_per_frame"])))
+    if rep.get("tight_psnr") is not None:
+        def pct(x):
+            return "n/a" if x is None else f"{100.0 * x:.1f} %"
+
+        lines.append(f"  frame by frame (each frame's own box): PSNR {rep['tight_psnr']:.2f} dB mean, "
+                     f"{rep['tight_psnr_worst']:.2f} dB worst (frame {rep['tight_psnr_worst_frame']}); character "
+                     f"drawn {pct(rep.get('coverage'))} mean, {pct(rep.get('coverage_worst'))} worst; moving parts "
+                     f"drawn {pct(rep.get('moving_coverage'))} mean, {pct(rep.get('moving_coverage_worst'))} worst "
+                     f"(frame {rep.get('moving_coverage_worst_frame')})")
     mo = rep.get("motion")
     if mo is not None:
         r = "n/a (the input does not move)" if mo["ratio"] is None else f"{mo['ratio']:.2f}"

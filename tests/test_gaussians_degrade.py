@@ -1,0 +1,65 @@
+"""Views like a video model's (charactershot_core.gaussians.degrade): seeded, and each effect does what it says."""
+
+import numpy as np
+import pytest
+import torch
+
+from charactershot_core.errors import InputError
+from charactershot_core.gaussians.degrade import _warp, degrade
+
+
+def _clip(v=3, t=4, h=32, w=48):
+    x = torch.ones(v, t, h, w, 3)
+    x[:, :, 10:22, 18:30] = torch.tensor([0.2, 0.4, 0.6])  # a character block on white
+    return x
+
+
+def test_strength_zero_is_the_clip_and_a_seed_repeats():
+    x = _clip()
+    assert torch.equal(degrade(x, 0.0), x)
+    a, b, c = degrade(x, 1.0, seed=3), degrade(x, 1.0, seed=3), degrade(x, 1.0, seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.dtype == torch.float32 and a.min() >= 0 and a.max() <= 1
+    # uint8 input is read as 0..255
+    assert torch.allclose(degrade((x * 255).round().to(torch.uint8), 0.0), x, atol=1 / 255)
+
+
+def test_each_effect_alone():
+    x = _clip()
+    col = degrade(x, 2.0, effects=("colour",))
+    # per view: one affine colour for all frames and pixels; the background is no longer pure white in some view
+    for k in range(x.shape[0]):
+        assert torch.allclose(col[k, 0], col[k, 1])
+    assert (col[:, :, 0, 0] < 0.999).any()
+    fl = degrade(x, 2.0, effects=("flicker",))
+    # flicker: a brightness factor per view and frame
+    ratios = fl[:, :, 15, 20, 0] / x[:, :, 15, 20, 0]
+    assert ratios.std() > 1e-3
+    assert torch.allclose(fl[:, :, 15, 20] / x[:, :, 15, 20], ratios[..., None].expand(-1, -1, 3), atol=1e-5)
+    det = degrade(x, 2.0, effects=("detail",))
+    # detail: only the character changes, differently in each view
+    assert torch.equal(det[:, :, 0:8], x[:, :, 0:8])
+    assert not torch.allclose(det[0, 0, 10:22, 18:30], det[1, 0, 10:22, 18:30])
+    mis = degrade(x, 2.0, effects=("misalign",))
+    # misalignment: the block moves as a whole, the same in every frame of a view
+    assert torch.allclose(mis[:, 0], mis[:, 1])
+    assert not torch.allclose(mis, x)
+
+
+def test_warp_moves_by_the_given_pixels():
+    x = torch.ones(1, 40, 40, 3)
+    x[0, 10:20, 10:20] = 0.0
+    y = _warp(x, 3.0, -2.0, 0.0, 1.0)
+    ys, xs = torch.nonzero(y[0, :, :, 0] < 0.5, as_tuple=True)
+    assert float(xs.float().mean()) == pytest.approx(14.5 + 3.0, abs=0.05)
+    assert float(ys.float().mean()) == pytest.approx(14.5 - 2.0, abs=0.05)
+    assert y[0, 0, 39, 0] == 1.0  # white comes in where nothing maps
+
+
+def test_bad_input_is_named():
+    with pytest.raises(InputError, match="clip"):
+        degrade(np.ones((4, 4, 3)), 1.0)
+    with pytest.raises(InputError, match="effects"):
+        degrade(_clip(), 1.0, effects=("blur",))
+    with pytest.raises(InputError, match="strength"):
+        degrade(_clip(), -1.0)

@@ -204,6 +204,21 @@ def test_static_model_is_one_item():
         st.gaussians_to_splat(static, frames="2")
 
 
+def test_hexplane_model_frames_are_its_baked_frames():
+    field = {"resolution": [4, 4, 4, 3], "features": 4, "multires": [1], "width": 8}
+    m = make_gaussians(torch.randn(30, 3), torch.rand(30, 3), 0.05, 1, [0.0, 0.5, 1.0], field, motion="hexplane")
+    with torch.no_grad():
+        for p in m.deformation.parameters():
+            p.normal_(0, 1.0)  # a field that moves the Gaussians
+    s = st.gaussians_to_splat(m, axes=st.Z_UP)
+    assert s.batch_size == 3
+    for i, t in enumerate(m.times):
+        b = m.baked(t)
+        np.testing.assert_allclose(core_item(s, i)["positions"], b["means"].numpy(), atol=1e-6)
+        np.testing.assert_allclose(core_item(s, i)["scales"], np.exp(b["scales"].numpy()), rtol=1e-5)
+    assert np.abs(core_item(s, 0)["positions"] - core_item(s, 2)["positions"]).max() > 1e-4
+
+
 def test_items_of_different_lengths_carry_counts_and_zero_padding():
     a = table_model(n=40, frames=2, sh_degree=1, seed=1)
     b = make_gaussians(torch.randn(25, 3), torch.rand(25, 3), 0.05, 0, [0.0], None, motion=None)

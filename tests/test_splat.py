@@ -9,6 +9,7 @@ It is not a copy of core's code.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ TURN = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # z up ->
 def inria_frame(path) -> dict:
     """A 3DGS .ply read with plain numpy and the INRIA conventions applied: exp of the log-scales, sigmoid of the
     opacity logits, normalised wxyz rotations, SH (N, K, 3) from f_dc + the channel-major f_rest."""
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     end = raw.index(b"end_header\n") + len(b"end_header\n")
     lines = raw[:end].decode("ascii").splitlines()
     assert lines[1] == "format binary_little_endian 1.0"
@@ -87,7 +88,7 @@ def covariances(scales, rotations) -> np.ndarray:
 
 
 def colours(sh, dirs) -> np.ndarray:
-    degree = int(round(math.sqrt(sh.shape[1]))) - 1
+    degree = round(math.sqrt(sh.shape[1])) - 1
     return eval_sh(degree, torch.from_numpy(dirs), torch.from_numpy(sh)).numpy()
 
 

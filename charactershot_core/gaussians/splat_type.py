@@ -67,7 +67,7 @@ class SplatBatch:
 
     @property
     def sh_degree(self) -> int:
-        return int(round(math.sqrt(self.sh.shape[2]))) - 1
+        return round(math.sqrt(self.sh.shape[2])) - 1
 
     def length(self, i: int) -> int:
         return int(self.counts[i]) if self.counts is not None else int(self.positions.shape[1])
@@ -84,7 +84,7 @@ class SplatBatch:
         return self.positions, self.scales, self.rotations, self.opacities, self.sh, self.counts
 
     @classmethod
-    def from_items(cls, items: list[dict]) -> "SplatBatch":
+    def from_items(cls, items: list[dict]) -> SplatBatch:
         """Stack items (dicts as :meth:`item` returns) into a batch, zero-padded, with ``counts`` when lengths
         differ."""
         if not items:
@@ -104,7 +104,7 @@ class SplatBatch:
         return cls(pos, scl, rot, opa, sh, counts)
 
     @classmethod
-    def from_object(cls, obj, name: str = "splat") -> "SplatBatch":
+    def from_object(cls, obj, name: str = "splat") -> SplatBatch:
         """Check a SPLAT from any source (core's class or ours) and copy its fields as CPU float32."""
         fields = ("positions", "scales", "rotations", "opacities", "sh")
         if obj is None or not all(isinstance(getattr(obj, f, None), torch.Tensor) for f in fields):
@@ -155,7 +155,7 @@ def _sh_rotation(degree: int, turn: torch.Tensor) -> torch.Tensor:
 def _turn(item: dict, turn: torch.Tensor, quat: torch.Tensor) -> dict:
     sh = item["sh"]
     k = sh.shape[1]
-    degree = int(round(math.sqrt(k))) - 1
+    degree = round(math.sqrt(k)) - 1
     d = _sh_rotation(degree, turn).to(sh.dtype)
     q = quat_mul(quat.to(item["rotations"].dtype).expand_as(item["rotations"]), item["rotations"])
     return {**item, "positions": item["positions"] @ turn.T.to(item["positions"].dtype),
@@ -253,7 +253,7 @@ def splat_to_gaussians(splat, item: int = 0, axes: str = Y_DOWN, sh_degree: int 
     it = from_core_axes(it, axes)
     sh = _sh_to_degree(it["sh"], min(degree, _MAX_SH_DEGREE))
     op = it["opacities"].clamp(1e-6, 1 - 1e-6)
-    config = {"sh_degree": int(round(math.sqrt(sh.shape[1]))) - 1, "field": None, "times": [0.0], "motion": None}
+    config = {"sh_degree": round(math.sqrt(sh.shape[1])) - 1, "field": None, "times": [0.0], "motion": None}
     return Gaussians4D(it["positions"], torch.log(it["scales"].clamp_min(1e-8)), it["rotations"],
                        torch.log(op / (1 - op)), sh[:, :1], sh[:, 1:], config)
 

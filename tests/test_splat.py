@@ -8,12 +8,14 @@ It is not a copy of core's code.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 # every import of the package's modules is here
 from charactershot_core.errors import InputError
@@ -378,12 +380,19 @@ def test_splat_nodes_in_a_real_workflow(comfy, tmp_path):
               "6": _save(("5", 0), "charactershot/splat_back"),
               "7": _save(("3", 0), "charactershot/splat_src"),
               "8": _fit(("2", 0), 2, 500, initial_splat=["4", 0]),
-              "9": _save(("8", 0), "charactershot/splat_fit2")}
+              "9": _save(("8", 0), "charactershot/splat_fit2"),
+              "10": {"class_type": "CharacterShotPreview4D",
+                     "inputs": {"gaussians": ["5", 0], "times": "", "turntable_frames": 1}}}
     hist = comfy.run(prompt, timeout=300)
     out = hist["outputs"]
     assert "1 frame(s) x 600 Gaussians, SH degree 0" in "".join(out["4"]["text"])
     assert "600 Gaussians, SH degree 0, from item 1" in "".join(out["5"]["text"])
     assert "500 Gaussians" in "".join(out["8"]["text"])  # the second fit started from the splat (capped)
+    # the single splat previews like any static model: a one-frame bundle and a turntable image with the character
+    assert out["10"]["charshot_preview"][0]["filename"].endswith(".cs4d")
+    turn = out["10"]["charshot_turntable"][0]
+    img = np.asarray(Image.open(io.BytesIO(comfy.view(turn["filename"], turn["subfolder"], "temp"))).convert("RGB"))
+    assert img.min() < 200 and (img.reshape(-1, 3) == 255).all(1).mean() > 0.3  # a character on white
 
     def ply(node, suffix):
         name = next(f["filename"] for f in out[node]["charshot_4d"] if f["filename"].endswith(suffix))

@@ -3,11 +3,12 @@
 from comfy_api.latest import ComfyExtension, io
 
 from . import cameras, gaussians, models, prepare, preview, sampling, views
+from . import splat
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
     return [*cameras.NODES, *prepare.NODES, *models.NODES, *sampling.NODES, *gaussians.NODES, *preview.NODES,
-            *views.NODES]
+            *views.NODES, *splat.NODES]
 
 
 class CharacterShotExtension(ComfyExtension):

@@ -19,6 +19,7 @@ from ..charactershot_core.gaussians.threads import cpu_threads
 from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress
 from .paths import folder_root, next_counter, output_target, resolve_in, split_location
 from .preview import PREVIEW_KEY, training_rig
+from .splat import Splat, initial_from_splat
 
 CAT = f"{CATEGORY}/4D"
 BACKENDS = ["auto", "torch", "gsplat"]
@@ -178,6 +179,9 @@ class Fit4DGaussians(io.ComfyNode):
                                tooltip="table: a trajectory per Gaussian over the frames, initialised from optical "
                                        "flow (learns fast, also on a CPU); hexplane: the paper's deformation field "
                                        "(needs many thousands of steps)."),
+                Splat.Input("initial_splat", optional=True,
+                            tooltip="Optional core SPLAT (y down, in the rig's world) to start from instead of the "
+                                    "visual hull; its first splat, at most initial_gaussians of it."),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + motion."),
                      io.String.Output(display_name="summary",
@@ -189,7 +193,7 @@ class Fit4DGaussians(io.ComfyNode):
     @classmethod
     def execute(cls, multiview, iterations, seconds, scale=1.0, sh_degree=0, batch_views=2, initial_gaussians=20000,
                 neighbour_weight=1.0, rigidity_weight=-1.0, densify=True, backend="auto", seed=0, preview_every=100,
-                motion_model="table"):
+                motion_model="table", initial_splat=None):
         import comfy.model_management as mm
 
         from ..charactershot_core.gaussians.fit import FitConfig, fit
@@ -221,7 +225,7 @@ class Fit4DGaussians(io.ComfyNode):
         from ..charactershot_core.gaussians.report import report_text, training_report
 
         with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
-            result = fit(video, cfg, callback)
+            result = fit(video, cfg, callback, initial=initial_from_splat(initial_splat))
             rep = training_report(result.model, video, backend)  # the choice, like every other render
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),

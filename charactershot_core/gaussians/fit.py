@@ -235,14 +235,21 @@ def _lr_factor(p: float, final: float) -> float:
     return final ** min(max(p, 0.0), 1.0)
 
 
-def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
-    """The initial model: Gaussians on the visual hull of the middle frame (+ for videos, identity trajectories, or
-    an identity HexPlane field bounded by the hull's box padded by a quarter; a static input gets no motion)."""
+def initialize(video: MultiViewVideo, cfg: FitConfig, initial: Gaussians4D | None = None) -> Gaussians4D:
+    """The initial model: Gaussians on the visual hull of the middle frame, or ``initial`` (static Gaussians, at most
+    ``init_points`` of them) (+ for videos, identity trajectories, or an identity HexPlane field bounded by the
+    Gaussians' box padded by a quarter; a static input gets no motion)."""
     frames = video.frames
     nt = frames.shape[1]
     mid = nt // 2
-    res = cfg.hull_resolution or int(min(160, max(48, video.width, video.height)))
-    pts, cols, spacing = visual_hull(frames[:, mid], video.rig, cfg.init_points, res, seed=cfg.seed)
+    if initial is None:
+        res = cfg.hull_resolution or int(min(160, max(48, video.width, video.height)))
+        pts, cols, spacing = visual_hull(frames[:, mid], video.rig, cfg.init_points, res, seed=cfg.seed)
+    else:
+        from .splat_type import subsample, with_motion
+
+        initial = subsample(initial, cfg.init_points, cfg.seed)
+        pts = initial.splats["means"].detach().cpu()
     field_cfg = None
     bounds = None
     motion = cfg.motion if nt > 1 else None
@@ -257,14 +264,19 @@ def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
         r[3] = max(2, min(int(r[3]), need))
         field_cfg["resolution"] = r
         bounds = scene_bounds(pts, pad=0.25)
-    model = make_gaussians(pts, cols, spacing * cfg.init_scale, cfg.sh_degree, video.times, field_cfg,
-                           cfg.init_opacity, bounds, motion=motion)
+    if initial is not None:
+        model = with_motion(initial, cfg.sh_degree, video.times, field_cfg, bounds, motion)
+    else:
+        model = make_gaussians(pts, cols, spacing * cfg.init_scale, cfg.sh_degree, video.times, field_cfg,
+                               cfg.init_opacity, bounds, motion=motion)
     model.config["rasterize_mode"] = cfg.rasterize_mode
     return model
 
 
-def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None) -> FitResult:
-    """Fit Gaussians to ``video`` (its views are all training views). See the module docstring."""
+def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
+        initial: Gaussians4D | None = None) -> FitResult:
+    """Fit Gaussians to ``video`` (its views are all training views). See the module docstring. ``initial``: static
+    Gaussians to start from instead of the visual hull (``splat_type.splat_to_gaussians`` makes them from a SPLAT)."""
     cfg = config or FitConfig()
     _check_video(video, cfg)
     if cfg.rigidity_weight is None:
@@ -273,10 +285,10 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None) -
         table = cfg.motion == "table" and video.num_frames > 1
         cfg = dataclasses.replace(cfg, rigidity_weight=1.0 if table else 0.0)
     with torch.inference_mode(False), torch.enable_grad():
-        return _fit(video, cfg, callback)
+        return _fit(video, cfg, callback, initial)
 
 
-def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
+def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D | None = None) -> FitResult:
     from .densify import strategy_class
     from .render import GsplatUnavailableError, is_gsplat_failure, mark_gsplat_unusable, resolve_backend
 
@@ -296,7 +308,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     mid = nt // 2
 
     # 1) initialisation
-    model = initialize(video, cfg).to(device)
+    model = initialize(video, cfg, initial).to(device)
     init_seconds = time.perf_counter() - t_start
     if cfg.seconds is not None and init_seconds >= cfg.seconds:
         raise InputError("seconds", f"a time budget of {cfg.seconds:g} s is too small: preparing the data and the "

@@ -257,6 +257,8 @@ class FakeProc:
         return self.returncode
 
     def wait(self, timeout=None):
+        if self.returncode is None and self.kw.get("watch") and os.path.exists(self.kw["watch"]):
+            self.returncode = 143        # the child's watcher saw the stop file
         if self.returncode is None:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
@@ -362,6 +364,29 @@ def test_windows_stop_without_a_job_uses_taskkill_on_the_tree(windows, break_err
     assert windows.procs[0].returncode == 1
 
 
+def test_windows_stop_without_a_console_asks_through_the_stop_file(windows, tmp_path):
+    windows.polite, windows.break_error = False, OSError(6, "no console")
+    stop = tmp_path / "stop"
+    tree = childproc.ChildTree(["python"], stop_file=str(stop), watch=str(stop))
+    tree.stop(grace=0.01, kill_wait=0.01)
+    assert stop.exists() and windows.procs[0].returncode == 143
+    assert not any(c[0] == "TerminateJobObject" for c in windows.k.calls) and windows.runs == []
+
+
+def test_the_child_stops_when_the_stop_file_appears(tmp_path, monkeypatch):
+    from charactershot_core.distributed import submit
+
+    raised, exited = [], []
+    monkeypatch.setattr(submit, "stop_self", lambda: raised.append(1))
+    monkeypatch.setattr(os, "_exit", lambda code: exited.append(code))
+    t = submit.exit_with_parent(os.getppid(), poll=0.01, grace=0.01, stop_file=str(tmp_path / "stop"))
+    time.sleep(0.05)
+    assert raised == [] and t.is_alive()
+    (tmp_path / "stop").write_text("")
+    t.join(5)
+    assert raised == [1] and exited == [143]
+
+
 def test_windows_stop_of_an_ended_child_does_nothing(windows):
     tree = childproc.ChildTree(["python"])
     windows.procs[0].returncode = 0
@@ -433,6 +458,12 @@ def test_posix_stop_ends_the_child_and_its_children(tmp_path):
 
 
 def _alive(pid: int) -> bool:
+    if not os.path.isdir("/proc"):       # macOS: the reparented grandchild is reaped by launchd
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")

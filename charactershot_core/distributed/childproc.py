@@ -150,8 +150,8 @@ def popen_options() -> dict:
 class ChildTree:
     """A child process started in a group of its own; :meth:`stop` ends it and every process it started."""
 
-    def __init__(self, args, **popen_kw):
-        self.job = None
+    def __init__(self, args, stop_file: Optional[str] = None, **popen_kw):
+        self.job, self.stop_file = None, stop_file
         self.proc = subprocess.Popen(args, **popen_kw, **popen_options())
         if WINDOWS:
             job = None
@@ -170,7 +170,7 @@ class ChildTree:
 
     def stop(self, grace: float = 10.0, kill_wait: float = 5.0) -> None:
         """Ask the child to stop (it shuts its actors down), then end the whole group after ``grace`` seconds."""
-        stop_tree(self.proc, self.job, grace, kill_wait)
+        stop_tree(self.proc, self.job, grace, kill_wait, self.stop_file)
 
     def close(self) -> None:
         """After the child has ended: on Windows, close the job (ending any process it left behind)."""
@@ -197,18 +197,28 @@ def _taskkill(pid: int) -> None:
         pass
 
 
-def stop_tree(proc, job: Optional[Job] = None, grace: float = 10.0, kill_wait: float = 5.0) -> None:
+def stop_tree(proc, job: Optional[Job] = None, grace: float = 10.0, kill_wait: float = 5.0,
+              stop_file: Optional[str] = None) -> None:
     """Stop ``proc`` and the processes it started: politely first (POSIX ``SIGTERM`` to the process group, Windows
-    ``CTRL_BREAK_EVENT`` to the console process group), then for good after ``grace`` seconds (``SIGKILL`` to the
-    group; Windows: the job, or ``taskkill /T /F``)."""
+    ``CTRL_BREAK_EVENT`` to the console process group, and ``stop_file`` written, which the child watches where it
+    shares no console with the server), then for good after ``grace`` seconds (``SIGKILL`` to the group; Windows:
+    the job, or ``taskkill /T /F``)."""
     if proc.poll() is not None:
         return
     if WINDOWS:
+        asked = False
+        if stop_file:
+            try:
+                with open(stop_file, "w", encoding="utf-8"):
+                    asked = True
+            except OSError:
+                pass
         try:
             proc.send_signal(CTRL_BREAK_EVENT)   # GenerateConsoleCtrlEvent for the child's process group
-        except OSError:                          # no shared console: nothing to ask with
+            asked = True
+        except OSError:                          # no shared console
             pass
-        if _wait(proc, grace):
+        if asked and _wait(proc, grace):
             return
         if job is None or not job.terminate():
             _taskkill(proc.pid)

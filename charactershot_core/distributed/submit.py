@@ -29,6 +29,7 @@ from .childproc import ChildTree, parent_watch, stop_self, stop_signals
 _TENSORS = ("views", "pose_frames", "reference_pose", "prompt_embeds", "negative_prompt_embeds")
 _SCALARS = ("seed", "steps", "guidance", "scheduler", "dynamic_cfg", "spacing", "groups", "group_size",
             "camera_indices", "pose_latents", "scheduler_config", "low_memory")
+STOP_FILE = "stop"   # written into the job folder by the parent to ask the child to stop (see childproc.stop_tree)
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -101,7 +102,8 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
     err_path = os.path.join(work, "child.log")
     err = open(err_path, "wb")
     tree = ChildTree([python or sys.executable, "-m", "charactershot_core.distributed.submit", work],
-                     cwd=PACK_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+                     cwd=PACK_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                     stop_file=os.path.join(work, STOP_FILE))
     proc = tree.proc
     store = GroupStore(store_root)
     results, reused, sampled = {}, [], []
@@ -161,19 +163,27 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
 
 
 # ------------------------------------------------------------------------------------------------ child side
-def exit_with_parent(parent_pid: int, poll: float = 0.5, grace: float = 10.0) -> threading.Thread:
+def exit_with_parent(parent_pid: int, poll: float = 0.5, grace: float = 10.0,
+                     stop_file: Optional[str] = None) -> threading.Thread:
     """Watch the parent (the ComfyUI server): the child runs in its own session (POSIX) or console process group
-    (Windows), so a server that dies (killed, crashed) sends it no signal.  When the parent is gone, raise SIGTERM
-    in this process (its handler exits through the ``finally`` that shuts the actors down); if it is still alive
-    ``grace`` seconds later (stuck inside a Ray call that does not return to Python), end it with ``os._exit``
-    (Ray kills the actors of a dead driver).  On Windows the server's Job object usually ends the child first."""
+    (Windows), so a server that dies (killed, crashed) sends it no signal.  When the parent is gone, or the parent
+    wrote ``stop_file`` (its way to ask where there is no console to send a break through), raise SIGTERM in this
+    process (its handler exits through the ``finally`` that shuts the actors down); if it is still alive ``grace``
+    seconds later (stuck inside a Ray call that does not return to Python), end it with ``os._exit`` (Ray kills the
+    actors of a dead driver).  On Windows the server's Job object ends the child anyway when the server dies."""
 
     parent_gone = parent_watch(parent_pid)
 
     def watch():
-        while not parent_gone():
+        while True:
+            if parent_gone():
+                why = f"the parent process {parent_pid} is gone"
+                break
+            if stop_file and os.path.exists(stop_file):
+                why = "the parent asked to stop"
+                break
             time.sleep(poll)
-        sys.stderr.write(f"charactershot submit: the parent process {parent_pid} is gone; stopping\n")
+        sys.stderr.write(f"charactershot submit: {why}; stopping\n")
         sys.stderr.flush()
         stop_self()
         time.sleep(grace)
@@ -235,5 +245,5 @@ def _child(folder: str) -> int:
 if __name__ == "__main__":
     for _sig in stop_signals():
         signal.signal(_sig, lambda *_: sys.exit(143))
-    exit_with_parent(os.getppid())
+    exit_with_parent(os.getppid(), stop_file=os.path.join(sys.argv[1], STOP_FILE))
     sys.exit(_child(sys.argv[1]))

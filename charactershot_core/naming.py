@@ -189,3 +189,17 @@ def confined(root: str, name: str, input_name: str, where: str = "input", expect
     if not inside(root, path, pathmod):
         raise InputError(input_name, f"{name!r} points outside ComfyUI's {where} folder")
     return path
+
+
+def next_counter(folder: str, base: str) -> int:
+    """The next free counter for files named ``{base}_{counter:05d}...`` in ``folder``.  Names are compared without
+    case, because Windows and macOS file systems do: ``Alice_00001.ply`` takes counter 1 from ``alice`` too, so a
+    later save never replaces an earlier one there."""
+    pat = re.compile(re.escape(base) + r"_(\d{5,})", re.IGNORECASE)
+    best = 0
+    if os.path.isdir(folder):
+        for fn in os.listdir(folder):
+            m = pat.match(fn)
+            if m:
+                best = max(best, int(m.group(1)))
+    return best + 1

@@ -9,6 +9,7 @@ import folder_paths
 
 from ..charactershot_core.errors import InputError
 from ..charactershot_core.naming import check_relative, confined, inside, path_too_long
+from ..charactershot_core.naming import next_counter as _next_counter
 
 # characters the nodes append to a prefix's last part: "_00001", "_frame_00001.splatv", a ".partial…" marker
 NAME_RESERVE = 40
@@ -89,15 +90,9 @@ def output_target(filename_prefix: str, input_name: str, temp: bool = False) -> 
 
 
 def next_counter(folder: str, base: str) -> int:
-    """The next free counter for files named ``{base}_{counter:05d}...`` in ``folder``."""
-    pat = re.compile(re.escape(base) + r"_(\d{5})")
-    best = 0
-    if os.path.isdir(folder):
-        for fn in os.listdir(folder):
-            m = pat.match(fn)
-            if m:
-                best = max(best, int(m.group(1)))
-    return best + 1
+    """The next free counter for files named ``{base}_{counter:05d}...`` in ``folder`` (case-insensitive, as on
+    Windows and macOS: :func:`charactershot_core.naming.next_counter`)."""
+    return _next_counter(folder, base)
 
 
 def atomic_write(path: str, data: bytes) -> None:

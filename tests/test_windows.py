@@ -121,6 +121,17 @@ def test_check_path_leaves_existing_folders_alone(tmp_path):
         naming.check_path(str(odd / "new:one" / "x"), "out")
 
 
+def test_the_counter_ignores_case_as_windows_and_macos_do(tmp_path):
+    for n in ("Alice_00001.ply", "ALICE_00002_bundle.cs4d", "alicex_00009.ply", "bob_00004.ply"):
+        (tmp_path / n).write_bytes(b"")
+    assert naming.next_counter(str(tmp_path), "alice") == 3     # not 1: alice_00001.ply is Alice_00001.ply there
+    assert naming.next_counter(str(tmp_path), "Bob") == 5
+    assert naming.next_counter(str(tmp_path), "carol") == 1
+    (tmp_path / "carol_100000.ply").write_bytes(b"")            # past five digits
+    assert naming.next_counter(str(tmp_path), "carol") == 100001
+    assert naming.next_counter(str(tmp_path / "missing"), "x") == 1
+
+
 # ------------------------------------------------------------------------------------------------ confinement
 ROOT = r"C:\ComfyUI\output"
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Optional
 
 from .errors import InputError
 
@@ -40,7 +39,7 @@ def _name_units(name: str) -> int:
     return max(len(name.encode("utf-16-le")) // 2, len(name.encode("utf-8")))
 
 
-def name_problem(name: str, reserve: int = 0) -> Optional[str]:
+def name_problem(name: str, reserve: int = 0) -> str | None:
     """Why ``name`` (one file or folder name, no separators) is not legal everywhere, or ``None`` when it is.
     ``reserve``: characters the pack will append (a counter, an extension), counted in the length limit."""
     if not isinstance(name, str):
@@ -151,7 +150,7 @@ def _long_paths_enabled() -> bool:
         return False
 
 
-def path_too_long(path: str, reserve: int = 0, pathmod=os.path, long_paths: Optional[bool] = None) -> Optional[str]:
+def path_too_long(path: str, reserve: int = 0, pathmod=os.path, long_paths: bool | None = None) -> str | None:
     """Why ``path`` plus ``reserve`` characters is too long for Windows (``MAX_PATH``) or ``None``.  Only Windows'
     path rules (``pathmod`` is ``ntpath``) have this limit, and only without long-path support."""
     if pathmod.sep != "\\":

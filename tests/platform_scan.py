@@ -70,7 +70,7 @@ class Ctx:
     has: frozenset = frozenset()              # "mod.name" proven present by hasattr
     import_guarded: bool = False              # inside try/except ImportError
 
-    def add(self, facts: "Facts") -> "Ctx":
+    def add(self, facts: Facts) -> Ctx:
         plat = facts.platform or self.platform
         return Ctx(plat, self.has | facts.has, self.import_guarded)
 

@@ -530,8 +530,8 @@ GUARDED = [
     "import os\nok = hasattr(os, 'killpg') and os.killpg(1, 9)",
     "import sys, os\nWINDOWS = sys.platform == 'win32'\ndef f():\n    if WINDOWS:\n        return\n    os.killpg(1, 9)",
     "import sys, os\nWIN = sys.platform == 'win32'\nif not WIN:\n    os.kill(1, 0)",
-    "import sys, subprocess\nWIN = sys.platform == 'win32'\ndef f():\n    if WIN:\n        return {}\n    else:\n"
-    "        return dict(start_new_session=True)",
+    ("import sys, subprocess\nWIN = sys.platform == 'win32'\ndef f():\n    if WIN:\n        return {}\n    else:\n"
+     "        return dict(start_new_session=True)"),
     "try:\n    import fcntl\nexcept ImportError:\n    fcntl = None",
     "import subprocess\nsubprocess.Popen(a, start_new_session=False, preexec_fn=None)",
     "import sys\ndef f():\n    if sys.platform != 'win32':\n        raise OSError\n    import winreg",

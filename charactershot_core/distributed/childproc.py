@@ -30,7 +30,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 WINDOWS = sys.platform == "win32"
 
@@ -103,7 +103,7 @@ class Job:
         self.k, self.handle = kernel32, handle
 
     @classmethod
-    def create(cls) -> Optional["Job"]:
+    def create(cls) -> Job | None:
         k = _kernel32()
         h = k.CreateJobObjectW(None, None)
         if not h:
@@ -150,7 +150,7 @@ def popen_options() -> dict:
 class ChildTree:
     """A child process started in a group of its own; :meth:`stop` ends it and every process it started."""
 
-    def __init__(self, args, stop_file: Optional[str] = None, **popen_kw):
+    def __init__(self, args, stop_file: str | None = None, **popen_kw):
         self.job, self.stop_file = None, stop_file
         self.proc = subprocess.Popen(args, **popen_kw, **popen_options())
         if WINDOWS:
@@ -197,8 +197,8 @@ def _taskkill(pid: int) -> None:
         pass
 
 
-def stop_tree(proc, job: Optional[Job] = None, grace: float = 10.0, kill_wait: float = 5.0,
-              stop_file: Optional[str] = None) -> None:
+def stop_tree(proc, job: Job | None = None, grace: float = 10.0, kill_wait: float = 5.0,
+              stop_file: str | None = None) -> None:
     """Stop ``proc`` and the processes it started: politely first (POSIX ``SIGTERM`` to the process group, Windows
     ``CTRL_BREAK_EVENT`` to the console process group, and ``stop_file`` written, which the child watches where it
     shares no console with the server), then for good after ``grace`` seconds (``SIGKILL`` to the group; Windows:

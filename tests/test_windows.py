@@ -439,6 +439,34 @@ def test_windows_stop_signals_include_ctrl_break(windows, monkeypatch):
     assert childproc.stop_signals() == [signal.SIGTERM, 21]
 
 
+def test_every_kernel32_call_has_a_pointer_sized_prototype(monkeypatch):
+    """Handles are pointers on 64-bit Windows: a function whose ``restype`` is left at ctypes' default ``int`` would
+    cut them.  Every kernel32 function the Windows branch calls (those the recorder above answers) is declared."""
+    from ctypes import wintypes
+
+    class Fn:
+        restype = argtypes = None
+
+    class Dll:
+        def __init__(self):
+            self.fns = {}
+
+        def __getattr__(self, name):
+            return self.fns.setdefault(name, Fn())
+
+    dll = Dll()
+    monkeypatch.setattr(childproc, "WINDOWS", True)
+    monkeypatch.setattr(ctypes, "WinDLL", lambda name, use_last_error=False: dll, raising=False)
+    assert childproc._kernel32() is dll
+    used = {n for n in vars(Kernel32) if n[0].isupper() and n != "WAIT_TIMEOUT"}
+    assert used <= set(dll.fns), used - set(dll.fns)
+    for name in used:
+        assert dll.fns[name].restype is not None, name
+    for name in ("CreateJobObjectW", "OpenProcess", "GetConsoleWindow"):
+        assert ctypes.sizeof(dll.fns[name].restype) == ctypes.sizeof(ctypes.c_void_p)
+    assert dll.fns["WaitForSingleObject"].argtypes[0] is wintypes.HANDLE
+
+
 def test_job_structures_have_the_windows_x64_layout():
     if ctypes.sizeof(ctypes.c_void_p) != 8:
         pytest.skip("64-bit layout")

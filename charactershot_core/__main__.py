@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from .errors import CharacterShotError
+from .naming import check_path
 
 # modules that add sub-commands; each has register(subparsers) -> None
 COMMAND_MODULES = ["charactershot_core.cli_info", "charactershot_core.models.cli", "charactershot_core.gaussians.cli",
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        for attr in ("out", "metrics"):  # paths the command creates: names legal on every system
+            value = getattr(args, attr, None)
+            if isinstance(value, str) and value:
+                check_path(value, f"--{attr}", "path")
         return int(args.func(args) or 0)
     except CharacterShotError as e:
         print(f"error: {e}", file=sys.stderr)

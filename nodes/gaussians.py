@@ -521,6 +521,8 @@ def _is_4d_weights(path: str) -> bool:
 
 def resolve_4d_file(file: str) -> tuple[str, str | None, str]:
     """(weights path, bundle path or None, folder kind) for a list value or a typed name."""
+    from ..charactershot_core.naming import confined
+
     text = (file or "").strip()
     if text.lower().endswith(".cs4d") or re.match(r"^.*\.cs4d\s*\[(input|output|temp)\]$", text, re.I):
         name, kind = split_location(text)
@@ -528,7 +530,7 @@ def resolve_4d_file(file: str) -> tuple[str, str | None, str]:
         stem = re.sub(r"_bundle\.cs4d$", "", name, flags=re.I)
         stem = re.sub(r"\.cs4d$", "", stem, flags=re.I)
         weights_name = f"{stem}.safetensors"
-        weights = os.path.join(folder_root(kind), weights_name)
+        weights = confined(folder_root(kind), weights_name, "file", kind, "a .cs4d file name")
         if not os.path.isfile(weights):
             raise InputError("file", f"{name} is a 4D bundle for viewing; the weights saved with it ({weights_name}) "
                                      f"are not in ComfyUI's {kind} folder, so there are no Gaussians to pass on. "

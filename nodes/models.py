@@ -87,6 +87,8 @@ def _files(kinds: tuple[str, ...]) -> list[str]:
 
 def _resolve(name: str, kinds: tuple[str, ...], input_name: str) -> str:
     """The absolute path of a listed file or ``Folder/``."""
+    from ..charactershot_core.naming import inside
+
     if not name or name == NONE:
         raise InputError(input_name, "no file chosen; put the weights in ComfyUI's models folders (see the "
                                      "CharacterShot docs/checkpoints.md) and refresh")
@@ -96,8 +98,7 @@ def _resolve(name: str, kinds: tuple[str, ...], input_name: str) -> str:
     for kind in kinds:
         for root in _roots(kind):
             p = os.path.join(root, *parts)
-            real_root = os.path.realpath(root)
-            if os.path.commonpath([real_root, os.path.realpath(p)]) != real_root:
+            if not inside(root, p):  # (another drive, a link out): not in this folder
                 continue
             if name.endswith("/") and os.path.isdir(p) or not name.endswith("/") and os.path.isfile(p):
                 return p

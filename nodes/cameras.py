@@ -27,7 +27,6 @@ class CameraRig(io.ComfyNode):
             description="Cameras for multi-view generation and 4D fitting. The model was trained on the official "
                         "21-view orbit; other rigs are for the 4D stage and previews.",
             inputs=[
-
                 io.Combo.Input("preset", options=PRESETS, default=PRESETS[0],
                                tooltip="official_21_views: the cameras the model was trained on (use these to make "
                                        "videos). custom_orbit: your own circle of cameras, set below. "
@@ -101,7 +100,6 @@ class SaveCameraRig(io.ComfyNode):
                         "ComfyUI's output folder.",
             is_output_node=True,
             inputs=[
-
                 Cameras.Input("cameras", tooltip="The camera rig to save as JSON, to load again with Camera Rig."),
                 io.String.Input("filename_prefix", default="charactershot/cameras",
                                 tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "

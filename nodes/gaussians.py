@@ -62,7 +62,6 @@ class MultiViewFromImages(io.ComfyNode):
             description="Turns an IMAGE batch of views (view-major: all frames of view 0, then view 1, ...) and "
                         "their cameras into a multi-view video for 4D fitting. Backgrounds must be white.",
             inputs=[
-
                 io.Image.Input("images", tooltip="All frames of every view, view after view (all frames of view 0, "
                                                  "then view 1, ...), on a white background."),
                 Cameras.Input("cameras", tooltip="The cameras of the views, in the same order as the images."),
@@ -99,7 +98,6 @@ class SyntheticCharacter(io.ComfyNode):
             description="A procedural animated character rendered from a rig: try the 4D stage without the "
                         "diffusion models, with exact ground truth.",
             inputs=[
-
                 io.Combo.Input("motion", options=motions, default=synthetic.DEFAULT_MOTION,
                                tooltip="The character's motion: wave (the right arm rises, waves and comes down), "
                                        "walk (one walk cycle in place: legs cross, arms swing), turn (the whole "
@@ -149,12 +147,10 @@ class Fit4DGaussians(io.ComfyNode):
             node_id="CharacterShotFit4DGaussians",
             display_name="CharacterShot Fit 4D Gaussians",
             category=CAT,
-            description="Fits canonical 3D Gaussians plus their motion (a trajectory per Gaussian, or the paper's "
-                        "HexPlane deformation field) to the multi-view videos (one frame per view: static 3D "
-                        "Gaussians, no motion). Frees the diffusion models "
-                        "from VRAM first; shows a preview now and then; Cancel stops within one iteration.",
+            description="Builds the 4D character from the multi-view videos: 3D Gaussians and their motion "
+                        "over time (with one frame per view: a still 3D character). Frees the video models from GPU "
+                        "memory first, shows a preview now and then, and stops within a step when you press Cancel.",
             inputs=[
-
                 MultiView.Input("multiview", tooltip="The videos of your character from every camera (Multi-View "
                                                      "Sampler, Load Multi-View or Synthetic Character)."),
                 io.Int.Input("iterations", default=6000, min=1, max=200000,
@@ -273,7 +269,6 @@ class Render4D(io.ComfyNode):
             description="Renders 4D Gaussians on white: an orbit of cameras at every time, a turntable (the camera "
                         "turns while time runs), or the cameras of a rig.",
             inputs=[
-
                 Gaussians4D.Input("gaussians", tooltip="The fitted or loaded 4D character."),
                 io.Combo.Input("mode", options=cls.MODES, default="orbit",
                                tooltip="orbit: cameras all around, at every frame. turntable: one picture per frame "
@@ -380,7 +375,6 @@ class Save4DGaussians(io.ComfyNode):
                         "folder; optionally a Niantic .spz per frame, one .splatv (splaTV, gsplat.js) and a one-file "
                         ".html viewer that plays from disk.",
             inputs=[
-
                 Gaussians4D.Input("gaussians", tooltip="The 4D character to save."),
                 io.String.Input("filename_prefix", default="charactershot/4d",
                                 tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "
@@ -478,7 +472,6 @@ class Load4DGaussians(io.ComfyNode):
                         "found in ComfyUI's input folder and, marked ' [output]', its output folder; choosing a "
                         "bundle loads the weights saved next to it.",
             inputs=[
-
                 io.Combo.Input("file", options=list_4d_files(),
                                tooltip="The 4D character to load: weights (.safetensors) or a 4D bundle (.cs4d) "
                                        "in ComfyUI's input folder, or in the output folder (marked ' [output]'), "

@@ -216,11 +216,10 @@ class ModelLoader(io.ComfyNode):
             node_id="CharacterShotModelLoader",
             display_name="CharacterShot Model Loader",
             category=f"{CATEGORY}/loaders",
-            description="Loads the CharacterShot multi-view (4D) transformer with its camera guider and the 21 "
-                        "shipped camera embeddings. Accepts the official Hugging Face folder (models/charactershot/"
-                        "CharacterShot/) or a single .safetensors in models/diffusion_models plus a camera pack.",
+            description="Loads the CharacterShot model that makes the multi-view videos: the folder "
+                        "'CharacterShot/' from Hugging Face in models/charactershot/, or a converted .safetensors in "
+                        "models/diffusion_models/ with a camera pack (docs/checkpoints.md).",
             inputs=[
-
                 io.Combo.Input("checkpoint", options=_or_none(checkpoint_options()),
                                tooltip="The CharacterShot model: the folder 'CharacterShot/' downloaded from "
                                        "huggingface.co/Gaojunyao/CharacterShot into models/charactershot/, or a "
@@ -289,10 +288,10 @@ class Model2DLoader(io.ComfyNode):
             node_id="CharacterShot2DModelLoader",
             display_name="CharacterShot 2D Model Loader",
             category=f"{CATEGORY}/loaders",
-            description="Loads the Character2D pose-driven animation transformer (a CogVideoX transformer) from "
-                        "the official folder or a single .safetensors.",
+            description="Loads the Character2D model that animates a single picture: the folder "
+                        "'Character2D/' from Hugging Face in models/charactershot/, or a converted .safetensors in "
+                        "models/diffusion_models/.",
             inputs=[
-
                 io.Combo.Input("checkpoint", options=_or_none(checkpoint_options()),
                                tooltip="The 2D pose model: the folder 'Character2D/' downloaded from "
                                        "huggingface.co/Gaojunyao/Character2D into models/charactershot/, or a "
@@ -333,10 +332,10 @@ class VAELoader(io.ComfyNode):
             node_id="CharacterShotVAELoader",
             display_name="CharacterShot VAE Loader",
             category=f"{CATEGORY}/loaders",
-            description="Loads the CogVideoX VAE (diffusers AutoencoderKLCogVideoX, scaling factor 0.7) used to "
-                        "encode views and poses and to decode the videos.",
+            description="Loads the video VAE that turns pictures into the model's working space and back "
+                        "into videos: the official folder 'CharacterShot/', or a converted .safetensors in "
+                        "models/vae/.",
             inputs=[
-
                 io.Combo.Input("vae", options=_or_none(vae_options()),
                                tooltip="The video VAE: choose the official folder 'CharacterShot/' (its vae/ "
                                        "inside), or a converted CogVideoX VAE .safetensors in models/vae/."),
@@ -379,12 +378,10 @@ class TextEncode(io.ComfyNode):
             node_id="CharacterShotTextEncode",
             display_name="CharacterShot Text Encode",
             category=f"{CATEGORY}/loaders",
-            description="Encodes prompt and negative prompt with T5-XXL exactly as the official pipeline does "
-                        "(226 tokens, padded, unmasked), using ComfyUI's Load CLIP (t5xxl, type sd3) or the "
-                        "official text_encoder/ + tokenizer/ folder. Results are cached on disk per prompt and "
-                        "encoder, so T5 is not loaded again for a prompt already encoded.",
+            description="Turns the prompt into what the model reads, with the T5-XXL text encoder (Load "
+                        "CLIP with t5xxl_fp16.safetensors, type sd3, or the official folder). Each prompt is encoded "
+                        "once and remembered on disk, so the large encoder is not loaded again for it.",
             inputs=[
-
                 io.String.Input("prompt", multiline=True, default=T.OFFICIAL_PROMPT,
                                 tooltip="A few words about the motion; the default 'smooth motion or in the wind' "
                                         "works for most characters, since the poses carry the motion."),
@@ -462,13 +459,10 @@ class ModelInfo(io.ComfyNode):
             node_id="CharacterShotModelInfo",
             display_name="CharacterShot Model Info",
             category=f"{CATEGORY}/loaders",
-            description="Shows what the loaders loaded (sizes, dtype, camera views, text embeddings) and a VRAM "
-                        "plan for a job of the size given on this device (weights by dtype, activation and decode "
-                        "peaks, what will be offloaded, seconds per step: estimates), to check a set-up before a "
-                        "long run.",
+            description="Shows what the loaders loaded and estimates the GPU memory and time a sampler run "
+                        "of the size given will need on this machine: a check before a long run.",
             is_output_node=True,
             inputs=[
-
                 Model4D.Input("model", optional=True, tooltip="A CharacterShot Model Loader output to describe."),
                 Model2D.Input("model2d", optional=True, tooltip="A CharacterShot 2D Model Loader output to describe."),
                 VAE.Input("vae", optional=True, tooltip="A CharacterShot VAE Loader output to describe."),

@@ -69,7 +69,6 @@ class PrepareCharacter(io.ComfyNode):
                         "to 480x480 and pasted centred on a white 720x480 canvas. Views already on that canvas "
                         "pass unchanged.",
             inputs=[
-
                 io.Image.Input("images", tooltip="Your character: one picture, or one per camera (21)."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Where the character is (from a background-removal node, or Load Image's "
@@ -128,11 +127,10 @@ class PoseFromKeypoints(io.ComfyNode):
             node_id="CharacterShotPoseFromKeypoints",
             display_name="CharacterShot Pose From Keypoints",
             category=STAGE,
-            description="Draws a driving pose sequence (POSE_KEYPOINT, e.g. from DWPose on a video) exactly as the "
-                        "official DWPose drawing, retargeted onto the reference character's pose and resampled to "
-                        "the model's frame count, plus the reference pose image.",
+            description="Draws the motion for the sampler: pose keypoints of a video (DWPose or SDPose) "
+                        "fitted to your character's body and spread over the model's frame count, plus the drawing of "
+                        "your character's own pose.",
             inputs=[
-
                 PoseKeypoint.Input("driving_pose",
                                    tooltip="The motion: keypoints for every frame, e.g. DWPose Estimator "
                                            "(comfyui_controlnet_aux) or SDPose on a video, or CharacterShot Load "
@@ -233,7 +231,6 @@ class PreparePoseImages(io.ComfyNode):
             description="Already-drawn pose frames (skeletons on black, any size) placed on the black 720x480 "
                         "canvas like the official pose data and brought to the model's frame count.",
             inputs=[
-
                 io.Image.Input("frames", tooltip="The pose drawings (skeletons on black), in order."),
                 io.Int.Input("num_frames", default=25, min=1, max=257, step=4,
                              tooltip="Frames to make: 1, 5, 9, ... (4k+1). The model was trained on 25; the "
@@ -284,7 +281,6 @@ class LoadPoseKeypoints(io.ComfyNode):
                         "comfyui_controlnet_aux or core's SDPose Keypoint Extractor give it, or one such frame) "
                         "from ComfyUI's input folder. The keypoints pass unchanged; they are checked here.",
             inputs=[
-
                 io.Combo.Input("json_file", options=files, default=NO_FILE,
                                tooltip="A pose keypoints .json file in ComfyUI's input folder (saved from DWPose or "
                                        "SDPose). Refresh the page after adding files."),
@@ -339,11 +335,10 @@ class LoadImageSequence(io.ComfyNode):
             node_id="CharacterShotLoadImageSequence",
             display_name="CharacterShot Load Image Sequence",
             category=STAGE,
-            description="Loads the numbered images of a folder in ComfyUI's input folder (0.png, 1.png, ... or "
-                        "frame_00001.png, ...) as one IMAGE batch in numeric order, as the official CLI reads its "
-                        "pose folders.",
+            description="Loads the numbered pictures of a folder in ComfyUI's input folder (0.png, 1.png, "
+                        "... or frame_00001.png, ...) in order, as one batch: for pose drawings or frames made "
+                        "elsewhere.",
             inputs=[
-
                 io.Combo.Input("folder", options=image_folders() or [NO_FILE],
                                tooltip="A folder of numbered pictures (0.png, 1.png, ...) inside ComfyUI's input "
                                        "folder. Refresh the page after adding folders."),

@@ -142,7 +142,6 @@ class Preview4D(io.ComfyNode):
             description="Shows 4D Gaussians inside the node: orbit, zoom, pan, play and scrub the motion, snap to a "
                         "training camera. Writes a 4D bundle into ComfyUI's temp folder (nothing into output).",
             inputs=[
-
                 Gaussians4D.Input("gaussians", tooltip="The fitted or loaded 4D character to look at."),
                 Cameras.Input("cameras", optional=True,
                               tooltip="Cameras to snap the view to (default: the cameras the fit used)."),

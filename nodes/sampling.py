@@ -113,12 +113,10 @@ class MultiViewSampler(io.ComfyNode):
             node_id="CharacterShotMultiViewSampler",
             display_name="CharacterShot Multi-View Sampler",
             category=CAT,
-            description="Pose-driven multi-view videos of a character with the CharacterShot model: the views are "
-                        "sampled in groups of five (view 0 in each) exactly as the official pipeline does, so the "
-                        "same seed gives the same videos. Finished groups are kept in ComfyUI's temp folder and "
-                        "reused on a rerun.",
+            description="Makes videos of your character from every camera of the rig, moving like the pose "
+                        "frames. The views are made in groups of five, so the same seed gives the same videos; "
+                        "finished groups are kept (ComfyUI's temp folder) and reused when you run again.",
             inputs=[
-
                 Model4D.Input("model", tooltip="The CharacterShot model, from CharacterShot Model Loader."),
                 VAE.Input("vae", tooltip="The video VAE, from CharacterShot VAE Loader."),
                 TextEmbeds.Input("text", tooltip="The prompt, from CharacterShot Text Encode."),
@@ -344,10 +342,9 @@ class Animate2D(io.ComfyNode):
             node_id="CharacterShotAnimate2D",
             display_name="CharacterShot Animate 2D",
             category=CAT,
-            description="Pose-driven 2D animation of one character image with the Character2D model (the official "
-                        "2D pipeline, with its crash and its wrong reference pose fixed).",
+            description="Animates one picture of your character so that it moves like the pose frames (the "
+                        "Character2D model).",
             inputs=[
-
                 Model2D.Input("model2d", tooltip="The 2D model, from CharacterShot 2D Model Loader."),
                 VAE.Input("vae", tooltip="The video VAE, from CharacterShot VAE Loader."),
                 TextEmbeds.Input("text", tooltip="The prompt, from CharacterShot Text Encode."),
@@ -419,7 +416,6 @@ class SaveMultiView(io.ComfyNode):
                         "with cameras.json into ComfyUI's output folder; the 4D CLI and CharacterShot Load "
                         "Multi-View read it back.",
             inputs=[
-
                 MultiView.Input("multiview", tooltip="The multi-view videos to save."),
                 io.String.Input("filename_prefix", default="charactershot/multiview",
                                 tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "
@@ -493,7 +489,6 @@ class LoadMultiView(io.ComfyNode):
                         "view{k}.png for one frame per view; with its cameras.json when there is one) or the official "
                         "CLI's single mp4 (5 groups x 5 views x 25 frames).",
             inputs=[
-
                 io.Combo.Input("source", options=multiview_sources() or [NO_FOLDER],
                                tooltip="The videos to load: a folder or .mp4 in ComfyUI's input folder, or a folder "
                                        "saved by Save Multi-View (marked ' [output]'). Refresh the page after "

@@ -35,12 +35,10 @@ class OrbitConditioning(io.ComfyNode):
             node_id="CharacterShotOrbitConditioning",
             display_name="CharacterShot Orbit Conditioning (SV3D)",
             category=STAGE,
-            description="The conditioning of core's SV3D_Conditioning (same CLIP vision, image and VAE inputs; feed "
-                        "SV3D_p through a KSampler), with the azimuths and elevations of a CharacterShot orbit rig: "
-                        "the official 21 views by default, so SV3D's frame k is view k of the rig (core's node "
-                        "spaces 21 frames by 360/20 degrees, so they miss the rig).",
+            description="Makes SV3D turn around your character along the cameras of a CharacterShot rig "
+                        "(the official 21 views by default), so that SV3D's frames are the views the sampler needs. "
+                        "Use it in place of core's SV3D_Conditioning and feed SV3D through a KSampler.",
             inputs=[
-
                 io.ClipVision.Input("clip_vision", tooltip="SV3D's CLIP vision model (Load CLIP Vision, or the "
                                                            "Image Only Checkpoint Loader's output)."),
                 io.Image.Input("init_image", tooltip="Your character, centred on white (ideally square): the front "
@@ -89,11 +87,10 @@ class ViewsFromOrbit(io.ComfyNode):
             node_id="CharacterShotViewsFromOrbit",
             display_name="CharacterShot Views From Orbit",
             category=STAGE,
-            description="SV3D's square frames onto the rig's canvas (white 720x480, the character in the central "
-                        "480 square), in rig order, with ONE crop-and-scale for all frames so the views stay "
-                        "geometrically consistent. The input image can replace view 0.",
+            description="Puts SV3D's frames on the sampler's canvas (white 720x480, the character in the "
+                        "middle square), one view per camera, all framed alike so the views stay consistent. Your "
+                        "original picture can replace the front view.",
             inputs=[
-
                 io.Image.Input("sv3d_frames", tooltip="SV3D's decoded video: one frame per camera of the rig."),
                 Cameras.Input("cameras", optional=True,
                               tooltip="The rig the orbit was made for (default: the official 21 views)."),

@@ -162,3 +162,40 @@ def test_folded_values_reach_the_server(page, comfy_newest):
     assert {k: fit["inputs"][k] for k in folded_fit} == folded_fit
     summary = "\n".join(next(o["text"] for o in entry["outputs"].values() if "text" in o))
     assert "fit: 12 iterations" in summary, summary
+
+
+def _missing_models_text(page, template: dict) -> str:
+    page.eval("(() => { for (const x of document.querySelectorAll('.p-dialog-close-button')) x.click(); return true; })()")
+    page.eval(f"(async () => {{ await window.app.loadGraphData({json.dumps(template)}); return true; }})()")
+    page.wait_for("[...document.querySelectorAll('button')].some(b => b.innerText.includes('View details'))", timeout=60)
+    page.eval("(() => { [...document.querySelectorAll('button')].find(b => b.innerText.includes('View details')).click(); "
+              "return true; })()")
+    page.wait_for("document.body.innerText.includes('Missing Models')", timeout=30)
+    text = page.eval("document.body.innerText")
+    start = text.index("Missing Models")
+    end = text.find("Missing Inputs", start)
+    return text[start:end if end > start else start + 600]
+
+
+def test_model_metadata_lets_the_front_end_offer_the_download(page):
+    """A template loader's ``properties.models`` (scripts/make_example_workflows.py add_model_metadata) gives the
+    front-end what it needs to offer the missing file's download: without it, the same model is listed with no
+    download. (1.58 checks only widget values that are file names: our loaders' folder values such as
+    'CharacterShot/' are refused when the prompt is queued instead, naming the download and the folder.)"""
+    from scripts.make_example_workflows import OUT
+
+    _setting(page, "Comfy.VueNodes.Enabled", False)
+    template = json.loads((OUT / "charactershot_one_picture_to_4d.json").read_text())
+    declared = [m for n in template["nodes"] for m in n.get("properties", {}).get("models", [])]
+    assert {"name": "sv3d_p.safetensors", "directory": "checkpoints",
+            "url": "https://huggingface.co/stabilityai/sv3d/resolve/main/sv3d_p.safetensors"} in declared
+    assert any(m["name"] == "CharacterShot/" and m["url"] == "https://huggingface.co/Gaojunyao/CharacterShot"
+               for m in declared)
+    with_metadata = _missing_models_text(page, template)
+    lines = with_metadata.splitlines()
+    assert "sv3d_p.safetensors" in lines and "Download" in lines, with_metadata
+    for n in template["nodes"]:
+        n.get("properties", {}).pop("models", None)
+    without = _missing_models_text(page, template)
+    lines = without.splitlines()
+    assert "sv3d_p.safetensors" in lines and "Download" not in lines, without

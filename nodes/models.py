@@ -234,7 +234,7 @@ class ModelLoader(io.ComfyNode):
                                                 "older cards, fp32 on a CPU); change it only to compare.")),
                 io.Combo.Input("weight_storage", options=list(L.WEIGHT_STORAGES), default="default", optional=True,
                                tooltip="fp8_e4m3fn: the model takes half the GPU memory (about 7.6 GB instead "
-                                       "of 15), with a small loss of detail. Use it when the sampler runs out of "
+                                       "of 15) and may lose a little detail. Use it when the sampler runs out of "
                                        "memory."),
                 advanced(io.Combo.Input("text_mode", options=list(L.TEXT_MODES), default="faithful", optional=True,
                                         tooltip="faithful: the prompt reaches the model as in its training (keep "
@@ -344,7 +344,7 @@ class VAELoader(io.ComfyNode):
                                                 "to compare.")),
                 advanced(io.Boolean.Input("tiling", default=True, optional=True,
                                           tooltip="Work on the videos in overlapping tiles to save GPU memory. Keep "
-                                                  "it on; off is a little faster on very large GPUs.")),
+                                                  "it on unless you compare.")),
                 advanced(io.Boolean.Input("slicing", default=True, optional=True,
                                           tooltip="Work on one video at a time to save GPU memory. Keep it on.")),
             ],

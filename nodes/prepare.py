@@ -84,7 +84,8 @@ class PrepareCharacter(io.ComfyNode):
                                        "trained on; 1.0 crops tight."),
                 io.Combo.Input("anchor", options=list(cv.ANCHORS), default="center", optional=True,
                                tooltip="center: the character in the middle. template: placed like the training "
-                                       "pictures (feet lower down); try it when the motion drifts up or down."),
+                                       "pictures (centre at 42% of the height, feet lower down); choose it to match "
+                                       "their framing."),
                 advanced(io.Combo.Input("box_mode", options=list(cv.BOX_MODES), default="shared", optional=True,
                                         tooltip="shared: one size for all pictures, so the views of one character "
                                                 "keep the same scale (use this for 21 views). per_image: each "

@@ -132,14 +132,14 @@ class MultiViewSampler(io.ComfyNode):
                                      "videos again (finished view groups are then reused)."),
                 io.Int.Input("steps", default=50, min=1, max=1000,
                              tooltip="Denoising steps. 50 gives the quality the model was made for; fewer (30) "
-                                     "is faster with softer detail."),
+                                     "is faster, with less detail."),
                 advanced(io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
                                         tooltip="How strongly the prompt and the poses steer the videos. 6 suits "
                                                 "most characters; lower it when colours look burnt or overdone. 1 "
                                                 "or less turns guidance off: twice as fast, weaker results.")),
                 advanced(io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
-                                        tooltip="The noise schedule. dpm is the one the model was released with; "
-                                                "ddim is an alternative to compare when motion looks jittery.")),
+                                        tooltip="The noise schedule. dpm is the one the model was released with "
+                                                "(keep it); ddim is an alternative to compare.")),
                 Cameras.Input("cameras", optional=True,
                               tooltip="Only for your own camera rig; leave it unconnected for the 21 views the model "
                                       "was trained on (other rigs give weaker results)."),

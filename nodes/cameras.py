@@ -32,7 +32,8 @@ class CameraRig(io.ComfyNode):
                                        "videos). custom_orbit: your own circle of cameras, set below. "
                                        "from_json_file: a rig saved as JSON in ComfyUI's input folder."),
                 io.Int.Input("num_views", default=21, min=1, max=360,
-                             tooltip="custom_orbit: how many cameras on the circle."),
+                             tooltip="custom_orbit: how many cameras on the circle (the video model needs the 21 "
+                                     "of the official rig)."),
                 io.Float.Input("radius", default=cam.OFFICIAL_RADIUS, min=0.1, max=100.0, step=0.05,
                                tooltip="custom_orbit: distance from the cameras to the character, in metres."),
                 io.Float.Input("elevation", default=0.0, min=-89.0, max=89.0, step=1.0,

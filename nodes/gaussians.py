@@ -275,7 +275,8 @@ class Render4D(io.ComfyNode):
                                        "while the camera circles once (a spinning clip). rig_cameras: the cameras "
                                        "of a connected rig, at every frame."),
                 io.Int.Input("num_views", default=8, min=1, max=360, optional=True,
-                             tooltip="orbit only: how many cameras around the character."),
+                             tooltip="orbit only: how many cameras around the character; more for a closer look "
+                                     "all round."),
                 advanced(io.String.Input("times", default="", optional=True,
                                          tooltip="Exact moments to render, comma-separated from 0 (start) to 1 "
                                                  "(end), e.g. '0, 0.5, 1'. Empty: num_frames decides.")),
@@ -290,9 +291,11 @@ class Render4D(io.ComfyNode):
                                         tooltip="Camera distance, used only with framing 'fixed' (orbit and "
                                                 "turntable).")),
                 io.Int.Input("width", default=720, min=8, max=8192, step=8, optional=True,
-                             tooltip="Picture width in pixels (orbit and turntable)."),
+                             tooltip="Picture width in pixels (orbit and turntable): larger is sharper and "
+                                     "slower."),
                 io.Int.Input("height", default=480, min=8, max=8192, step=8, optional=True,
-                             tooltip="Picture height in pixels (orbit and turntable)."),
+                             tooltip="Picture height in pixels (orbit and turntable): larger is sharper and "
+                                     "slower."),
                 Cameras.Input("cameras", optional=True, tooltip="rig_cameras mode: the rig to render from."),
                 advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
                                         tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), plain PyTorch anywhere else or if gsplat "

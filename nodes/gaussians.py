@@ -115,8 +115,9 @@ class SyntheticCharacter(io.ComfyNode):
                 Cameras.Input("cameras", optional=True,
                               tooltip="The cameras that film it (default: the official 21 views)."),
                 advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), plain PyTorch anywhere else or if gsplat "
-                                                "fails. Choose torch when gsplat does not install or crashes.")),
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Rendered views, cameras and times."),
                      io.Image.Output(display_name="images", tooltip="The rendered frames, view-major.")],
@@ -187,8 +188,9 @@ class Fit4DGaussians(io.ComfyNode):
                                           tooltip="Let the fit add Gaussians where detail is missing and remove "
                                                   "useless ones. Keep it on; off keeps the count fixed.")),
                 advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), plain PyTorch anywhere else or if gsplat "
-                                                "fails. Choose torch when gsplat does not install or crashes.")),
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
                 advanced(io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True,
                                       tooltip="Change it for a slightly different fit of the same videos; keep it "
                                               "to repeat a result.")),
@@ -298,8 +300,9 @@ class Render4D(io.ComfyNode):
                                      "slower."),
                 Cameras.Input("cameras", optional=True, tooltip="rig_cameras mode: the rig to render from."),
                 advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), plain PyTorch anywhere else or if gsplat "
-                                                "fails. Choose torch when gsplat does not install or crashes.")),
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
                 advanced(io.Combo.Input("framing", options=FRAMINGS, default=FRAMINGS[0], optional=True,
                                         tooltip="fit character: the camera keeps the whole character in view over "
                                                 "the clip (use this). fixed: the camera aims at the official rig's "

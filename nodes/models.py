@@ -131,10 +131,14 @@ OFFICIAL_2D_URL = "https://huggingface.co/Gaojunyao/Character2D"
 
 
 def _first_root(kind: str) -> str:
+    """The folder of ``kind`` to name in a message: the first one named like the kind (ComfyUI lists its legacy
+    ``models/unet`` before ``models/diffusion_models``), preferring folders that exist."""
     try:
-        return folder_paths.get_folder_paths(kind)[0]
-    except (KeyError, IndexError):
-        return os.path.join(folder_paths.models_dir, kind)
+        paths = list(folder_paths.get_folder_paths(kind))
+    except KeyError:
+        paths = []
+    ranked = sorted(paths, key=lambda p: (os.path.basename(os.path.normpath(p)) != kind, not os.path.isdir(p)))
+    return ranked[0] if ranked else os.path.join(folder_paths.models_dir, kind)
 
 
 def check_listed(input_name: str, value, kinds: tuple[str, ...], what: str, url: str, folder_name: str,

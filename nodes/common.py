@@ -20,6 +20,22 @@ MultiView = io.Custom("CHARSHOT_MULTIVIEW")      # multi-view videos + cameras +
 Gaussians4D = io.Custom("CHARSHOT_GAUSSIANS4D")  # canonical Gaussians + deformation field
 
 
+def advanced(inp):
+    """Mark an input as one for experts: front-ends that know the flag (1.58 and newer) fold it behind the node's
+    "Show advanced inputs" button, older ones show it as before. The value still reaches the node either way.
+
+    0.3.75's widget inputs take no ``advanced`` argument, but every input's ``extra_dict`` is merged into its
+    definition, which is where front-ends read the flag; newer hosts also have the attribute."""
+    inp.extra_dict = {**(getattr(inp, "extra_dict", None) or {}), "advanced": True}
+    if hasattr(inp, "advanced"):
+        inp.advanced = True
+    return inp
+
+
+def is_advanced(inp) -> bool:
+    return bool((getattr(inp, "extra_dict", None) or {}).get("advanced") or getattr(inp, "advanced", None))
+
+
 def image_to_numpy(image: torch.Tensor, name: str) -> np.ndarray:
     """ComfyUI IMAGE (B, H, W, C) float in [0, 1] -> (B, H, W, 3) uint8, with a clear error for bad input."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4:

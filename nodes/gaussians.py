@@ -16,7 +16,7 @@ from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
 from ..charactershot_core.gaussians.data import MultiViewVideo
 from ..charactershot_core.gaussians.threads import cpu_threads
-from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress
+from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, advanced
 from .paths import folder_root, next_counter, output_target, resolve_in, split_location
 from .preview import PREVIEW_KEY, training_rig
 from .splat import Splat, initial_from_splat
@@ -63,10 +63,11 @@ class MultiViewFromImages(io.ComfyNode):
             description="Turns an IMAGE batch of views (view-major: all frames of view 0, then view 1, ...) and "
                         "their cameras into a multi-view video for 4D fitting. Backgrounds must be white.",
             inputs=[
-                io.Image.Input("images", tooltip="Views x frames images, view-major, white background."),
-                Cameras.Input("cameras", tooltip="One camera per view, in the same order as the images."),
+                io.Image.Input("images", tooltip="All frames of every view, view after view (all frames of view 0, "
+                                                 "then view 1, ...), on a white background."),
+                Cameras.Input("cameras", tooltip="The cameras of the views, in the same order as the images."),
                 io.Int.Input("frames_per_view", default=1, min=1, max=4096, optional=True,
-                             tooltip="Frames of each view in the batch (1 for a static multi-view set)."),
+                             tooltip="How many frames each view has in the batch (1 for still pictures)."),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Views, cameras and frame times.")],
         )
@@ -103,16 +104,21 @@ class SyntheticCharacter(io.ComfyNode):
                                        "walk (one walk cycle in place: legs cross, arms swing), turn (the whole "
                                        "body turns 135 degrees on the spot), jump, idle."),
                 io.Int.Input("num_frames", default=25, min=1, max=200,
-                             tooltip="Frames per view, at times i/(frames-1) (1: a static multi-view set)."),
-                io.Float.Input("scale", default=0.25, min=0.05, max=1.0, step=0.05,
-                               tooltip="Resolution factor of the rig's canvas (0.25: 720x480 -> 180x120)."),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the character's texture."),
-                io.Int.Input("num_gaussians", default=4000, min=100, max=200000, optional=True,
-                             tooltip="Gaussians of the ground-truth character."),
-                Cameras.Input("cameras", optional=True, tooltip="Rig to render from (default: the official 21 views)."),
-                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
-                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
+                             tooltip="Frames of motion per view (1: a still character). More frames: a longer clip "
+                                     "and a longer fit."),
+                advanced(io.Float.Input("scale", default=0.25, min=0.05, max=1.0, step=0.05,
+                                        tooltip="Picture size as a share of 720x480: 0.25 (180x120) fits quickly, "
+                                                "also on a CPU; raise it for more detail and a longer fit.")),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1,
+                             tooltip="Changes the character's colours and pattern."),
+                advanced(io.Int.Input("num_gaussians", default=4000, min=100, max=200000, optional=True,
+                                      tooltip="How detailed the test character is; more takes longer to film.")),
+                Cameras.Input("cameras", optional=True,
+                              tooltip="The cameras that film it (default: the official 21 views)."),
+                advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Rendered views, cameras and times."),
                      io.Image.Output(display_name="images", tooltip="The rendered frames, view-major.")],
@@ -143,45 +149,64 @@ class Fit4DGaussians(io.ComfyNode):
             node_id="CharacterShotFit4DGaussians",
             display_name="CharacterShot Fit 4D Gaussians",
             category=CAT,
-            description="Fits canonical 3D Gaussians plus their motion (a trajectory per Gaussian, or the paper's "
-                        "HexPlane deformation field) to the multi-view videos (one frame per view: static 3D "
-                        "Gaussians, no motion). Frees the diffusion models "
-                        "from VRAM first; shows a preview now and then; Cancel stops within one iteration.",
+            description="Builds the 4D character from the multi-view videos: 3D Gaussians and their motion "
+                        "over time (with one frame per view: a still 3D character). Frees the video models from GPU "
+                        "memory first, shows a preview now and then, and stops within a step when you press Cancel.",
             inputs=[
-                MultiView.Input("multiview", tooltip="Views, cameras and frame times (white background)."),
+                MultiView.Input("multiview", tooltip="The videos of your character from every camera (Multi-View "
+                                                     "Sampler, Load Multi-View or Synthetic Character)."),
                 io.Int.Input("iterations", default=6000, min=1, max=200000,
-                             tooltip="Maximum number of optimisation steps (each renders batch_views cameras)."),
+                             tooltip="Training steps at most: more gives a sharper, steadier character and takes "
+                                     "longer. The time budget (seconds) may end the fit earlier."),
                 io.Float.Input("seconds", default=0.0, min=0.0, max=86400.0, step=10.0,
                                tooltip="Time budget in seconds for the whole fit; 0 = no limit. The schedule is "
                                        "compressed to fit the budget."),
                 io.Float.Input("scale", default=1.0, min=0.05, max=1.0, step=0.05, optional=True,
-                               tooltip="Resolution factor for fitting (0.25 is 4x faster per pixel)."),
-                io.Int.Input("sh_degree", default=0, min=0, max=3, optional=True,
-                             tooltip="Spherical-harmonics degree of the colours (0 = plain colour)."),
-                io.Int.Input("batch_views", default=2, min=1, max=64, optional=True,
-                             tooltip="Cameras rendered per step."),
-                io.Int.Input("initial_gaussians", default=20000, min=100, max=1000000, optional=True,
-                             tooltip="Gaussians sampled on the visual hull at the start."),
-                io.Float.Input("neighbour_weight", default=1.0, min=0.0, max=1000.0, step=0.1, optional=True,
-                               tooltip="Weight of the paper's neighbour constraint (0 = off)."),
-                io.Float.Input("rigidity_weight", default=-1.0, min=-1.0, max=1000.0, step=0.01, optional=True,
-                               tooltip="Local rigidity between neighbouring Gaussians over time (0 = off; -1 = "
-                                       "automatic: 1 for the trajectory table, 0 for HexPlane)."),
-                io.Boolean.Input("densify", default=True, optional=True,
-                                 tooltip="Split, clone and prune Gaussians during the fit."),
-                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
-                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True, tooltip="Random seed."),
-                io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
-                             tooltip="Send a preview render every this many steps (0 = never)."),
-                io.Combo.Input("motion_model", options=MOTION_MODELS, default=MOTION_MODELS[0], optional=True,
-                               tooltip="table: a trajectory per Gaussian over the frames, initialised from optical "
-                                       "flow (learns fast, also on a CPU); hexplane: the paper's deformation field "
-                                       "(needs many thousands of steps)."),
+                               tooltip="Fit on smaller pictures to go faster: 0.5 has 4x fewer pixels per step; 1 "
+                                       "keeps every detail."),
+                advanced(io.Int.Input("sh_degree", default=0, min=0, max=3, optional=True,
+                                      tooltip="Colour that changes with the viewing angle (shine). 0: plain "
+                                              "colours, fastest and enough for most characters; 1-3 for glossy "
+                                              "materials, slower and bigger files.")),
+                advanced(io.Int.Input("batch_views", default=2, min=1, max=64, optional=True,
+                                      tooltip="Cameras used per training step: more makes each step steadier but "
+                                              "slower.")),
+                advanced(io.Int.Input("initial_gaussians", default=20000, min=100, max=1000000, optional=True,
+                                      tooltip="How many Gaussians the fit starts with: more for very detailed "
+                                              "characters, fewer to go faster. With densify on, the fit adds and "
+                                              "removes Gaussians as it goes.")),
+                advanced(io.Float.Input("neighbour_weight", default=1.0, min=0.0, max=1000.0, step=0.1,
+                                        optional=True,
+                                        tooltip="Keeps neighbouring Gaussians moving together: raise it when parts "
+                                                "tear apart or flicker during the motion, lower it (0 = off) when "
+                                                "fast motion looks smeared.")),
+                advanced(io.Float.Input("rigidity_weight", default=-1.0, min=-1.0, max=1000.0, step=0.01,
+                                        optional=True,
+                                        tooltip="Keeps the body locally rigid while it moves: raise it when limbs "
+                                                "bend like rubber. 0 = off; -1 = automatic (on for the table "
+                                                "motion model, off for hexplane).")),
+                advanced(io.Boolean.Input("densify", default=True, optional=True,
+                                          tooltip="Let the fit add Gaussians where detail is missing and remove "
+                                                  "useless ones. Keep it on; off keeps the count fixed.")),
+                advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
+                advanced(io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True,
+                                      tooltip="Change it for a slightly different fit of the same videos; keep it "
+                                              "to repeat a result.")),
+                advanced(io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
+                                      tooltip="Show a preview picture in the node every this many steps (0 = "
+                                              "never); fewer previews save a little time.")),
+                advanced(io.Combo.Input("motion_model", options=MOTION_MODELS, default=MOTION_MODELS[0],
+                                        optional=True,
+                                        tooltip="table: every Gaussian follows its own path through the frames; "
+                                                "learns fast, also on a CPU (recommended). hexplane: the paper's "
+                                                "motion field; needs many thousands of steps.")),
                 Splat.Input("initial_splat", optional=True,
-                            tooltip="Optional core SPLAT (y down, in the rig's world) to start from instead of the "
-                                    "visual hull; its first splat, at most initial_gaussians of it."),
+                            tooltip="Optional: a splat to start from instead of carving the character out of the "
+                                    "views (core SPLAT, y down, in the cameras' world); its first splat is used, at "
+                                    "most initial_gaussians of it. Leave empty for the usual start."),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + motion."),
                      io.String.Output(display_name="summary",
@@ -251,32 +276,42 @@ class Render4D(io.ComfyNode):
             description="Renders 4D Gaussians on white: an orbit of cameras at every time, a turntable (the camera "
                         "turns while time runs), or the cameras of a rig.",
             inputs=[
-                Gaussians4D.Input("gaussians", tooltip="Fitted or loaded 4D Gaussians."),
+                Gaussians4D.Input("gaussians", tooltip="The fitted or loaded 4D character."),
                 io.Combo.Input("mode", options=cls.MODES, default="orbit",
-                               tooltip="orbit: num_views cameras x the times; turntable: one image per time from a "
-                                       "camera turning once around; rig_cameras: the given rig x the times."),
+                               tooltip="orbit: cameras all around, at every frame. turntable: one picture per frame "
+                                       "while the camera circles once (a spinning clip). rig_cameras: the cameras "
+                                       "of a connected rig, at every frame."),
                 io.Int.Input("num_views", default=8, min=1, max=360, optional=True,
-                             tooltip="Cameras on the orbit (orbit mode)."),
-                io.String.Input("times", default="", optional=True,
-                                tooltip="Comma-separated times in [0, 1]; empty = the training frame times."),
+                             tooltip="orbit only: how many cameras around the character; more for a closer look "
+                                     "all round."),
+                advanced(io.String.Input("times", default="", optional=True,
+                                         tooltip="Exact moments to render, comma-separated from 0 (start) to 1 "
+                                                 "(end), e.g. '0, 0.5, 1'. Empty: num_frames decides.")),
                 io.Int.Input("num_frames", default=0, min=0, max=1000, optional=True,
-                             tooltip="If > 0 and times is empty: this many evenly spaced times in [0, 1]."),
+                             tooltip="How many moments of the motion to render, evenly spaced; raise it for a "
+                                     "smoother clip. 0 = the frames the fit learnt."),
                 io.Float.Input("elevation", default=0.0, min=-89.0, max=89.0, step=1.0, optional=True,
-                               tooltip="Camera elevation in degrees (orbit and turntable)."),
-                io.Float.Input("radius", default=cam.OFFICIAL_RADIUS, min=0.1, max=100.0, step=0.05, optional=True,
-                               tooltip="Camera distance to the look-at point (orbit and turntable)."),
+                               tooltip="Camera height in degrees: 0 = eye level, positive = from above (orbit and "
+                                       "turntable)."),
+                advanced(io.Float.Input("radius", default=cam.OFFICIAL_RADIUS, min=0.1, max=100.0, step=0.05,
+                                        optional=True,
+                                        tooltip="Camera distance, used only with framing 'fixed' (orbit and "
+                                                "turntable).")),
                 io.Int.Input("width", default=720, min=8, max=8192, step=8, optional=True,
-                             tooltip="Image width (orbit and turntable)."),
+                             tooltip="Picture width in pixels (orbit and turntable): larger is sharper and "
+                                     "slower."),
                 io.Int.Input("height", default=480, min=8, max=8192, step=8, optional=True,
-                             tooltip="Image height (orbit and turntable)."),
-                Cameras.Input("cameras", optional=True, tooltip="The rig for rig_cameras mode."),
-                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
-                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
-                io.Combo.Input("framing", options=FRAMINGS, default=FRAMINGS[0], optional=True,
-                               tooltip="orbit and turntable: 'fit character' looks at the centre of the character's "
-                                       "box over all frames from the distance that keeps all of it in view (radius "
-                                       "is then ignored); 'fixed' looks at the official rig's height from radius."),
+                             tooltip="Picture height in pixels (orbit and turntable): larger is sharper and "
+                                     "slower."),
+                Cameras.Input("cameras", optional=True, tooltip="rig_cameras mode: the rig to render from."),
+                advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
+                advanced(io.Combo.Input("framing", options=FRAMINGS, default=FRAMINGS[0], optional=True,
+                                        tooltip="fit character: the camera keeps the whole character in view over "
+                                                "the clip (use this). fixed: the camera aims at the official rig's "
+                                                "height from 'radius', to match the training cameras.")),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Renders, view-major (all times of view 0, ...).")],
         )
@@ -351,29 +386,36 @@ class Save4DGaussians(io.ComfyNode):
                         "folder; optionally a Niantic .spz per frame, one .splatv (splaTV, gsplat.js) and a one-file "
                         ".html viewer that plays from disk.",
             inputs=[
-                Gaussians4D.Input("gaussians", tooltip="The 4D Gaussians to save."),
+                Gaussians4D.Input("gaussians", tooltip="The 4D character to save."),
                 io.String.Input("filename_prefix", default="charactershot/4d",
-                                tooltip="Prefix inside the output folder; a counter is appended."),
-                io.String.Input("times", default="", optional=True,
-                                tooltip="Frame times to bake (comma-separated in [0, 1]); empty = the training times."),
-                io.Boolean.Input("save_ply", default=True, optional=True, tooltip="One INRIA .ply per frame."),
-                io.Boolean.Input("save_bundle", default=True, optional=True, tooltip="The 4D bundle (.cs4d)."),
-                io.Boolean.Input("save_weights", default=True, optional=True,
-                                 tooltip="Canonical Gaussians + deformation weights (.safetensors), reloadable with "
-                                         "CharacterShot Load 4D Gaussians."),
+                                tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "
+                                        "nothing is overwritten."),
+                advanced(io.String.Input("times", default="", optional=True,
+                                         tooltip="Which moments to save, comma-separated from 0 (start) to 1 (end); "
+                                                 "empty = the frames the fit learnt.")),
+                io.Boolean.Input("save_ply", default=True, optional=True,
+                                 tooltip="One .ply per frame: opens in SuperSplat (as an animation) and most splat "
+                                         "viewers and 3D tools."),
+                advanced(io.Boolean.Input("save_bundle", default=True, optional=True,
+                                          tooltip="The compact 4D file (.cs4d) that CharacterShot's viewers play. "
+                                                  "Keep it on.")),
+                advanced(io.Boolean.Input("save_weights", default=True, optional=True,
+                                          tooltip="The fitted character (.safetensors), to load again later with "
+                                                  "CharacterShot Load 4D Gaussians and render or save it. Keep it "
+                                                  "on.")),
                 io.Boolean.Input("save_spz", default=False, optional=True,
-                                 tooltip="One Niantic .spz (v3) per frame: about 10x smaller than .ply; opens in "
+                                 tooltip="One compact .spz per frame, about 10x smaller than .ply; opens in "
                                          "SuperSplat, PlayCanvas and Spark."),
                 io.Boolean.Input("save_splatv", default=False, optional=True,
-                                 tooltip="One .splatv file (splaTV, gsplat.js): the motion fitted per Gaussian as a "
-                                         "cubic; the fit's error is in the summary output."),
-                io.Int.Input("splatv_windows", default=0, min=0, max=64, optional=True,
-                             tooltip="Time windows of the .splatv: each Gaussian is written once per window with its "
-                                     "own cubic motion (more windows: closer motion, bigger file). 0 = one per 5 "
-                                     "frames, at most 5; 1 = one cubic for the whole clip."),
+                                 tooltip="One .splatv file with the whole motion, for splaTV / gsplat.js web "
+                                         "players; the summary says how closely it follows the fit."),
+                advanced(io.Int.Input("splatv_windows", default=0, min=0, max=64, optional=True,
+                                      tooltip="Only with save_splatv: in how many pieces the motion is stored. "
+                                              "More follows the motion closer but makes a bigger file; 0 = "
+                                              "automatic, 1 = one smooth curve for the whole clip.")),
                 io.Boolean.Input("save_html", default=False, optional=True,
-                                 tooltip="One .html file with the viewer and the 4D bundle inside: double-click to "
-                                         "play it in a browser, no server, no network."),
+                                 tooltip="One .html file that plays the 4D character in any browser: double-click "
+                                         "it, no server, no internet. Good for sharing."),
             ],
             outputs=[io.String.Output(display_name="summary",
                                       tooltip="What was written: files, sizes, time, and the .splatv motion-fit error.")],
@@ -442,9 +484,10 @@ class Load4DGaussians(io.ComfyNode):
                         "bundle loads the weights saved next to it.",
             inputs=[
                 io.Combo.Input("file", options=list_4d_files(),
-                               tooltip="Weights (.safetensors) or a 4D bundle (.cs4d) in ComfyUI's input folder, or "
-                                       "in the output folder with the suffix ' [output]', e.g. "
-                                       "'charactershot/4d_00001.safetensors [output]'."),
+                               tooltip="The 4D character to load: weights (.safetensors) or a 4D bundle (.cs4d) "
+                                       "in ComfyUI's input folder, or in the output folder (marked ' [output]'), "
+                                       "e.g. 'charactershot/4d_00001.safetensors [output]'. Refresh the page after "
+                                       "a new save."),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation.")],
         )

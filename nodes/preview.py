@@ -16,7 +16,7 @@ from comfy_api.latest import io
 
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
-from .common import CATEGORY, Cameras, Gaussians4D
+from .common import CATEGORY, Cameras, Gaussians4D, advanced
 from .paths import next_counter, output_target
 
 CAT = f"{CATEGORY}/4D"
@@ -142,14 +142,15 @@ class Preview4D(io.ComfyNode):
             description="Shows 4D Gaussians inside the node: orbit, zoom, pan, play and scrub the motion, snap to a "
                         "training camera. Writes a 4D bundle into ComfyUI's temp folder (nothing into output).",
             inputs=[
-                Gaussians4D.Input("gaussians", tooltip="Fitted or loaded 4D Gaussians."),
+                Gaussians4D.Input("gaussians", tooltip="The fitted or loaded 4D character to look at."),
                 Cameras.Input("cameras", optional=True,
-                              tooltip="Training cameras to snap to (default: the rig the fit used, else the "
-                                      "official 21 views)."),
-                io.String.Input("times", default="", optional=True,
-                                tooltip="Frame times to bake (comma-separated in [0, 1]); empty = the training times."),
-                io.Int.Input("turntable_frames", default=8, min=0, max=72, optional=True,
-                             tooltip="Server-rendered turntable frames, shown by browsers without WebGL2 (0 = none)."),
+                              tooltip="Cameras to snap the view to (default: the cameras the fit used)."),
+                advanced(io.String.Input("times", default="", optional=True,
+                                         tooltip="Which moments the preview plays, comma-separated from 0 (start) "
+                                                 "to 1 (end); empty = the frames the fit learnt.")),
+                advanced(io.Int.Input("turntable_frames", default=8, min=0, max=72, optional=True,
+                                      tooltip="Spinning pictures made on the server, shown instead of the 3D view "
+                                              "in browsers without WebGL2 (0 = none, a little faster).")),
             ],
             outputs=[],
         )

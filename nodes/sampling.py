@@ -24,7 +24,7 @@ from ..charactershot_core.gaussians.data import MultiViewVideo, default_times
 from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
                                            animate_2d, assemble, sample_multiview)
 from ..charactershot_core.sampling.schedulers import DYNAMIC_CFG, SCHEDULERS
-from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds
+from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds, advanced
 from .paths import output_target, resolve_in, split_location
 
 log = logging.getLogger("CharacterShot")
@@ -113,61 +113,72 @@ class MultiViewSampler(io.ComfyNode):
             node_id="CharacterShotMultiViewSampler",
             display_name="CharacterShot Multi-View Sampler",
             category=CAT,
-            description="Pose-driven multi-view videos of a character with the CharacterShot model: the views are "
-                        "sampled in groups of five (view 0 in each) exactly as the official pipeline does, so the "
-                        "same seed gives the same videos. Finished groups are kept in ComfyUI's temp folder and "
-                        "reused on a rerun.",
+            description="Makes videos of your character from every camera of the rig, moving like the pose "
+                        "frames. The views are made in groups of five, so the same seed gives the same videos; "
+                        "finished groups are kept (ComfyUI's temp folder) and reused when you run again.",
             inputs=[
-                Model4D.Input("model", tooltip="CharacterShot Model Loader output (multi-view model)."),
-                VAE.Input("vae", tooltip="CharacterShot VAE Loader output."),
-                TextEmbeds.Input("text", tooltip="CharacterShot Text Encode output (prompt + negative prompt)."),
-                io.Image.Input("views", tooltip="One image per camera of the rig, view 0 first (the official rig: "
-                                                "21 views on the white 720x480 canvas; CharacterShot Prepare "
-                                                "Character)."),
-                io.Image.Input("pose_frames", tooltip="The driving pose drawings (4k+1 frames, 25 trained; "
-                                                      "CharacterShot Pose From Keypoints or Prepare Pose Images)."),
-                io.Image.Input("reference_pose", tooltip="The pose of view 0, drawn like the pose frames."),
+                Model4D.Input("model", tooltip="The CharacterShot model, from CharacterShot Model Loader."),
+                VAE.Input("vae", tooltip="The video VAE, from CharacterShot VAE Loader."),
+                TextEmbeds.Input("text", tooltip="The prompt, from CharacterShot Text Encode."),
+                io.Image.Input("views", tooltip="Your character seen from every camera of the rig, front view first, "
+                                                "on the white 720x480 canvas (CharacterShot Prepare Character or "
+                                                "Views From Orbit make them)."),
+                io.Image.Input("pose_frames", tooltip="The motion to perform: one pose drawing per frame "
+                                                      "(CharacterShot Pose From Keypoints or Prepare Pose Images)."),
+                io.Image.Input("reference_pose", tooltip="The pose your character stands in on the front view, "
+                                                         "drawn like the pose frames."),
                 io.Int.Input("seed", default=42, min=0, max=2 ** 63 - 1,
-                             tooltip="Seed of the generator (re-created for every view group, as officially)."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps (official: 50)."),
-                io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="Guidance scale (official: 6). 1 or less: no classifier-free guidance."),
-                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
-                               tooltip="dpm: CogVideoXDPMScheduler, trailing spacing (official). ddim: "
-                                       "CogVideoXDDIMScheduler."),
-                Cameras.Input("cameras", optional=True, tooltip="The rig of the views (default: the official 21 "
-                                                                "views). The model was trained on that rig only."),
-                io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
-                             tooltip="Frames to make (4k+1; trained: 25); must equal the number of pose frames."),
-                io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
-                               tooltip="auto: as the official code (from the timestep value with dpm, off with "
-                                       "ddim). step_index: the intended schedule (a fix). off: constant cfg."),
-                io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
-                             tooltip="Views per group, view 0 in each (official: 5)."),
-                io.String.Input("groups", default="", optional=True,
-                                tooltip="Sample only these groups (e.g. '0,2'); empty = all. With a subset the "
-                                        "outputs hold the views of those groups."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="Run the two CFG halves one after the other: the same result, a lower peak."),
-                io.Combo.Input("camera_source", options=["checkpoint", "from_rig"], default="checkpoint",
-                               optional=True,
-                               tooltip="checkpoint: the model's camera embeddings (official; view k -> embedding "
-                                       "k). from_rig: Plücker rays of the cameras input (experimental)."),
-                io.Boolean.Input("reuse_finished", default=True, optional=True,
-                                 tooltip="Reuse view groups already sampled with the same inputs, model and seed "
-                                         "(kept in ComfyUI's temp folder until the server restarts)."),
-                io.String.Input("ray_address", default="", optional=True,
-                                display_name="ray_address (removed: leave empty)",
-                                tooltip="Removed: a workflow cannot choose the machine the server connects to. "
-                                        "Kept so that old workflows load: a value here stops the run with an "
-                                        "error and connects nowhere. Use 'execution'."),
-                io.Combo.Input("execution", options=list(EXECUTION), default=HERE, optional=True,
-                               tooltip="here: sample in this server. ray: send the view groups to the Ray cluster "
-                                       "the server's owner configured (CHARSHOT_RAY_ADDRESS or "
-                                       "user/__charactershot/ray.json; model paths must be the same on the "
-                                       "cluster's machines). ray local: a private Ray on this machine, one actor "
-                                       "per GPU, if the owner allows it (CHARSHOT_RAY_LOCAL=1). "
-                                       "docs/distributed.md"),
+                             tooltip="Change it for another take of the same motion; keep it to get the same "
+                                     "videos again (finished view groups are then reused)."),
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Denoising steps. 50 gives the quality the model was made for; fewer (30) "
+                                     "is faster, with less detail."),
+                advanced(io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
+                                        tooltip="How strongly the prompt and the poses steer the videos. 6 suits "
+                                                "most characters; lower it when colours look burnt or overdone. 1 "
+                                                "or less turns guidance off: twice as fast, weaker results.")),
+                advanced(io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
+                                        tooltip="The noise schedule. dpm is the one the model was released with "
+                                                "(keep it); ddim is an alternative to compare.")),
+                Cameras.Input("cameras", optional=True,
+                              tooltip="Only for your own camera rig; leave it unconnected for the 21 views the model "
+                                      "was trained on (other rigs give weaker results)."),
+                advanced(io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
+                                      tooltip="Length of the videos in frames (1, 5, 9, ... 4k+1). It must match "
+                                              "the number of pose frames. 25 is what the model was trained on; "
+                                              "longer clips need more memory and time.")),
+                advanced(io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
+                                        tooltip="How guidance changes during sampling. auto: as the model was "
+                                                "released (keep it unless you compare). step_index: a ramp that "
+                                                "follows the step count. off: the same strength at every step.")),
+                advanced(io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
+                                      tooltip="Views made together (the front view is in every group). Keep 5, "
+                                              "what the model was trained with.")),
+                advanced(io.String.Input("groups", default="", optional=True,
+                                         tooltip="Make only some view groups, e.g. '0, 2' (empty = all): for a "
+                                                 "quick look at a few views, or to redo one group. The outputs then "
+                                                 "hold only those views.")),
+                advanced(io.Boolean.Input("low_memory", default=False, optional=True,
+                                          tooltip="Turn on when the sampler runs out of GPU memory: the same "
+                                                  "videos with a lower memory peak, a little slower.")),
+                advanced(io.Combo.Input("camera_source", options=["checkpoint", "from_rig"], default="checkpoint",
+                                        optional=True,
+                                        tooltip="checkpoint: the camera positions the model learnt (use this). "
+                                                "from_rig: cameras computed from the connected rig; experimental, "
+                                                "for other rigs.")),
+                advanced(io.Boolean.Input("reuse_finished", default=True, optional=True,
+                                          tooltip="Reuse view groups already made with the same inputs, model and "
+                                                  "seed (kept until the server restarts). Turn off to make them "
+                                                  "again.")),
+                advanced(io.String.Input("ray_address", default="", optional=True,
+                                         display_name="ray_address (removed: leave empty)",
+                                         tooltip="No longer used; leave it empty. It is kept only so that old "
+                                                 "workflows open: a value here stops the run with an error. To "
+                                                 "use other machines, choose 'execution'.")),
+                advanced(io.Combo.Input("execution", options=list(EXECUTION), default=HERE, optional=True,
+                                        tooltip="here: make the videos on this machine. ray / ray local: spread the "
+                                                "view groups over several GPUs, when the server's owner has set "
+                                                "that up (docs/distributed.md).")),
             ],
             outputs=[
                 MultiView.Output(display_name="multiview", tooltip="The multi-view videos with their cameras and "
@@ -331,28 +342,38 @@ class Animate2D(io.ComfyNode):
             node_id="CharacterShotAnimate2D",
             display_name="CharacterShot Animate 2D",
             category=CAT,
-            description="Pose-driven 2D animation of one character image with the Character2D model (the official "
-                        "2D pipeline, with its crash and its wrong reference pose fixed).",
+            description="Animates one picture of your character so that it moves like the pose frames (the "
+                        "Character2D model).",
             inputs=[
-                Model2D.Input("model2d", tooltip="CharacterShot 2D Model Loader output."),
-                VAE.Input("vae", tooltip="CharacterShot VAE Loader output."),
-                TextEmbeds.Input("text", tooltip="CharacterShot Text Encode output."),
-                io.Image.Input("image", tooltip="The character image (720x480 as trained; the first image of a "
-                                                "batch)."),
-                io.Image.Input("pose_frames", tooltip="The driving pose drawings (4k+1 frames, 25 trained)."),
-                io.Image.Input("reference_pose", tooltip="The pose of this image, drawn like the pose frames."),
+                Model2D.Input("model2d", tooltip="The 2D model, from CharacterShot 2D Model Loader."),
+                VAE.Input("vae", tooltip="The video VAE, from CharacterShot VAE Loader."),
+                TextEmbeds.Input("text", tooltip="The prompt, from CharacterShot Text Encode."),
+                io.Image.Input("image", tooltip="The picture of your character (720x480 works best; the first "
+                                                "picture of a batch is used)."),
+                io.Image.Input("pose_frames", tooltip="The motion to perform: one pose drawing per frame."),
+                io.Image.Input("reference_pose", tooltip="The pose your character stands in on the picture, drawn "
+                                                         "like the pose frames."),
                 io.Int.Input("seed", default=42, min=0, max=2 ** 63 - 1,
-                             tooltip="Seed of the generator."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps (official: 50)."),
-                io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1, tooltip="Guidance scale."),
-                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
-                               tooltip="dpm (official, trailing spacing) or ddim."),
-                io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
-                             tooltip="Frames to make (4k+1); must equal the number of pose frames."),
-                io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
-                               tooltip="auto: as the official code; step_index: the fix; off: constant."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="Run the two CFG halves one after the other (same result)."),
+                             tooltip="Change it for another take of the same motion; keep it to repeat a result."),
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Denoising steps. 50 gives the quality the model was made for; fewer is "
+                                     "faster with softer detail."),
+                advanced(io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
+                                        tooltip="How strongly the prompt and the poses steer the video. 6 suits "
+                                                "most pictures; lower it when colours look burnt or overdone.")),
+                advanced(io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
+                                        tooltip="The noise schedule. dpm is the one the model was released with; "
+                                                "ddim is an alternative to compare.")),
+                advanced(io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
+                                      tooltip="Length of the video in frames (4k+1); it must match the number of "
+                                              "pose frames. 25 is what the model was trained on.")),
+                advanced(io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
+                                        tooltip="How guidance changes during sampling. auto: as the model was "
+                                                "released. step_index: a ramp that follows the step count. off: "
+                                                "the same strength at every step.")),
+                advanced(io.Boolean.Input("low_memory", default=False, optional=True,
+                                          tooltip="Turn on when it runs out of GPU memory: the same video with a "
+                                                  "lower memory peak, a little slower.")),
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="The animated frames.")],
         )
@@ -397,7 +418,8 @@ class SaveMultiView(io.ComfyNode):
             inputs=[
                 MultiView.Input("multiview", tooltip="The multi-view videos to save."),
                 io.String.Input("filename_prefix", default="charactershot/multiview",
-                                tooltip="Folder prefix inside the output folder; a counter is appended."),
+                                tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "
+                                        "nothing is overwritten."),
             ],
             outputs=[],
         )
@@ -468,15 +490,18 @@ class LoadMultiView(io.ComfyNode):
                         "CLI's single mp4 (5 groups x 5 views x 25 frames).",
             inputs=[
                 io.Combo.Input("source", options=multiview_sources() or [NO_FOLDER],
-                               tooltip="A folder or .mp4 in ComfyUI's input folder, or a folder saved by Save "
-                                       "Multi-View (' [output]')."),
+                               tooltip="The videos to load: a folder or .mp4 in ComfyUI's input folder, or a folder "
+                                       "saved by Save Multi-View (marked ' [output]'). Refresh the page after "
+                                       "adding files."),
                 Cameras.Input("cameras", optional=True,
-                              tooltip="The rig of the views (default: the folder's cameras.json, else the official "
-                                      "21 views)."),
-                io.Int.Input("frames_per_view", default=25, min=1, max=1000, optional=True,
-                             tooltip="mp4 only: frames of each view in the video (official: 25)."),
-                io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
-                             tooltip="mp4 only: views per group in the video (official: 5)."),
+                              tooltip="Only for your own camera rig (default: the folder's cameras.json, else the "
+                                      "official 21 views)."),
+                advanced(io.Int.Input("frames_per_view", default=25, min=1, max=1000, optional=True,
+                                      tooltip=".mp4 only: frames of each view in the video. Keep 25 for videos "
+                                              "made by CharacterShot.")),
+                advanced(io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
+                                      tooltip=".mp4 only: views per group in the video. Keep 5 for videos made by "
+                                              "CharacterShot.")),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Views, cameras and frame times."),
                      io.Image.Output(display_name="images", tooltip="All frames, view-major.")],

@@ -111,6 +111,28 @@ def api_to_ui(prompt: dict, object_info: dict, title: str = "") -> dict:
             "version": 0.4}
 
 
+# where the model files a template's loaders name come from, and the models folder they go in (docs/checkpoints.md)
+MODEL_DOWNLOADS = {
+    "CharacterShot/": ("https://huggingface.co/Gaojunyao/CharacterShot", "charactershot"),
+    "Character2D/": ("https://huggingface.co/Gaojunyao/Character2D", "charactershot"),
+    "t5xxl_fp16.safetensors": ("https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"
+                               "t5xxl_fp16.safetensors", "text_encoders"),
+    "sv3d_p.safetensors": ("https://huggingface.co/stabilityai/sv3d/resolve/main/sv3d_p.safetensors", "checkpoints"),
+}
+
+
+def add_model_metadata(ui: dict) -> dict:
+    """``properties.models`` ([{name, url, directory}]) on every node whose widgets name a model of MODEL_DOWNLOADS:
+    newer front-ends (1.58+) read it to say what is missing, where to get it and where it goes, before a run."""
+    for node in ui["nodes"]:
+        values = node.get("widgets_values") or []
+        models = [{"name": v, "url": MODEL_DOWNLOADS[v][0], "directory": MODEL_DOWNLOADS[v][1]}
+                  for v in dict.fromkeys(x for x in values if isinstance(x, str) and x in MODEL_DOWNLOADS)]
+        if models:
+            node.setdefault("properties", {})["models"] = models
+    return ui
+
+
 # ------------------------------------------------------------------------------------------------ twins
 @dataclass
 class Twin:
@@ -125,7 +147,7 @@ class Twin:
     fixtures: dict = field(default_factory=dict)
 
     def template(self, object_info: dict) -> dict:
-        return api_to_ui(self.prompt, {**object_info, **self.ui_only}, self.title)
+        return add_model_metadata(api_to_ui(self.prompt, {**object_info, **self.ui_only}, self.title))
 
     def for_test(self) -> dict:
         """The prompt a test runs: the fixtures in place of the nodes they replace.  A fixture's ``_outputs``

@@ -2,8 +2,10 @@
 
 Thin over ``charactershot_core.sampling``: the models go through ComfyUI's VRAM manager (the VAE is loaded to encode
 and decode, the transformer to denoise), every step updates a progress bar (groups x steps) with a latent preview
-and checks for Cancel, and every finished view group is written to ComfyUI's temp folder at once: a rerun with the
-same inputs, model and seed reuses finished groups, and an interrupt or error keeps them.
+and checks for Cancel, and every finished view group is written at once to the pack's group store in ComfyUI's user
+directory (``group_store_root``; it survives restarts, unlike the temp folder): a rerun with the same inputs, model
+and seed reuses finished groups, and an interrupt, error or restart keeps them.  CharacterShot Clear Cached Groups
+reports its size and empties it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,34 @@ log = logging.getLogger("CharacterShot")
 
 CAT = f"{CATEGORY}/sampling"
 DYNAMIC_OPTIONS = ["auto", *DYNAMIC_CFG]
-GROUP_STORE = os.path.join("charactershot", "groups")
+STORE_FOLDER_KEY = "charactershot_cache"  # optional extra_model_paths.yaml entry that moves the store
 NO_FOLDER = "(none)"
+
+
+def group_store_root() -> str:
+    """Where finished view groups are kept: ``<user directory>/__charactershot/cache/groups``, which ComfyUI keeps
+    across restarts (the temp folder is emptied at every start) and does not serve over HTTP; or
+    ``<path>/groups`` when the server's owner named a ``charactershot_cache`` folder in extra_model_paths.yaml."""
+    import folder_paths
+
+    from ..charactershot_core.sampling.store import comfy_store_root
+
+    if STORE_FOLDER_KEY in folder_paths.folder_names_and_paths:
+        paths = folder_paths.get_folder_paths(STORE_FOLDER_KEY)
+        if paths:
+            return os.path.join(os.path.abspath(paths[0]), "groups")
+    return comfy_store_root(folder_paths.get_user_directory())
+
+
+def group_store() -> GroupStore:
+    return GroupStore(group_store_root())
+
+
+def _store_where() -> str:
+    try:
+        return group_store_root()
+    except Exception:  # noqa: BLE001 - no host folders (schema built outside a server): the documented default
+        return "ComfyUI's user directory, __charactershot/cache/groups"
 
 
 def _dynamic(choice: str, scheduler: str) -> str:
@@ -115,8 +143,9 @@ class MultiViewSampler(io.ComfyNode):
             category=CAT,
             description="Pose-driven multi-view videos of a character with the CharacterShot model: the views are "
                         "sampled in groups of five (view 0 in each) exactly as the official pipeline does, so the "
-                        "same seed gives the same videos. Finished groups are kept in ComfyUI's temp folder and "
-                        "reused on a rerun.",
+                        "same seed gives the same videos. Finished groups are kept across restarts (in "
+                        f"{_store_where()}) and reused on a rerun; CharacterShot Clear Cached Groups shows their "
+                        "size and removes them.",
             inputs=[
                 Model4D.Input("model", tooltip="CharacterShot Model Loader output (multi-view model)."),
                 VAE.Input("vae", tooltip="CharacterShot VAE Loader output."),
@@ -154,8 +183,9 @@ class MultiViewSampler(io.ComfyNode):
                                tooltip="checkpoint: the model's camera embeddings (official; view k -> embedding "
                                        "k). from_rig: Plücker rays of the cameras input (experimental)."),
                 io.Boolean.Input("reuse_finished", default=True, optional=True,
-                                 tooltip="Reuse view groups already sampled with the same inputs, model and seed "
-                                         "(kept in ComfyUI's temp folder until the server restarts)."),
+                                 tooltip="Reuse view groups already sampled with the same inputs, model and seed. "
+                                         f"Finished groups are kept across restarts in {_store_where()}; "
+                                         "CharacterShot Clear Cached Groups shows their size and removes them."),
                 io.String.Input("ray_address", default="", optional=True,
                                 display_name="ray_address (removed: leave empty)",
                                 tooltip="Removed: a workflow cannot choose the machine the server connects to. "
@@ -188,7 +218,6 @@ class MultiViewSampler(io.ComfyNode):
                 cameras=None, num_frames=25, dynamic_cfg="auto", group_size=5, groups="", low_memory=False,
                 camera_source="checkpoint", reuse_finished=True, ray_address="", execution=HERE):
         import comfy.model_management as mm
-        import folder_paths
 
         ray_target = _ray_target(execution, ray_address)  # before anything: an old address is refused here
 
@@ -220,7 +249,7 @@ class MultiViewSampler(io.ComfyNode):
         for m in warnings:
             log.warning("[CharacterShot] %s", m)
         wanted = _groups_text(groups)
-        store = GroupStore(os.path.join(folder_paths.get_temp_directory(), GROUP_STORE))
+        store = group_store()
         todo = [gi for gi in (wanted if wanted is not None else range(len(job.groups)))
                 if not (reuse_finished and 0 <= gi < len(job.groups)
                         and store.has(job.group_key(gi, worker.identity)))]
@@ -268,6 +297,13 @@ class MultiViewSampler(io.ComfyNode):
         mv = MultiViewVideo(frames, out_rig, times)  # uint8 -> float in [0, 1] once (21 x 25 frames: 2.6 GB)
         summary = (f"{frames.shape[0]} views x {frames.shape[1]} frames at {w}x{h}; groups sampled "
                    f"{result.sampled or 'none'}, reused {result.reused or 'none'}; kept in {store.root}")
+        try:
+            from ..charactershot_core.sampling.store import human_size
+
+            held = store.report()
+            summary += f" ({len(held.groups)} groups, {human_size(held.bytes)} in all)"
+        except OSError:
+            pass
         text_ui = "\n".join([f"WARNING: {m}" for m in warnings] + [summary])
         return io.NodeOutput(mv, mv.frames.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))  # shares storage
 
@@ -516,4 +552,48 @@ class LoadMultiView(io.ComfyNode):
             return float("nan")
 
 
-NODES = [MultiViewSampler, Animate2D, SaveMultiView, LoadMultiView]
+class ClearCachedGroups(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotClearCachedGroups",
+            display_name="CharacterShot Clear Cached Groups",
+            category=CAT,
+            is_output_node=True,
+            description="Shows how much disk the finished view groups of the Multi-View Sampler take (kept across "
+                        f"restarts in {_store_where()}) and removes them. With dry_run on (the default) it only "
+                        "reports; a removed group is sampled again the next time a workflow needs it. Command "
+                        "line: python -m charactershot_core groups --comfyui COMFYUI_FOLDER [--clear].",
+            inputs=[
+                io.Boolean.Input("dry_run", default=True,
+                                 tooltip="On: only report the size and what would be removed. Off: remove."),
+                io.Float.Input("older_than_days", default=0.0, min=0.0, max=3650.0, step=1.0, optional=True,
+                               tooltip="Only groups last used (sampled or reused) more than this many days ago; "
+                                       "0 = all of them."),
+            ],
+            outputs=[io.String.Output(display_name="report", tooltip="The store's folder, the groups and their size "
+                                                                     "(removed, or that would be removed).")],
+        )
+
+    @classmethod
+    def execute(cls, dry_run=True, older_than_days=0.0):
+        from ..charactershot_core.sampling.store import human_size
+
+        if older_than_days is None or older_than_days < 0:
+            raise InputError("older_than_days", f"expected 0 or more days, got {older_than_days}")
+        store = group_store()
+        rep = store.clear(dry_run=bool(dry_run), older_than_days=float(older_than_days))
+        if dry_run:
+            lines = [rep.text("holds"), f"dry run: nothing removed; clearing would free {human_size(rep.bytes)}"]
+        else:
+            lines = [rep.text("lost"), f"freed {human_size(rep.bytes)}"]
+            log.info("[CharacterShot] cleared cached view groups: %s", lines[0])
+        text = "\n".join(lines)
+        return io.NodeOutput(text, ui=ui.PreviewText(text))
+
+    @classmethod
+    def fingerprint_inputs(cls, dry_run=True, older_than_days=0.0):
+        return float("nan")  # the store changes between runs: always look again
+
+
+NODES = [MultiViewSampler, Animate2D, SaveMultiView, LoadMultiView, ClearCachedGroups]

@@ -99,20 +99,27 @@ def job_shape(views: int, latent_frames: int, h: int, w: int, cfg: float, low_me
 
 def _device_hooks(model, vae, shape, height: int, width: int):
     """use_vae / use_transformer for the workers: ComfyUI's load_models_gpu with memory_required from the job's real
-    shapes (charactershot_core.sampling.memory, docs/sampling.md), partial loading below that (cast-enabled layers,
-    nodes/vram.py), and a clear error when even the activations alone cannot fit."""
+    shapes (charactershot_core.sampling.memory, docs/sampling.md; an estimate that advises), partial loading below
+    that (cast-enabled layers, nodes/vram.py), and a clear error only when even a fully offloaded run cannot fit."""
     from ..charactershot_core.sampling import memory as M
     from .vram import load_with_budget
 
+    from .vram import offload_streams
+
     def use_vae():
         need = M.vae_decode_bytes(vae.config, height, width, vae.dtype, vae.tiling)
-        load_with_budget(vae.patcher, need, lambda free: M.vae_too_big_message(free, need, vae.tiling))
+        floor = M.Floor(need, M.largest_layer_bytes(vae.vae, vae.dtype), offload_streams())
+        load_with_budget(vae.patcher, need, floor, lambda free, f: M.vae_too_big_message(free, f, vae.tiling),
+                         "VAE")
         return vae.patcher.load_device
 
     def use_transformer():
         need = M.transformer_activation_bytes(model.config, shape, model.dtype)
+        floor = M.Floor(M.transformer_counted_bytes(model.config, shape, model.dtype),
+                        M.largest_layer_bytes(model.transformer, model.dtype), offload_streams())
         storage = getattr(model, "weight_storage", "default")
-        load_with_budget(model.patcher, need, lambda free: M.too_big_message(free, need, shape, storage))
+        load_with_budget(model.patcher, need, floor, lambda free, f: M.too_big_message(free, f, shape, storage),
+                         "transformer")
         return model.patcher.load_device
 
     return use_vae, use_transformer

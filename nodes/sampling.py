@@ -102,9 +102,7 @@ def _device_hooks(model, vae, shape, height: int, width: int):
     shapes (charactershot_core.sampling.memory, docs/sampling.md; an estimate that advises), partial loading below
     that (cast-enabled layers, nodes/vram.py), and a clear error only when even a fully offloaded run cannot fit."""
     from ..charactershot_core.sampling import memory as M
-    from .vram import load_with_budget
-
-    from .vram import offload_streams
+    from .vram import load_with_budget, offload_streams
 
     def use_vae():
         need = M.vae_decode_bytes(vae.config, height, width, vae.dtype, vae.tiling)

@@ -193,8 +193,8 @@ def load_with_budget(patcher, memory_required: int, floor=None, too_big=None, wh
     room = None if free is None else free - reserve - int(memory_required)
     if room is not None and room < 0:
         log.info("[CharacterShot] %s: the activation estimate %s is above the %s free beside ComfyUI's reserve "
-                 "(%s); running anyway on partial loading, weights streamed from the CPU%s", what,
-                 fmt(memory_required), fmt(free - reserve), fmt(reserve),
+                 "(%s); running anyway on ComfyUI's partial loading, the weights that do not fit streamed from the "
+                 "CPU%s", what, fmt(memory_required), fmt(free - reserve), fmt(reserve),
                  "" if floor is None else f" (the least a fully offloaded call needs: {floor.text()})")
     mm.load_models_gpu([patcher], memory_required=int(memory_required))
 

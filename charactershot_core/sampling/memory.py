@@ -237,8 +237,9 @@ def make_plan(config: dict, transformer: torch.nn.Module, dtype: torch.dtype, sh
                               "here; use low_memory, fewer frames or views per group, or free other models")
         elif plan.advised_full_offload:
             plan.lines.append(f"  free {fmt(free)} minus reserve {fmt(reserve)} is below the activation estimate: "
-                              "an estimate, so the job runs on ComfyUI's partial loading with the weights streamed "
-                              "from the CPU (slower); if it runs out of memory, use low_memory or fewer frames")
+                              "an estimate, so the job runs on ComfyUI's partial loading, the weights that do not "
+                              "fit streamed from the CPU (slower); if it runs out of memory, use low_memory or fewer "
+                              "frames")
         elif plan.offloaded:
             plan.lines.append(f"  free {fmt(free)}: {fmt(t_bytes - plan.offloaded)} of the weights on the GPU, "
                               f"{fmt(plan.offloaded)} offloaded to the CPU and copied per call")

@@ -29,22 +29,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+LORA_TENSORS = 400  # an SD 1.5 LoRA has about 400 tensors: a header of about 56 KB
 PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
                         "0000000d49444154789c6360f8cf00000301010018dd8db00000000049454e44ae426082")
 
 
-def _safetensors(path: Path, metadata: dict, n_floats: int = 256) -> None:
-    """A valid safetensors file (one float32 tensor) with ``metadata`` in its header."""
-    header = {"__metadata__": metadata, "w": {"dtype": "F32", "shape": [n_floats], "data_offsets": [0, 4 * n_floats]}}
+def _safetensors(path: Path, metadata: dict, tensors: int = 1) -> None:
+    """A valid safetensors file with ``tensors`` one-float tensors named like a LoRA's and ``metadata`` in its header
+    (the header is what a listing that checks files has to read and parse; the data is kept tiny)."""
+    header = {"__metadata__": metadata}
+    for i in range(tensors):
+        name = f"lora_unet_down_blocks_{i // 24}_attentions_{i % 3}_transformer_blocks_{i % 8}_attn1_to_q.lora_{i}"
+        header[name] = {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(4 * n_floats))
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(4 * tensors))
 
 
 def fill_output(out: Path, files: int) -> dict:
     """``files`` files: 55 % images at the top level, 25 % images in 40 subfolders (two levels), 15 % .safetensors
-    of other nodes (loras/, checkpoints/, and a few at the top), 5 % CharacterShot saves (weights + bundle pairs)."""
+    of other nodes (loras/, checkpoints/, and some at the top; LoRA-sized headers), 5 % CharacterShot saves (weights +
+    bundle pairs)."""
     counts = {"top_images": int(files * 0.55), "sub_images": int(files * 0.25), "other_safetensors": int(files * 0.15)}
     counts["charactershot"] = files - sum(counts.values())
     for i in range(counts["top_images"]):
@@ -55,7 +61,8 @@ def fill_output(out: Path, files: int) -> dict:
         (d / f"img_{i:05d}_.png").write_bytes(PNG_1PX)
     for i in range(counts["other_safetensors"]):
         where = ("loras", "checkpoints", ".")[i % 3]
-        _safetensors(out / where / f"trained_{i:05d}.safetensors", {"format": "pt", "ss_network_dim": "16"})
+        _safetensors(out / where / f"trained_{i:05d}.safetensors", {"format": "pt", "ss_network_dim": "16"},
+                     tensors=LORA_TENSORS)
     for i in range(counts["charactershot"] // 2):
         _safetensors(out / "charactershot" / f"4d_{i + 1:05d}.safetensors",
                      {"format": "charactershot-4dgs", "config": "{}"})

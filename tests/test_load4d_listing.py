@@ -1,7 +1,8 @@
 """The Load 4D Gaussians list is built every time ComfyUI builds its node list (/object_info, on every page load), so
 it must stay cheap: no file is opened (no safetensors header read) and no folder outside the pack's own
-``charactershot/`` subfolders is looked into, however full the output folder is.  Checked in a child process with
-ComfyUI's ``folder_paths`` and Python's audit hooks, which see every ``open`` and every directory listing."""
+``charactershot/`` subfolders is looked into, however full the output folder is; the file chosen is checked when the
+node runs.  Checked in a child process with ComfyUI's ``folder_paths`` and Python's audit hooks, which see every
+``open`` and every directory listing."""
 
 from __future__ import annotations
 
@@ -43,7 +44,13 @@ sys.addaudithook(hook)
 watching[0] = True
 names = gaussians.list_4d_files()
 watching[0] = False
-print(json.dumps({"names": names, **seen}))
+# listed by name, checked when the node runs: a LoRA in the list gives an error naming the input
+try:
+    gaussians.Load4DGaussians.execute("lora.safetensors")
+    error = None
+except Exception as e:  # noqa: BLE001 - reported to the test
+    error = f"{type(e).__name__}: {e}"
+print(json.dumps({"names": names, "error": error, **seen}))
 '''
 
 
@@ -83,13 +90,14 @@ def test_the_list_reads_no_file_and_stays_in_the_packs_folders(tmp_path):
     (inp / "charactershot" / "mine_bundle.cs4d").write_bytes(b"CS4D")
     _st(inp / "models" / "other.safetensors", "charactershot-4dgs")
     (inp / "photo.png").write_bytes(b"png")
+    _st(inp / "lora.safetensors", "pt")  # another tool's weights: listed by name, refused when the node runs
 
     proc = subprocess.run([sys.executable, "-c", CHILD, str(REPO), str(host), str(inp), str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    assert r["names"] == ["typed_in.safetensors", "charactershot/mine.safetensors",
+    assert r["names"] == ["lora.safetensors", "typed_in.safetensors", "charactershot/mine.safetensors",
                           "charactershot/mine_bundle.cs4d",
                           "charactershot/4d_00001.safetensors [output]", "charactershot/4d_00001_bundle.cs4d [output]",
                           "charactershot/hero/walk_00002.safetensors [output]"]
@@ -100,3 +108,4 @@ def test_the_list_reads_no_file_and_stays_in_the_packs_folders(tmp_path):
                str(out / "charactershot" / "multiview_00001")}
     assert set(listed) <= allowed, sorted(set(listed) - allowed)
     assert str(out) not in listed and str(out / "charactershot") in listed
+    assert r["error"].startswith("InputError: file: lora.safetensors is not a CharacterShot 4D Gaussians file"), r

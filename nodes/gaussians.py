@@ -480,14 +480,15 @@ class Load4DGaussians(io.ComfyNode):
             category=CAT,
             description="Loads weights written by CharacterShot Save 4D Gaussians (or the fit4d command) and shows "
                         "their 4D bundle in the node. The list holds the .safetensors weights and .cs4d bundles "
-                        "found in ComfyUI's input folder and, marked ' [output]', its output folder; choosing a "
-                        "bundle loads the weights saved next to it.",
+                        "in the charactershot/ folder of ComfyUI's output folder (marked ' [output]', where Save 4D "
+                        "Gaussians writes by default) and input folder, and at the top of the input folder; "
+                        "choosing a bundle loads the weights saved next to it.",
             inputs=[
                 io.Combo.Input("file", options=list_4d_files(),
-                               tooltip="The 4D character to load: weights (.safetensors) or a 4D bundle (.cs4d) "
-                                       "in ComfyUI's input folder, or in the output folder (marked ' [output]'), "
-                                       "e.g. 'charactershot/4d_00001.safetensors [output]'. Refresh the page after "
-                                       "a new save."),
+                               tooltip="Weights (.safetensors) or a 4D bundle (.cs4d) from output/charactershot/ "
+                                       "(suffix ' [output]', e.g. 'charactershot/4d_00001.safetensors [output]'), "
+                                       "input/charactershot/ or the top of the input folder. Refresh (R) after "
+                                       "saving new ones."),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation.")],
         )
@@ -503,6 +504,10 @@ class Load4DGaussians(io.ComfyNode):
         from ..charactershot_core.gaussians.model import Gaussians4D as Model
 
         weights, bundle, kind = resolve_4d_file(file)
+        if not _is_4d_weights(weights):  # checked here, not while listing: one header read, for the file chosen
+            raise InputError("file", f"{os.path.basename(weights)} is not a CharacterShot 4D Gaussians file (its "
+                                     "header lacks the format 'charactershot-4dgs'): choose weights written by "
+                                     "CharacterShot Save 4D Gaussians or the fit4d command")
         model = Model.load(weights)
         ui = None
         if bundle:
@@ -521,33 +526,59 @@ class Load4DGaussians(io.ComfyNode):
             return float("nan")
 
 
+PACK_FOLDER = "charactershot"  # the pack's own subfolder of input/ and output/ (Save 4D Gaussians' default prefix)
+LIST_DEPTH = 3                  # folder levels below it that the list looks into
+_4D_NAME = re.compile(r"^[^.].*\.(safetensors|cs4d)$", re.I)
+
+
+def _scan_names(root: str, sub: str, depth: int, out: list[str], max_files: int) -> None:
+    """Names matching the 4D file pattern in ``root/sub`` and ``depth`` levels of folders below it (relative, '/'):
+    directory entries only, no file is opened; folders of frames (``viewXX``) and hidden folders are skipped."""
+    try:
+        with os.scandir(os.path.join(root, sub) if sub else root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    folders = []
+    for e in entries:
+        if len(out) >= max_files:
+            return
+        if e.name.startswith("."):
+            continue
+        try:
+            if e.is_dir():
+                if depth > 0 and not re.fullmatch(r"view\d+", e.name):
+                    folders.append(e.name)
+            elif _4D_NAME.match(e.name):
+                out.append(f"{sub}/{e.name}" if sub else e.name)
+        except OSError:
+            continue
+    for name in folders:
+        _scan_names(root, f"{sub}/{name}" if sub else name, depth - 1, out, max_files)
+
+
 def list_4d_files(max_files: int = 2000) -> list[str]:
-    """Weights and bundles in the input folder (plain relative names) and output folder (suffix ' [output]')."""
+    """The Load 4D Gaussians list, made each time ComfyUI builds its node list, so it stays cheap: by name only
+    (``*.safetensors``, ``*.cs4d``; no header is read: the file is checked when the node runs) in the pack's own
+    subfolder ``charactershot/`` of the output folder (suffix ' [output]', where Save 4D Gaussians writes by
+    default) and of the input folder, and at the top of the input folder.  Nothing else of output/ is walked; a
+    file elsewhere can still be typed (API) as 'sub/name.safetensors [output]'."""
     found: list[str] = []
     for kind in ("input", "output"):
         try:
             root = folder_root(kind)
-        except Exception:
+        except Exception:  # noqa: BLE001 - no host folders: nothing to list
             continue
-        if not os.path.isdir(root):
-            continue
-        names = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fn in sorted(filenames):
-                if fn.lower().endswith((".safetensors", ".cs4d")) and not fn.startswith("."):
-                    rel = os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/")
-                    if fn.lower().endswith(".safetensors") and not _is_4d_weights(os.path.join(dirpath, fn)):
-                        continue
-                    names.append(rel if kind == "input" else f"{rel} [output]")
-            if len(names) >= max_files:
-                break
-        found += names[:max_files]
+        names: list[str] = []
+        if kind == "input":
+            _scan_names(root, "", 0, names, max_files)
+        _scan_names(root, PACK_FOLDER, LIST_DEPTH, names, max_files)
+        found += names if kind == "input" else [f"{n} [output]" for n in names]
     return found
 
 
 def _is_4d_weights(path: str) -> bool:
-    """True for weights written by this pack (checked from the safetensors header only)."""
+    """True for weights written by this pack (checked from the safetensors header only; at run time)."""
     import json
     import struct
 

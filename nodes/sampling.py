@@ -2,8 +2,10 @@
 
 Thin over ``charactershot_core.sampling``: the models go through ComfyUI's VRAM manager (the VAE is loaded to encode
 and decode, the transformer to denoise), every step updates a progress bar (groups x steps) with a latent preview
-and checks for Cancel, and every finished view group is written to ComfyUI's temp folder at once: a rerun with the
-same inputs, model and seed reuses finished groups, and an interrupt or error keeps them.
+and checks for Cancel, and every finished view group is written at once to the pack's group store in ComfyUI's user
+directory (``group_store_root``; it survives restarts, unlike the temp folder): a rerun with the same inputs, model
+and seed reuses finished groups, and an interrupt, error or restart keeps them.  CharacterShot Clear Cached Groups
+reports its size and empties it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,34 @@ log = logging.getLogger("CharacterShot")
 
 CAT = f"{CATEGORY}/sampling"
 DYNAMIC_OPTIONS = ["auto", *DYNAMIC_CFG]
-GROUP_STORE = os.path.join("charactershot", "groups")
+STORE_FOLDER_KEY = "charactershot_cache"  # optional extra_model_paths.yaml entry that moves the store
 NO_FOLDER = "(none)"
+
+
+def group_store_root() -> str:
+    """Where finished view groups are kept: ``<user directory>/__charactershot/cache/groups``, which ComfyUI keeps
+    across restarts (the temp folder is emptied at every start) and does not serve over HTTP; or
+    ``<path>/groups`` when the server's owner named a ``charactershot_cache`` folder in extra_model_paths.yaml."""
+    import folder_paths
+
+    from ..charactershot_core.sampling.store import comfy_store_root
+
+    if STORE_FOLDER_KEY in folder_paths.folder_names_and_paths:
+        paths = folder_paths.get_folder_paths(STORE_FOLDER_KEY)
+        if paths:
+            return os.path.join(os.path.abspath(paths[0]), "groups")
+    return comfy_store_root(folder_paths.get_user_directory())
+
+
+def group_store() -> GroupStore:
+    return GroupStore(group_store_root())
+
+
+def _store_where() -> str:
+    try:
+        return group_store_root()
+    except Exception:  # noqa: BLE001 - no host folders (schema built outside a server): the documented default
+        return "ComfyUI's user directory, __charactershot/cache/groups"
 
 
 def _dynamic(choice: str, scheduler: str) -> str:
@@ -71,20 +99,25 @@ def job_shape(views: int, latent_frames: int, h: int, w: int, cfg: float, low_me
 
 def _device_hooks(model, vae, shape, height: int, width: int):
     """use_vae / use_transformer for the workers: ComfyUI's load_models_gpu with memory_required from the job's real
-    shapes (charactershot_core.sampling.memory, docs/sampling.md), partial loading below that (cast-enabled layers,
-    nodes/vram.py), and a clear error when even the activations alone cannot fit."""
+    shapes (charactershot_core.sampling.memory, docs/sampling.md; an estimate that advises), partial loading below
+    that (cast-enabled layers, nodes/vram.py), and a clear error only when even a fully offloaded run cannot fit."""
     from ..charactershot_core.sampling import memory as M
-    from .vram import load_with_budget
+    from .vram import load_with_budget, offload_streams
 
     def use_vae():
         need = M.vae_decode_bytes(vae.config, height, width, vae.dtype, vae.tiling)
-        load_with_budget(vae.patcher, need, lambda free: M.vae_too_big_message(free, need, vae.tiling))
+        floor = M.Floor(need, M.largest_layer_bytes(vae.vae, vae.dtype), offload_streams())
+        load_with_budget(vae.patcher, need, floor, lambda free, f: M.vae_too_big_message(free, f, vae.tiling),
+                         "VAE")
         return vae.patcher.load_device
 
     def use_transformer():
         need = M.transformer_activation_bytes(model.config, shape, model.dtype)
+        floor = M.Floor(M.transformer_counted_bytes(model.config, shape, model.dtype),
+                        M.largest_layer_bytes(model.transformer, model.dtype), offload_streams())
         storage = getattr(model, "weight_storage", "default")
-        load_with_budget(model.patcher, need, lambda free: M.too_big_message(free, need, shape, storage))
+        load_with_budget(model.patcher, need, floor, lambda free, f: M.too_big_message(free, f, shape, storage),
+                         "transformer")
         return model.patcher.load_device
 
     return use_vae, use_transformer
@@ -115,7 +148,8 @@ class MultiViewSampler(io.ComfyNode):
             category=CAT,
             description="Makes videos of your character from every camera of the rig, moving like the pose "
                         "frames. The views are made in groups of five, so the same seed gives the same videos; "
-                        "finished groups are kept (ComfyUI's temp folder) and reused when you run again.",
+                        f"finished groups are kept across restarts (in {_store_where()}) and reused when you run "
+                        "again; CharacterShot Clear Cached Groups shows their size and removes them.",
             inputs=[
                 Model4D.Input("model", tooltip="The CharacterShot model, from CharacterShot Model Loader."),
                 VAE.Input("vae", tooltip="The video VAE, from CharacterShot VAE Loader."),
@@ -168,8 +202,9 @@ class MultiViewSampler(io.ComfyNode):
                                                 "for other rigs.")),
                 advanced(io.Boolean.Input("reuse_finished", default=True, optional=True,
                                           tooltip="Reuse view groups already made with the same inputs, model and "
-                                                  "seed (kept until the server restarts). Turn off to make them "
-                                                  "again.")),
+                                                  "seed. They are kept across restarts in "
+                                                  f"{_store_where()}; CharacterShot Clear Cached Groups shows "
+                                                  "their size and removes them. Turn off to make them again.")),
                 advanced(io.String.Input("ray_address", default="", optional=True,
                                          display_name="ray_address (removed: leave empty)",
                                          tooltip="No longer used; leave it empty. It is kept only so that old "
@@ -199,7 +234,6 @@ class MultiViewSampler(io.ComfyNode):
                 cameras=None, num_frames=25, dynamic_cfg="auto", group_size=5, groups="", low_memory=False,
                 camera_source="checkpoint", reuse_finished=True, ray_address="", execution=HERE):
         import comfy.model_management as mm
-        import folder_paths
 
         ray_target = _ray_target(execution, ray_address)  # before anything: an old address is refused here
 
@@ -231,7 +265,7 @@ class MultiViewSampler(io.ComfyNode):
         for m in warnings:
             log.warning("[CharacterShot] %s", m)
         wanted = _groups_text(groups)
-        store = GroupStore(os.path.join(folder_paths.get_temp_directory(), GROUP_STORE))
+        store = group_store()
         todo = [gi for gi in (wanted if wanted is not None else range(len(job.groups)))
                 if not (reuse_finished and 0 <= gi < len(job.groups)
                         and store.has(job.group_key(gi, worker.identity)))]
@@ -279,6 +313,13 @@ class MultiViewSampler(io.ComfyNode):
         mv = MultiViewVideo(frames, out_rig, times)  # uint8 -> float in [0, 1] once (21 x 25 frames: 2.6 GB)
         summary = (f"{frames.shape[0]} views x {frames.shape[1]} frames at {w}x{h}; groups sampled "
                    f"{result.sampled or 'none'}, reused {result.reused or 'none'}; kept in {store.root}")
+        try:
+            from ..charactershot_core.sampling.store import human_size
+
+            held = store.report()
+            summary += f" ({len(held.groups)} groups, {human_size(held.bytes)} in all)"
+        except OSError:
+            pass
         text_ui = "\n".join([f"WARNING: {m}" for m in warnings] + [summary])
         return io.NodeOutput(mv, mv.frames.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))  # shares storage
 
@@ -541,4 +582,48 @@ class LoadMultiView(io.ComfyNode):
             return float("nan")
 
 
-NODES = [MultiViewSampler, Animate2D, SaveMultiView, LoadMultiView]
+class ClearCachedGroups(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotClearCachedGroups",
+            display_name="CharacterShot Clear Cached Groups",
+            category=CAT,
+            is_output_node=True,
+            description="Shows how much disk the finished view groups of the Multi-View Sampler take (kept across "
+                        f"restarts in {_store_where()}) and removes them. With dry_run on (the default) it only "
+                        "reports; a removed group is sampled again the next time a workflow needs it. Command "
+                        "line: python -m charactershot_core groups --comfyui COMFYUI_FOLDER [--clear].",
+            inputs=[
+                io.Boolean.Input("dry_run", default=True,
+                                 tooltip="On: only report the size and what would be removed. Off: remove."),
+                io.Float.Input("older_than_days", default=0.0, min=0.0, max=3650.0, step=1.0, optional=True,
+                               tooltip="Only groups last used (sampled or reused) more than this many days ago; "
+                                       "0 = all of them."),
+            ],
+            outputs=[io.String.Output(display_name="report", tooltip="The store's folder, the groups and their size "
+                                                                     "(removed, or that would be removed).")],
+        )
+
+    @classmethod
+    def execute(cls, dry_run=True, older_than_days=0.0):
+        from ..charactershot_core.sampling.store import human_size
+
+        if older_than_days is None or older_than_days < 0:
+            raise InputError("older_than_days", f"expected 0 or more days, got {older_than_days}")
+        store = group_store()
+        rep = store.clear(dry_run=bool(dry_run), older_than_days=float(older_than_days))
+        if dry_run:
+            lines = [rep.text("holds"), f"dry run: nothing removed; clearing would free {human_size(rep.bytes)}"]
+        else:
+            lines = [rep.text("lost"), f"freed {human_size(rep.bytes)}"]
+            log.info("[CharacterShot] cleared cached view groups: %s", lines[0])
+        text = "\n".join(lines)
+        return io.NodeOutput(text, ui=ui.PreviewText(text))
+
+    @classmethod
+    def fingerprint_inputs(cls, dry_run=True, older_than_days=0.0):
+        return float("nan")  # the store changes between runs: always look again
+
+
+NODES = [MultiViewSampler, Animate2D, SaveMultiView, LoadMultiView, ClearCachedGroups]

@@ -13,8 +13,8 @@ from charactershot_core.errors import InputError
 from charactershot_core.gaussians import losses
 from charactershot_core.gaussians.data import MultiViewVideo, read_frames_dir, write_png
 from charactershot_core.gaussians.fit import FitConfig, FitDivergedError, fit, initialize, render_views
-from charactershot_core.gaussians.hexplane import HexPlane
-from charactershot_core.gaussians.metrics import psnr
+from charactershot_core.gaussians.model.hexplane import HexPlane
+from charactershot_core.gaussians.evaluation.metrics import psnr
 from charactershot_core.gaussians.model import Gaussians4D
 
 

@@ -11,7 +11,8 @@ import torch
 from charactershot_core.cameras import official_rig
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians import _torch_raster as tr
-from charactershot_core.gaussians.synthetic import MOTIONS, SyntheticCharacter, quat_mul, rotmat_to_quat
+from charactershot_core.gaussians.rotations import quat_mul, rotmat_to_quat
+from charactershot_core.gaussians.synthetic import MOTIONS, SyntheticCharacter
 
 
 def test_quaternion_helpers_agree_with_the_rasteriser_convention():
@@ -110,7 +111,7 @@ def test_bad_arguments():
 
 
 def _bone(ch, name, t):
-    from charactershot_core.gaussians.synthetic import _BONE_INDEX
+    from charactershot_core.gaussians.synthetic.character import _BONE_INDEX
 
     rot, pos = ch.bone_transforms(t)
     return rot[_BONE_INDEX[name]], pos[_BONE_INDEX[name]]

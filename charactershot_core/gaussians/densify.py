@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model import quat_to_rotmat
+from .rotations import quat_to_rotmat
 
 log = logging.getLogger("CharacterShot")
 

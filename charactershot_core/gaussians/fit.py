@@ -39,7 +39,8 @@ from ..errors import CharacterShotError, InputError
 from . import losses
 from .data import MultiViewVideo
 from .init import visual_hull
-from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
+from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, scene_bounds
+from .rotations import quat_mul
 from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
 

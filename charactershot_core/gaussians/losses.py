@@ -4,33 +4,11 @@ gradients), and Dynamic-3DGS style rigidity / isometry on a KNN graph (spec GAUS
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
+
+from .evaluation.metrics import ssim_map
 
 
 # ------------------------------------------------------------------ photometric
-def _gauss_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x * x) / (2 * sigma * sigma))
-    g = g / g.sum()
-    w = (g[:, None] * g[None, :])[None, None]
-    return w.expand(channels, 1, size, size).contiguous()
-
-
-def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Differentiable SSIM map of (B, H, W, C) images in [0, 1] (Gaussian window 11, σ 1.5, 'valid' borders)."""
-    x = a.permute(0, 3, 1, 2)
-    y = b.permute(0, 3, 1, 2)
-    c = x.shape[1]
-    w = _gauss_window(window, sigma, c, x.device, x.dtype)
-    mu_x = F.conv2d(x, w, groups=c)
-    mu_y = F.conv2d(y, w, groups=c)
-    sxx = F.conv2d(x * x, w, groups=c) - mu_x * mu_x
-    syy = F.conv2d(y * y, w, groups=c) - mu_y * mu_y
-    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (sxx + syy + c2))
-
-
 def photometric_loss(pred: torch.Tensor, gt: torch.Tensor, lambda_dssim: float = 0.2) -> torch.Tensor:
     """(1 - λ) L1 + λ (1 - SSIM) on (B, H, W, 3)."""
     l1 = (pred - gt).abs().mean()
@@ -140,7 +118,7 @@ def isometry_loss(x_cur: torch.Tensor, x_ref: torch.Tensor, edges: torch.Tensor)
 
 def rigidity_loss(x_cur, q_cur, x_prev, q_prev, edges) -> torch.Tensor:
     """Dynamic-3DGS local rigidity: neighbour offsets move with the Gaussian's own rotation between two times."""
-    from .model import quat_to_rotmat
+    from .rotations import quat_to_rotmat
 
     i, j = edges
     if i.numel() == 0:

@@ -483,16 +483,12 @@ def list_4d_files(max_files: int = 2000) -> list[str]:
 
 def _is_4d_weights(path: str) -> bool:
     """True for weights written by this pack (checked from the safetensors header only)."""
-    import json
-    import struct
+    from safetensors import safe_open
 
     try:
-        with open(path, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            if n > 1 << 24:
-                return False
-            meta = json.loads(f.read(n)).get("__metadata__") or {}
-    except (OSError, ValueError, struct.error):
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - not safetensors, unreadable: not ours (safetensors has its own error type)
         return False
     return meta.get("format") == "charactershot-4dgs"
 

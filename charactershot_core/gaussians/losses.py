@@ -3,6 +3,7 @@ gradients), and Dynamic-3DGS style rigidity / isometry on a KNN graph (spec GAUS
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .evaluation.metrics import ssim_map
@@ -19,30 +20,28 @@ def photometric_loss(pred: torch.Tensor, gt: torch.Tensor, lambda_dssim: float =
 
 # ------------------------------------------------------------------ KNN graph
 @torch.no_grad()
-def knn(points: torch.Tensor, k: int, chunk: int | None = None) -> torch.Tensor:
-    """(N, k) indices of each point's k nearest other points, by ``torch.cdist`` in chunks (no sklearn).
+def knn(points: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, k) indices of each point's k nearest other points, nearest first, by scipy's ``cKDTree`` in float64
+    (exact; 60-100x faster than chunked brute force at 20k points, benchmarks/bench_knn.py). A point never lists
+    itself, also where duplicates (clones) sit at distance 0."""
+    from scipy.spatial import cKDTree
 
-    ``chunk`` rows at a time (default: about 16M distances per chunk)."""
     n = points.shape[0]
-    if chunk is None:
-        chunk = max(64, (1 << 24) // max(1, n))
     k = min(k, n - 1)
     if k < 1:
         return torch.zeros(n, 0, dtype=torch.long, device=points.device)
-    pts = points.detach().float()
-    out = torch.empty(n, k, dtype=torch.long, device=points.device)
-    for s in range(0, n, chunk):
-        d = torch.cdist(pts[s:s + chunk], pts)
-        rows = torch.arange(d.shape[0], device=d.device)
-        d[rows, rows + s] = float("inf")
-        out[s:s + chunk] = d.topk(k, dim=1, largest=False).indices
-    return out
+    pts = points.detach().cpu().double().numpy()
+    _, idx = cKDTree(pts).query(pts, k=k + 1, workers=max(1, torch.get_num_threads()))
+    drop = idx == np.arange(n)[:, None]  # the point itself; where a duplicate took its place, the farthest
+    drop[~drop.any(1), -1] = True
+    out = idx[~drop].reshape(n, k)
+    return torch.from_numpy(out.astype(np.int64)).to(points.device)
 
 
 @torch.no_grad()
-def knn_graph(points: torch.Tensor, k: int = 8, chunk: int | None = None) -> torch.Tensor:
+def knn_graph(points: torch.Tensor, k: int = 8) -> torch.Tensor:
     """Symmetric KNN graph as a (2, E) edge list (i, j), both directions, duplicates removed, no self edges."""
-    return graph_from_knn(knn(points, k, chunk))
+    return graph_from_knn(knn(points, k))
 
 
 @torch.no_grad()

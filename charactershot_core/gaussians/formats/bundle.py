@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,6 +71,102 @@ def write_bundle(path, static: dict, frames: dict, times, meta: dict | None = No
     ``position_max_error_per_frame`` (a list of T), ``rotation_max_error`` (per quaternion component),
     ``scale_max_rel_error``, ``color_max_error``.
     """
+    arr = _bundle_arrays(static, frames, times)
+    lp, lr, lsc = _levels(position_bits, rotation_bits, scale_bits)
+    t, n = arr.pos.shape[:2]
+    blocks: list[dict] = []
+    payload = bytearray()
+
+    def add(name: str, raw: bytes, **info):
+        comp = gzip.compress(raw, compresslevel=level, mtime=0)
+        blocks.append({"name": name, "offset": len(payload), "length": len(comp), "raw_length": len(raw), **info})
+        payload.extend(comp)
+
+    # static colour + opacity
+    rgba = np.empty((n, 4), np.uint8)
+    rgba[:, :3] = np.round(arr.rgb * 255.0).astype(np.uint8)
+    rgba[:, 3] = np.round(np.clip(arr.opac, 0.0, 1.0) * 255.0).astype(np.uint8)
+    add("rgba", rgba.tobytes(), encoding="u8", shape=[n, 4])
+    if arr.sh_rest.shape[1] > 0:
+        add("sh_rest", arr.sh_rest.astype("<f2").tobytes(), encoding="f16", shape=[n, arr.sh_rest.shape[1], 3])
+    # positions; rotations: unit quaternions with w >= 0, components mapped from [-1, 1]; log-scales
+    p_lo, p_hi = arr.pos.reshape(-1, 3).min(0).astype(np.float64), arr.pos.reshape(-1, 3).max(0).astype(np.float64)
+    q_pos = _add_u16_block(add, "positions", arr.pos, p_lo, p_hi, lp)
+    rq = canonical(arr.rot)
+    r_lo, r_hi = np.full(4, -1.0), np.full(4, 1.0)
+    q_rot = _add_u16_block(add, "rotations", rq, r_lo, r_hi, lr)
+    ls = np.log(arr.scl)
+    s_lo, s_hi = ls.reshape(-1, 3).min(0).astype(np.float64), ls.reshape(-1, 3).max(0).astype(np.float64)
+    q_scl = _add_u16_block(add, "log_scales", ls, s_lo, s_hi, lsc, per_frame=bool(arr.per_frame_scales))
+
+    header = {
+        "format": "charactershot-4d-bundle",
+        "version": BUNDLE_VERSION,
+        "count": n,
+        "frames": t,
+        "times": arr.times,
+        "sh_degree": int(round((1 + arr.sh_rest.shape[1]) ** 0.5)) - 1,
+        "quaternion_order": "wxyz",
+        "blocks": blocks,
+        "meta": meta or {},
+    }
+    try:
+        hjson = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise InputError("meta", f"bundle metadata must be JSON-serialisable: {e}") from None
+    hjson += b" " * ((-(12 + len(hjson))) % 4)  # payload starts on a 4-byte boundary
+    data = BUNDLE_MAGIC + struct.pack("<II", BUNDLE_VERSION, len(hjson)) + hjson + bytes(payload)
+    atomic_write_bytes(path, data)
+
+    extent = float(np.max(p_hi - p_lo)) if n else 0.0
+    pos_err_frames = np.abs(_dequantise_u16(q_pos, p_lo, p_hi, lp) - arr.pos).reshape(t, -1).max(1)
+    pos_err = float(pos_err_frames.max())
+    rot_err = float(np.abs(_dequantise_u16(q_rot, r_lo, r_hi, lr) - rq).max())
+    scl_err = float(np.abs(np.exp(_dequantise_u16(q_scl, s_lo, s_hi, lsc).astype(np.float64)) / arr.scl - 1.0).max())
+    col_err = float(np.abs(rgba[:, :3] / 255.0 - arr.rgb).max())
+    return {
+        "path": os.fspath(path), "bytes": len(data), "count": n, "frames": t, "extent": extent,
+        "position_max_error": pos_err, "position_rel_error": pos_err / extent if extent > 0 else 0.0,
+        "position_max_error_per_frame": [float(x) for x in pos_err_frames],
+        "rotation_max_error": rot_err, "scale_max_rel_error": scl_err, "color_max_error": col_err,
+    }
+
+
+def _add_u16_block(add, name: str, values: np.ndarray, lo: np.ndarray, hi: np.ndarray, levels: int, **info):
+    """Quantise (T, N, C) ``values`` to ``levels`` over [lo, hi] per channel, add them as a delta-coded byte-plane
+    block and return the quantised values (for the error report)."""
+    q = _quantise_u16(values, lo, hi, levels)
+    add(name, _encode_u16_delta_planes(q), encoding="u16-delta-planes", shape=list(q.shape), min=lo.tolist(),
+        max=hi.tolist(), levels=levels, **info)
+    return q
+
+
+def _levels(position_bits, rotation_bits, scale_bits) -> tuple[int, int, int]:
+    """Quantisation levels (2^bits - 1) of positions, rotations and scales; bits must be whole numbers 8-16."""
+    levels = []
+    for name, bits in (("position_bits", position_bits), ("rotation_bits", rotation_bits), ("scale_bits", scale_bits)):
+        if not isinstance(bits, (int, np.integer)) or not 8 <= int(bits) <= 16:
+            raise InputError(name, f"expected an integer number of bits from 8 to 16, got {bits!r}")
+        levels.append((1 << int(bits)) - 1)
+    return levels[0], levels[1], levels[2]
+
+
+@dataclass
+class _BundleArrays:
+    """``write_bundle``'s inputs, checked: float32 numpy arrays (scales linear, (1, N, 3) when static)."""
+
+    pos: np.ndarray
+    rot: np.ndarray
+    scl: np.ndarray
+    opac: np.ndarray
+    rgb: np.ndarray
+    sh_rest: np.ndarray
+    per_frame_scales: bool
+    times: list
+
+
+def _bundle_arrays(static: dict, frames: dict, times) -> _BundleArrays:
+    """Check ``write_bundle``'s ``static``, ``frames`` and ``times`` (shapes, finite values, positive scales)."""
     if not isinstance(static, dict) or not isinstance(frames, dict):
         raise InputError("bundle", "expected 'static' and 'frames' dictionaries")
     if "positions" not in frames or "rotations" not in frames:
@@ -121,79 +218,7 @@ def write_bundle(path, static: dict, frames: dict, times, meta: dict | None = No
             raise InputError(name, "contains NaN or infinite values")
     if np.any(scl <= 0):
         raise InputError("scales", "linear scales must be positive")
-
-    levels = {}
-    for name, bits in (("position_bits", position_bits), ("rotation_bits", rotation_bits), ("scale_bits", scale_bits)):
-        if not isinstance(bits, (int, np.integer)) or not 8 <= int(bits) <= 16:
-            raise InputError(name, f"expected an integer number of bits from 8 to 16, got {bits!r}")
-        levels[name] = (1 << int(bits)) - 1
-    lp, lr, lsc = levels["position_bits"], levels["rotation_bits"], levels["scale_bits"]
-
-    blocks: list[dict] = []
-    payload = bytearray()
-
-    def add(name: str, raw: bytes, **info):
-        comp = gzip.compress(raw, compresslevel=level, mtime=0)
-        blocks.append({"name": name, "offset": len(payload), "length": len(comp), "raw_length": len(raw), **info})
-        payload.extend(comp)
-
-    # static colour + opacity
-    rgba = np.empty((n, 4), np.uint8)
-    rgba[:, :3] = np.round(rgb * 255.0).astype(np.uint8)
-    rgba[:, 3] = np.round(np.clip(opac, 0.0, 1.0) * 255.0).astype(np.uint8)
-    add("rgba", rgba.tobytes(), encoding="u8", shape=[n, 4])
-    if sh_rest.shape[1] > 0:
-        add("sh_rest", sh_rest.astype("<f2").tobytes(), encoding="f16", shape=[n, sh_rest.shape[1], 3])
-
-    # positions
-    p_lo, p_hi = pos.reshape(-1, 3).min(0).astype(np.float64), pos.reshape(-1, 3).max(0).astype(np.float64)
-    q_pos = _quantise_u16(pos, p_lo, p_hi, lp)
-    add("positions", _encode_u16_delta_planes(q_pos), encoding="u16-delta-planes", shape=[t, n, 3],
-        min=p_lo.tolist(), max=p_hi.tolist(), levels=lp)
-    # rotations: unit quaternions with w >= 0, components mapped from [-1, 1]
-    rq = canonical(rot)
-    r_lo, r_hi = np.full(4, -1.0), np.full(4, 1.0)
-    q_rot = _quantise_u16(rq, r_lo, r_hi, lr)
-    add("rotations", _encode_u16_delta_planes(q_rot), encoding="u16-delta-planes", shape=[t, n, 4],
-        min=r_lo.tolist(), max=r_hi.tolist(), levels=lr)
-    # log-scales
-    ls = np.log(scl)
-    s_lo, s_hi = ls.reshape(-1, 3).min(0).astype(np.float64), ls.reshape(-1, 3).max(0).astype(np.float64)
-    q_scl = _quantise_u16(ls, s_lo, s_hi, lsc)
-    add("log_scales", _encode_u16_delta_planes(q_scl), encoding="u16-delta-planes", shape=list(q_scl.shape),
-        min=s_lo.tolist(), max=s_hi.tolist(), levels=lsc, per_frame=bool(per_frame_scales))
-
-    header = {
-        "format": "charactershot-4d-bundle",
-        "version": BUNDLE_VERSION,
-        "count": n,
-        "frames": t,
-        "times": times,
-        "sh_degree": int(round((1 + sh_rest.shape[1]) ** 0.5)) - 1,
-        "quaternion_order": "wxyz",
-        "blocks": blocks,
-        "meta": meta or {},
-    }
-    try:
-        hjson = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise InputError("meta", f"bundle metadata must be JSON-serialisable: {e}") from None
-    hjson += b" " * ((-(12 + len(hjson))) % 4)  # payload starts on a 4-byte boundary
-    data = BUNDLE_MAGIC + struct.pack("<II", BUNDLE_VERSION, len(hjson)) + hjson + bytes(payload)
-    atomic_write_bytes(path, data)
-
-    extent = float(np.max(p_hi - p_lo)) if n else 0.0
-    pos_err_frames = np.abs(_dequantise_u16(q_pos, p_lo, p_hi, lp) - pos).reshape(t, -1).max(1)
-    pos_err = float(pos_err_frames.max())
-    rot_err = float(np.abs(_dequantise_u16(q_rot, r_lo, r_hi, lr) - rq).max())
-    scl_err = float(np.abs(np.exp(_dequantise_u16(q_scl, s_lo, s_hi, lsc).astype(np.float64)) / scl - 1.0).max())
-    col_err = float(np.abs(rgba[:, :3] / 255.0 - rgb).max())
-    return {
-        "path": os.fspath(path), "bytes": len(data), "count": n, "frames": t, "extent": extent,
-        "position_max_error": pos_err, "position_rel_error": pos_err / extent if extent > 0 else 0.0,
-        "position_max_error_per_frame": [float(x) for x in pos_err_frames],
-        "rotation_max_error": rot_err, "scale_max_rel_error": scl_err, "color_max_error": col_err,
-    }
+    return _BundleArrays(pos, rot, scl, opac, rgb, sh_rest, per_frame_scales, times)
 
 
 def read_bundle(path) -> dict:

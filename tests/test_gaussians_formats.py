@@ -1,4 +1,4 @@
-"""4D exports other viewers open (charactershot_core/gaussians/formats.py), read back by third-party code:
+"""4D exports other viewers open (charactershot_core/gaussians/formats/), read back by third-party code:
 PlayCanvas' splat-transform (npm ``@playcanvas/splat-transform``) for ``.spz`` and ``.ply``, gsplat.js (npm
 ``gsplat``) for ``.splatv``, and the one-file HTML in headless Chromium from ``file://`` with the network off.
 

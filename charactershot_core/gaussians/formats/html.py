@@ -47,7 +47,7 @@ def viewer_module(folder: str) -> str:
     names = _EXPORTED.findall(data)
     imp = _IMPORT_DATA.search(viewer)
     if not names or not imp or not _WORKER_URL.search(viewer) or not _MODULE_WORKER.search(viewer):
-        raise InputError("html", "the viewer sources changed shape (imports or worker URL); update html_viewer.py")
+        raise InputError("html", "the viewer sources changed shape (imports or worker URL); update formats/html.py")
     data_body = _EXPORT.sub("", data)
     wanted = [x.strip() for x in imp.group(1).split(",") if x.strip()]
     viewer_body = _IMPORT_DATA.sub(f"const {{ {', '.join(wanted)} }} = __charshotData;", viewer)

@@ -63,8 +63,8 @@ def _demo(args) -> int:
     Image.fromarray(rig_preview(rig)).save(os.path.join(args.out, "official_rig.png"))
     rig.save(os.path.join(args.out, "official_rig.json"))
     print(f"wrote {args.out}/official_rig.png and official_rig.json (21 template cameras)")
-    if importlib.util.find_spec("charactershot_core.gaussians.demo") is not None:
-        from .gaussians.demo import run_demo
+    if importlib.util.find_spec("charactershot_core.gaussians.synthetic.demo") is not None:
+        from .gaussians.synthetic.demo import run_demo
 
         return run_demo(args)
     print("the 4D stage is not part of this build yet")

@@ -15,6 +15,9 @@ Cameras = io.Custom("CHARSHOT_CAMERAS")          # charactershot_core.cameras.Ca
 Model4D = io.Custom("CHARSHOT_MODEL")            # multi-view transformer + camera guider + camera embeddings
 Model2D = io.Custom("CHARSHOT_MODEL2D")          # Character2D pose transformer
 VAE = io.Custom("CHARSHOT_VAE")                  # diffusers AutoencoderKLCogVideoX in a ModelPatcher
+# core's splat type: newer core declares io.Splat with io_type "SPLAT"; 0.3.75 gets the same string from io.Custom
+SPLAT_TYPE = "SPLAT"
+Splat = getattr(io, "Splat", None) or io.Custom(SPLAT_TYPE)
 TextEmbeds = io.Custom("CHARSHOT_TEXT")          # prompt + negative prompt embeddings (226 tokens)
 MultiView = io.Custom("CHARSHOT_MULTIVIEW")      # multi-view videos + cameras + times
 Gaussians4D = io.Custom("CHARSHOT_GAUSSIANS4D")  # canonical Gaussians + deformation field

@@ -16,10 +16,9 @@ from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
 from ..charactershot_core.gaussians.data import MultiViewVideo
 from ..charactershot_core.gaussians.threads import cpu_threads
-from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, advanced
+from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, Splat, advanced
+from .gaussians_common import PREVIEW_KEY, framed_orbit, patcher_for, times_from_text, training_rig
 from .paths import folder_root, next_counter, output_target, resolve_in, split_location
-from .preview import PREVIEW_KEY, training_rig
-from .splat import Splat, initial_from_splat
 
 CAT = f"{CATEGORY}/4D"
 BACKENDS = ["auto", "torch", "gsplat"]
@@ -35,21 +34,6 @@ def _device_for(backend: str) -> torch.device:
     if backend == "gsplat" and dev.type != "cuda":
         raise InputError("backend", "gsplat needs a CUDA GPU and ComfyUI runs on the CPU here; choose auto or torch")
     return dev
-
-
-def _times_from_text(text: str, model, name: str = "times") -> list[float] | None:
-    if not model.is_dynamic:
-        return None
-    text = (text or "").strip()
-    if not text:
-        return list(model.times)
-    try:
-        ts = [float(x) for x in re.split(r"[,\s]+", text) if x]
-    except ValueError:
-        raise InputError(name, f"expected comma-separated times in [0, 1] such as 0, 0.5, 1, got {text!r}") from None
-    if not ts or any(not (0.0 <= t <= 1.0) for t in ts):
-        raise InputError(name, f"expected times in [0, 1], got {text!r}")
-    return ts
 
 
 # ------------------------------------------------------------------------------------------- multi-view input
@@ -247,10 +231,10 @@ class Fit4DGaussians(io.ComfyNode):
             target = max(state.iteration, int(round(state.progress * iterations)))
             bar.step(max(0, target - bar.value), preview=preview)
 
-        from ..charactershot_core.gaussians.report import report_text, training_report
+        from ..charactershot_core.gaussians.evaluation.report import report_text, training_report
 
         with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
-            result = fit(video, cfg, callback, initial=initial_from_splat(initial_splat))
+            result = fit(video, cfg, callback, initial=_initial_from_splat(initial_splat))
             rep = training_report(result.model, video, backend)  # the choice, like every other render
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),
@@ -320,7 +304,6 @@ class Render4D(io.ComfyNode):
     def execute(cls, gaussians, mode, num_views=8, times="", num_frames=0, elevation=0.0, radius=cam.OFFICIAL_RADIUS,
                 width=720, height=480, cameras=None, backend="auto", framing=FRAMINGS[0]):
         import comfy.model_management as mm
-        import comfy.model_patcher
 
         from ..charactershot_core.gaussians.fit import render_views
 
@@ -328,9 +311,9 @@ class Render4D(io.ComfyNode):
         if (times or "").strip() == "" and num_frames > 0 and model.is_dynamic:
             ts = [i / max(1, num_frames - 1) for i in range(num_frames)]
         else:
-            ts = _times_from_text(times, model)
+            ts = times_from_text(times, model)
         dev = _device_for(backend)
-        patcher = comfy.model_patcher.ModelPatcher(model, load_device=dev, offload_device=mm.unet_offload_device())
+        patcher = patcher_for(model, dev)  # one per cached fit, reused by every run
         mm.load_models_gpu([patcher], force_full_load=True)
         m = patcher.model
         device = m.splats["means"].device
@@ -344,8 +327,6 @@ class Render4D(io.ComfyNode):
             if framing not in FRAMINGS:
                 raise InputError("framing", f"expected one of {FRAMINGS}, got {framing!r}")
             if framing == "fit character":
-                from .preview import framed_orbit
-
                 rig = framed_orbit(m, nv, elevation, width, height, ts)
             else:
                 rig = cam.orbit_rig(num_views=nv, radius=radius, elevation_deg=elevation, width=width, height=height,
@@ -434,7 +415,7 @@ class Save4DGaussians(io.ComfyNode):
         model = gaussians
         if model is None or getattr(model, "num_gaussians", 0) == 0:
             raise InputError("gaussians", "the model has no Gaussians; there is nothing to save")
-        ts = _times_from_text(times, model)
+        ts = times_from_text(times, model)
         folder, subfolder, base = output_target(filename_prefix, "filename_prefix")
         os.makedirs(folder, exist_ok=True)
         stem = f"{base}_{next_counter(folder, base):05d}"
@@ -579,16 +560,12 @@ def list_4d_files(max_files: int = 2000) -> list[str]:
 
 def _is_4d_weights(path: str) -> bool:
     """True for weights written by this pack (checked from the safetensors header only; at run time)."""
-    import json
-    import struct
+    from safetensors import safe_open
 
     try:
-        with open(path, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            if n > 1 << 24:
-                return False
-            meta = json.loads(f.read(n)).get("__metadata__") or {}
-    except (OSError, ValueError, struct.error):
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - not safetensors, unreadable: not ours (safetensors has its own error type)
         return False
     return meta.get("format") == "charactershot-4dgs"
 
@@ -625,3 +602,11 @@ def resolve_weights(file: str) -> str:
 
 NODES = [MultiViewFromImages, SyntheticCharacter, Fit4DGaussians, Render4D, Save4DGaussians, Load4DGaussians]
 
+
+def _initial_from_splat(splat):
+    """The first splat of the Fit node's SPLAT input as static Gaussians to start from (None stays None)."""
+    if splat is None:
+        return None
+    from ..charactershot_core.gaussians.formats import splat_type as st
+
+    return st.splat_to_gaussians(splat, 0, st.Y_DOWN, name="initial_splat")

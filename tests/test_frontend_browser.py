@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charactershot_core.gaussians.export import read_bundle
+from charactershot_core.gaussians.formats import read_bundle
 
 from scripts.make_example_workflows import OUT, TWINS, read_twin
 from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
@@ -248,7 +248,7 @@ def _temp(comfy) -> Path:
 def synthetic_bundle(path, n: int = 4000, frames: int = 5, motion: str = "wave") -> str:
     """The synthetic character's exact Gaussians (known motion) as a 4D bundle with the official rig's cameras."""
     from charactershot_core.cameras import official_rig
-    from charactershot_core.gaussians.export import write_bundle
+    from charactershot_core.gaussians.formats import write_bundle
     from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
     ch = SyntheticCharacter(motion, seed=0, n_gaussians=n)
@@ -380,7 +380,7 @@ def test_hidden_widget_stops_drawing(page, fitted):
 
 
 def _bundle_bytes(n: int, frames: int = 2, seed: int = 0, level: int = 6) -> bytes:
-    from charactershot_core.gaussians.export import write_bundle
+    from charactershot_core.gaussians.formats import write_bundle
 
     rng = np.random.default_rng(seed)
     pos = rng.normal(0, 0.3, (frames, n, 3)).astype(np.float32) + np.array([0, 0, 0.9], np.float32)
@@ -404,7 +404,7 @@ def test_bad_files_show_clear_messages(page, host, fitted):
         "big.cs4d": _bundle_bytes(2_000_000, frames=1, level=1),
     }
     # a good static .ply with an extra element after the vertices and extra properties loads (splats: 300)
-    from charactershot_core.gaussians.export import ply_bytes
+    from charactershot_core.gaussians.formats import ply_bytes
 
     rng = np.random.default_rng(1)
     n = 300

@@ -24,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .rotations import quat_to_rotmat
+
 ALPHA_THRESHOLD = 1.0 / 255.0
 T_THRESHOLD = 1e-4
 MAX_ALPHA = 0.999
@@ -33,20 +35,6 @@ MIN_GROUP = 256
 
 
 # --------------------------------------------------------------------------------------------- projection
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """(..., 4) wxyz quaternions (any norm) -> (..., 3, 3) rotation matrices."""
-    q = F.normalize(quats, p=2, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(q.shape[:-1] + (3, 3))
-
-
 def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """Σ = R S Sᵀ Rᵀ for (N, 4) quaternions and (N, 3) linear scales -> (N, 3, 3)."""
     m = quat_to_rotmat(quats) * scales[..., None, :]

@@ -108,7 +108,7 @@ def frame_name(k: int, fi: int, video: bool) -> str:
 def cmd_fit4d(args) -> int:
     from .data import load_multiview, write_png
     from .fit import FitConfig, fit, render_views
-    from .metrics import clip_boxes, clip_scores, motion_scores, score, summary_text
+    from .evaluation.metrics import clip_boxes, clip_scores, motion_scores, score, summary_text
 
     if args.threads:
         torch.set_num_threads(args.threads)

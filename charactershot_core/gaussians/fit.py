@@ -11,9 +11,8 @@ Schedule (``FitConfig``; progress p in [0, 1] is the larger of iterations done /
    centres rebuilt after every densification) + optional rigidity / isometry.
    Optional progressive temporal windows grow from the middle frame (the paper's intent, §C.5).
 
-Densification and pruning use gsplat's ``DefaultStrategy`` (or, when gsplat is not importable, the same algorithm in
-``densify.DensifyStrategy``) on the canonical parameters, fed with the screen-space gradients of the (deformed)
-Gaussians; it works with both rasteriser backends.
+Densification and pruning use gsplat's ``DefaultStrategy`` (pure torch: any device, both rasteriser backends) on the
+canonical parameters, fed with the screen-space gradients of the (deformed) Gaussians.
 Every iteration checks the parameters, loss and gradients for NaN/inf on the device, without waiting for it; the
 host reads those flags every ``check_every`` iterations and before each snapshot of the last good state: on the first
 bad iteration the fit restores that state and raises :class:`FitDivergedError` (the exact iteration number and what
@@ -39,7 +38,8 @@ from ..errors import CharacterShotError, InputError
 from . import losses
 from .data import MultiViewVideo
 from .init import visual_hull
-from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
+from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, scene_bounds
+from .rotations import quat_mul
 from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
 
@@ -246,7 +246,7 @@ def initialize(video: MultiViewVideo, cfg: FitConfig, initial: Gaussians4D | Non
         res = cfg.hull_resolution or int(min(160, max(48, video.width, video.height)))
         pts, cols, spacing = visual_hull(frames[:, mid], video.rig, cfg.init_points, res, seed=cfg.seed)
     else:
-        from .splat_type import subsample, with_motion
+        from .formats.splat_type import subsample, with_motion
 
         initial = subsample(initial, cfg.init_points, cfg.seed)
         pts = initial.splats["means"].detach().cpu()
@@ -289,9 +289,9 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
 
 
 def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D | None = None) -> FitResult:
-    from .densify import strategy_class
     from .render import GsplatUnavailableError, is_gsplat_failure, mark_gsplat_unusable, resolve_backend
 
+    DefaultStrategy = _default_strategy()  # first: without gsplat nothing else is worth starting
     t_start = time.perf_counter()
     device = pick_device(cfg.backend, cfg.device)
     backend = cfg.backend  # the user's choice reaches every render: "auto" can fall back to torch at any time
@@ -338,7 +338,6 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
             {"params": model.deformation.grid_parameters(), "lr": cfg.lr_grid * scene_scale, "name": "grid"},
             {"params": model.deformation.mlp_parameters(), "lr": cfg.lr_mlp * scene_scale, "name": "mlp"},
         ], eps=1e-15)
-    DefaultStrategy = strategy_class()  # gsplat's when gsplat.strategy imports, else densify.DensifyStrategy
     strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
                                refine_start_iter=0, refine_stop_iter=1 << 60, reset_every=1 << 60,
                                refine_every=1000, verbose=False)
@@ -604,6 +603,18 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
                        cfg.to_dict())
     result.flow_stats = flow_stats
     return result
+
+
+def _default_strategy():
+    """gsplat's ``DefaultStrategy`` class: 3DGS densification and pruning (gsplat is a hard requirement)."""
+    try:
+        from gsplat.strategy import DefaultStrategy
+    except Exception as e:  # missing package, broken install, an error raised while importing it
+        raise CharacterShotError(f"the 4D fit needs the gsplat package (gsplat>=1.5, in requirements.txt) to densify "
+                                 f"the Gaussians, and `from gsplat.strategy import DefaultStrategy` failed "
+                                 f"({type(e).__name__}: {e}). Install it into ComfyUI's Python environment: "
+                                 f"python -m pip install \"gsplat>=1.5\"") from None
+    return DefaultStrategy
 
 
 def _coarse_l1(img: torch.Tensor, gt: torch.Tensor, k: int) -> torch.Tensor:

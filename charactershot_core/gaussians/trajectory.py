@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from .init import FG_THRESHOLD
 from .losses import knn
+from .rotations import rotmat_to_quat
 
 #: forward-backward consistency: a flow vector is kept when going there and back misses by less than this many
 #: pixels plus this share of its length (looser than the usual 1 px + 5 %: at 180x120 a limb moves 10-30 px a frame)
@@ -140,12 +141,6 @@ def _kabsch(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None = None) -> 
     return vt.transpose(1, 2) @ dm @ u.transpose(1, 2)
 
 
-def _rotmat_to_quat(m: torch.Tensor) -> torch.Tensor:
-    from .synthetic import rotmat_to_quat
-
-    return torch.from_numpy(rotmat_to_quat(m.double().numpy())).float()
-
-
 @torch.no_grad()
 def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: int = 12, min_views: int = 2,
               huber_px: float = 1.5, log=None) -> dict:
@@ -228,7 +223,7 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
             log(f"flow init: frame {f} from {g}: {stats[f]['triangulated'] * 100:.0f}% triangulated, median move "
                 f"{stats[f]['median_move']:.4f}")
     tm = torch.stack([pos[f] - canon for f in range(nt)], 1)
-    tq = torch.stack([_rotmat_to_quat(rot[f]) for f in range(nt)], 1)
+    tq = torch.stack([rotmat_to_quat(rot[f]) for f in range(nt)], 1)
     model.splats["traj_means"].data.copy_(tm.to(dev))
     model.splats["traj_quats"].data.copy_(tq.to(dev))
     return stats

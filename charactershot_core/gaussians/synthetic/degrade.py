@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ...errors import InputError
 
 EFFECTS = ("colour", "misalign", "flicker", "detail")
 

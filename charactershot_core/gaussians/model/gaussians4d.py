@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, InputError
+from ...errors import CheckpointError, InputError
+from ..rotations import normalise, quat_mul
 from .hexplane import HexPlane
 
 SH_C0 = 0.28209479177387814
@@ -79,18 +79,6 @@ def hermite_weights(times, t: float) -> list[tuple[int, float]]:
     add(b, c)
     add(a, -c)
     return [(k, v) for k, v in sorted(w.items()) if v != 0.0]
-
-
-def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product of wxyz quaternions (broadcasting)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
-
-
-def _normalise(q: torch.Tensor) -> torch.Tensor:
-    return q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
@@ -228,7 +216,7 @@ class Gaussians4D(nn.Module):
         if index is not None:
             m, ls, q = m[index], ls[index], q[index]
         dm, dq = self.table_at(frame=frame, index=index)
-        return m + dm, ls, quat_mul(_normalise(dq), _normalise(q))
+        return m + dm, ls, quat_mul(normalise(dq), normalise(q))
 
     @property
     def times(self) -> list[float]:
@@ -242,7 +230,7 @@ class Gaussians4D(nn.Module):
             return m, ls, q
         if self.config.get("motion") == "table":
             dm, dq = self.table_at(t)
-            return m + dm, ls, quat_mul(_normalise(dq), _normalise(q))
+            return m + dm, ls, quat_mul(normalise(dq), normalise(q))
         if self.deformation is None:
             return m, ls, q
         return self.deformation(m, ls, q, t)
@@ -373,19 +361,9 @@ def make_gaussians(points: torch.Tensor, colors: torch.Tensor, scale: float | to
                        torch.zeros(n, k - 1, 3), config)
 
 
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(q.shape[:-1] + (3, 3))
-
-
 def numpy_params(model: Gaussians4D, t=None) -> dict:
     return {k: v.numpy() for k, v in model.baked(t).items()}
 
 
 __all__ = ["Gaussians4D", "Deformation", "make_gaussians", "scene_bounds", "rgb_to_sh0", "sh0_to_rgb", "SH_C0",
-           "DEFAULT_FIELD", "quat_to_rotmat", "numpy_params", "MOTIONS", "TABLE_KEYS", "hermite_weights", "quat_mul"]
+           "DEFAULT_FIELD", "numpy_params", "MOTIONS", "TABLE_KEYS", "hermite_weights"]

@@ -12,7 +12,11 @@ import json
 import os
 import re
 
-from ..errors import InputError
+from ...errors import InputError
+
+# the pack's web/js folder (charactershot_core/gaussians/formats/html.py -> four levels up)
+_WEB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+                    "web", "js")
 
 _EXPORT = re.compile(r"^export\s+(?=(?:async\s+)?(?:function|class|const|let)\b)", re.M)
 _EXPORTED = re.compile(r"^export\s+(?:async\s+)?(?:function\*?|class|const|let)\s+([A-Za-z_$][\w$]*)", re.M)
@@ -43,7 +47,7 @@ def viewer_module(folder: str) -> str:
     names = _EXPORTED.findall(data)
     imp = _IMPORT_DATA.search(viewer)
     if not names or not imp or not _WORKER_URL.search(viewer) or not _MODULE_WORKER.search(viewer):
-        raise InputError("html", "the viewer sources changed shape (imports or worker URL); update html_viewer.py")
+        raise InputError("html", "the viewer sources changed shape (imports or worker URL); update formats/html.py")
     data_body = _EXPORT.sub("", data)
     wanted = [x.strip() for x in imp.group(1).split(",") if x.strip()]
     viewer_body = _IMPORT_DATA.sub(f"const {{ {', '.join(wanted)} }} = __charshotData;", viewer)
@@ -99,4 +103,10 @@ def build_html(bundle: bytes, title: str, folder: str) -> bytes:
     return page.encode("utf-8")
 
 
-__all__ = ["build_html", "viewer_module"]
+def html_bytes(bundle: bytes, title: str = "CharacterShot 4D") -> bytes:
+    """Our WebGL2 viewer (web/js/splat4d_data.js, splat4d_sort_worker.js, splat4d_viewer.js, read now and inlined)
+    with the bundle as base64: one page that plays the character from disk, no network, no server."""
+    return build_html(bundle, title, _WEB)
+
+
+__all__ = ["build_html", "viewer_module", "html_bytes"]

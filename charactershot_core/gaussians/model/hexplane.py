@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import InputError
+from ...errors import InputError
 
 PLANE_AXES = list(itertools.combinations(range(4), 2))  # (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
 TIME_PLANES = [i for i, (a, b) in enumerate(PLANE_AXES) if b == 3]  # 2, 4, 5

@@ -10,15 +10,15 @@ import json
 import os
 import time
 
-from ..cameras import official_rig
-from .cli import WEIGHTS_NAME
-from .data import write_png
-from .metrics import summary_text
-from .synthetic import SyntheticCharacter
+from ...cameras import official_rig
+from ..cli import WEIGHTS_NAME
+from ..data import write_png
+from ..evaluation.metrics import summary_text
+from .character import SyntheticCharacter
 
 
 def run_demo(args) -> int:
-    from ..__main__ import main as cli
+    from ...__main__ import main as cli
 
     out = os.path.abspath(args.out)
     frames_dir = os.path.join(out, "multiview")

@@ -28,58 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
+from ..rotations import quat_mul, rotmat_to_quat, rx, ry, rz
 
 MOTIONS = ("idle", "wave", "walk", "jump", "turn")
 DEFAULT_MOTION = "wave"  # the demo's arm raise
 TURN_DEGREES = 135.0  # how far the "turn" motion turns the whole body about the vertical axis
-
-
-# ------------------------------------------------------------------------------------------ rotations
-def _rx(a):
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float64)
-
-
-def _ry(a):
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=np.float64)
-
-
-def _rz(a):
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float64)
-
-
-def rotmat_to_quat(m: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions wxyz with w >= 0."""
-    m = np.asarray(m, dtype=np.float64)
-    shape = m.shape[:-2]
-    m = m.reshape(-1, 3, 3)
-    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    cands = np.stack([
-        np.stack([1 + tr, m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]], 1),
-        np.stack([m[:, 2, 1] - m[:, 1, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2], m[:, 0, 1] + m[:, 1, 0],
-                  m[:, 0, 2] + m[:, 2, 0]], 1),
-        np.stack([m[:, 0, 2] - m[:, 2, 0], m[:, 0, 1] + m[:, 1, 0], 1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2],
-                  m[:, 1, 2] + m[:, 2, 1]], 1),
-        np.stack([m[:, 1, 0] - m[:, 0, 1], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1],
-                  1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], 1),
-    ], 1)  # (M, 4 candidates, 4)
-    diag = np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], 1)
-    best = np.argmax(diag, axis=1)
-    q = cands[np.arange(m.shape[0]), best]
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    q = np.where(q[:, :1] < 0, -q, q)
-    return q.reshape(shape + (4,))
-
-
-def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of wxyz quaternions (broadcasting)."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
 # ------------------------------------------------------------------------------------------- skeleton
@@ -178,69 +132,69 @@ def _pose(motion: str, t: float) -> _Pose:
     loc: dict = {}
     off = np.zeros(3)
     if motion == "idle":
-        loc["spine"] = _rx(d(2.5) * math.sin(w)) @ _rz(d(4) * math.sin(w))
-        loc["neck"] = _rz(d(12) * math.sin(w)) @ _rx(d(4) * math.sin(2 * w))
-        loc["r_upper_arm"] = _ry(d(6 + 3 * math.sin(w)))
-        loc["l_upper_arm"] = _ry(-d(6 + 3 * math.sin(w)))
-        loc["r_forearm"] = _rx(-d(8))
-        loc["l_forearm"] = _rx(-d(8))
+        loc["spine"] = rx(d(2.5) * math.sin(w)) @ rz(d(4) * math.sin(w))
+        loc["neck"] = rz(d(12) * math.sin(w)) @ rx(d(4) * math.sin(2 * w))
+        loc["r_upper_arm"] = ry(d(6 + 3 * math.sin(w)))
+        loc["l_upper_arm"] = ry(-d(6 + 3 * math.sin(w)))
+        loc["r_forearm"] = rx(-d(8))
+        loc["l_forearm"] = rx(-d(8))
         off[2] = -0.006 * (1 - math.cos(w))
     elif motion == "wave":
         raise_ = _smooth(t / 0.2) * _smooth((1.0 - t) / 0.2)  # raise, wave, lower
         # upper arm out to the side just above horizontal, forearm up, waving side to side about the elbow
-        loc["r_upper_arm"] = _ry(d(100) * raise_ + d(6) * (1 - raise_))
-        loc["r_forearm"] = _ry(raise_ * (d(75) + d(25) * math.sin(2 * w * 2))) @ _rx(-d(10))
-        loc["l_upper_arm"] = _ry(-d(7))
-        loc["l_forearm"] = _rx(-d(10))
-        loc["neck"] = _rz(-d(10) * raise_)
-        loc["spine"] = _ry(d(4) * raise_)
+        loc["r_upper_arm"] = ry(d(100) * raise_ + d(6) * (1 - raise_))
+        loc["r_forearm"] = ry(raise_ * (d(75) + d(25) * math.sin(2 * w * 2))) @ rx(-d(10))
+        loc["l_upper_arm"] = ry(-d(7))
+        loc["l_forearm"] = rx(-d(10))
+        loc["neck"] = rz(-d(10) * raise_)
+        loc["spine"] = ry(d(4) * raise_)
     elif motion == "walk":
         s = math.sin(w)
-        loc["r_thigh"] = _rx(-d(28) * s)
-        loc["l_thigh"] = _rx(d(28) * s)
-        loc["r_shin"] = _rx(d(45) * max(0.0, -math.sin(w + 0.6)))
-        loc["l_shin"] = _rx(d(45) * max(0.0, math.sin(w + 0.6)))
-        loc["r_foot"] = _rx(-d(10) * s)
-        loc["l_foot"] = _rx(d(10) * s)
-        loc["r_upper_arm"] = _rx(d(24) * s) @ _ry(d(6))
-        loc["l_upper_arm"] = _rx(-d(24) * s) @ _ry(-d(6))
-        loc["r_forearm"] = _rx(-d(15) - d(10) * max(0.0, -s))
-        loc["l_forearm"] = _rx(-d(15) - d(10) * max(0.0, s))
-        loc["spine"] = _rz(d(6) * s)
-        loc["pelvis"] = _rz(-d(5) * s)
+        loc["r_thigh"] = rx(-d(28) * s)
+        loc["l_thigh"] = rx(d(28) * s)
+        loc["r_shin"] = rx(d(45) * max(0.0, -math.sin(w + 0.6)))
+        loc["l_shin"] = rx(d(45) * max(0.0, math.sin(w + 0.6)))
+        loc["r_foot"] = rx(-d(10) * s)
+        loc["l_foot"] = rx(d(10) * s)
+        loc["r_upper_arm"] = rx(d(24) * s) @ ry(d(6))
+        loc["l_upper_arm"] = rx(-d(24) * s) @ ry(-d(6))
+        loc["r_forearm"] = rx(-d(15) - d(10) * max(0.0, -s))
+        loc["l_forearm"] = rx(-d(15) - d(10) * max(0.0, s))
+        loc["spine"] = rz(d(6) * s)
+        loc["pelvis"] = rz(-d(5) * s)
     elif motion == "jump":
         crouch = max(_bump(t, 0.05, 0.3), _bump(t, 0.78, 1.0))  # 0..1
         air = math.sin(math.pi * (t - 0.3) / 0.48) if 0.3 < t < 0.78 else 0.0
         knee = d(70) * crouch
-        loc["r_thigh"] = _rx(-knee)
-        loc["l_thigh"] = _rx(-knee)
-        loc["r_shin"] = _rx(2 * knee)
-        loc["l_shin"] = _rx(2 * knee)
-        loc["r_foot"] = _rx(-knee)
-        loc["l_foot"] = _rx(-knee)
-        loc["spine"] = _rx(-d(20) * crouch)
+        loc["r_thigh"] = rx(-knee)
+        loc["l_thigh"] = rx(-knee)
+        loc["r_shin"] = rx(2 * knee)
+        loc["l_shin"] = rx(2 * knee)
+        loc["r_foot"] = rx(-knee)
+        loc["l_foot"] = rx(-knee)
+        loc["spine"] = rx(-d(20) * crouch)
         arms = d(75) * air + d(25) * crouch  # arms swing forward (kept inside the official frame)
-        loc["r_upper_arm"] = _ry(d(12) * air) @ _rx(-arms)
-        loc["l_upper_arm"] = _ry(-d(12) * air) @ _rx(-arms)
-        loc["r_forearm"] = _rx(-d(20))
-        loc["l_forearm"] = _rx(-d(20))
+        loc["r_upper_arm"] = ry(d(12) * air) @ rx(-arms)
+        loc["l_upper_arm"] = ry(-d(12) * air) @ rx(-arms)
+        loc["r_forearm"] = rx(-d(20))
+        loc["l_forearm"] = rx(-d(20))
         off[2] = -(0.41 + 0.4) * (1 - math.cos(knee)) + 0.14 * air
     elif motion == "turn":
         # the pelvis (the skeleton's root) turns about the vertical axis, eased in and out; the character faces -y
         # and turns to its left, i.e. counter-clockwise seen from above (+z)
         turn = d(TURN_DEGREES) * _smooth(t)
         lead = d(15) * _bump(t, 0.0, 0.8)  # the head turns first
-        loc["pelvis"] = _rz(turn)
-        loc["neck"] = _rz(lead)
+        loc["pelvis"] = rz(turn)
+        loc["neck"] = rz(lead)
         step_l, step_r = _bump(t, 0.1, 0.5), _bump(t, 0.45, 0.85)
-        loc["l_thigh"] = _rx(-d(30) * step_l)
-        loc["l_shin"] = _rx(d(55) * step_l)
-        loc["r_thigh"] = _rx(-d(30) * step_r)
-        loc["r_shin"] = _rx(d(55) * step_r)
-        loc["r_upper_arm"] = _ry(d(10) + d(8) * _bump(t, 0.1, 0.9))
-        loc["l_upper_arm"] = _ry(-d(10) - d(8) * _bump(t, 0.1, 0.9))
-        loc["r_forearm"] = _rx(-d(12))
-        loc["l_forearm"] = _rx(-d(12))
+        loc["l_thigh"] = rx(-d(30) * step_l)
+        loc["l_shin"] = rx(d(55) * step_l)
+        loc["r_thigh"] = rx(-d(30) * step_r)
+        loc["r_shin"] = rx(d(55) * step_r)
+        loc["r_upper_arm"] = ry(d(10) + d(8) * _bump(t, 0.1, 0.9))
+        loc["l_upper_arm"] = ry(-d(10) - d(8) * _bump(t, 0.1, 0.9))
+        loc["r_forearm"] = rx(-d(12))
+        loc["l_forearm"] = rx(-d(12))
     else:
         raise InputError("motion", f"expected one of {', '.join(MOTIONS)}, got {motion!r}")
     return _Pose(off, loc)
@@ -337,7 +291,7 @@ class SyntheticCharacter:
         """Render every camera of ``rig`` (scaled by ``scale``) at every time -> (V, T, H, W, 3) float32 in [0, 1]
         on a white background. ``device`` defaults to the GPU when CUDA is available and ``backend`` is not
         ``"torch"``."""
-        from .render import rasterize
+        from ..render import rasterize
 
         if device is None:
             device = "cuda" if backend != "torch" and torch.cuda.is_available() else "cpu"
@@ -376,7 +330,7 @@ class SyntheticModel:
 
     def baked(self, t=None) -> dict:
         """Pre-activation parameters at time ``t`` (as ``Gaussians4D.baked``)."""
-        from .model import rgb_to_sh0
+        from ..model import rgb_to_sh0
 
         g = self.character.gaussians_at(0.0 if t is None else float(t))
         o = g["opacities"].clamp(1e-4, 1 - 1e-4)

@@ -31,9 +31,10 @@ import re
 import torch
 
 # every import from the rest of the package is here
-from ..errors import InputError
-from ._torch_raster import sh_basis
-from .model import Gaussians4D, quat_mul
+from ...errors import InputError
+from .._torch_raster import sh_basis
+from ..model import Gaussians4D
+from ..rotations import quat_mul
 
 Y_DOWN = "y down (3DGS, core splat nodes)"
 Z_UP = "z up (CharacterShot .ply files)"

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ...errors import InputError
 
 FG_THRESHOLD = 0.97
 FG_PAD = 4
@@ -94,30 +94,29 @@ def psnr(a, b, mask_box=None) -> float:
     return float(vals.mean())
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64, device=None) -> torch.Tensor:
-    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2.0
-    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
-    return g / g.sum()
+def _gauss_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :])[None, None]
+    return w.expand(channels, 1, size, size).contiguous()
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """SSIM map of image batches (B, H, W, C) -> (B, C, H - window + 1, W - window + 1) (valid region)."""
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    """SSIM map of image batches (B, H, W, C) in [0, 1] -> (B, C, H - window + 1, W - window + 1) ('valid' region;
+    Gaussian window 11, sigma 1.5). Differentiable, in the images' dtype: the fit's D-SSIM loss (float32) and the
+    ``ssim`` metric (float64) both use it."""
     x = a.permute(0, 3, 1, 2)
     y = b.permute(0, 3, 1, 2)
-    ch = x.shape[1]
-    g = _gaussian_window(window, sigma, x.dtype, x.device)
-    kx = g.view(1, 1, 1, window).expand(ch, 1, 1, window)
-    ky = g.view(1, 1, window, 1).expand(ch, 1, window, 1)
-
-    def blur(t):
-        return F.conv2d(F.conv2d(t, kx, groups=ch), ky, groups=ch)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x ** 2
-    syy = blur(y * y) - mu_y ** 2
-    sxy = blur(x * y) - mu_x * mu_y
-    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+    c = x.shape[1]
+    w = _gauss_window(window, sigma, c, x.device, x.dtype)
+    mu_x = F.conv2d(x, w, groups=c)
+    mu_y = F.conv2d(y, w, groups=c)
+    sxx = F.conv2d(x * x, w, groups=c) - mu_x * mu_x
+    syy = F.conv2d(y * y, w, groups=c) - mu_y * mu_y
+    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (sxx + syy + c2))
 
 
 def ssim(a, b, mask_box=None) -> float:

@@ -40,6 +40,7 @@ from . import losses
 from .data import MultiViewVideo
 from .init import visual_hull
 from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
+from .precision import all_finite
 from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
 
@@ -682,12 +683,9 @@ def _table_regularisers(model: Gaussians4D, cfg: FitConfig, cur, fi: int, other:
 
 
 def _finite_t(tensors) -> torch.Tensor:
-    """A 0-d bool tensor on the tensors' device, True when none holds NaN or infinity (one fused check: a float64
-    sum is non-finite iff an element is); no host sync."""
-    if not tensors:
-        return torch.ones((), dtype=torch.bool)
-    total = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors])
-    return torch.isfinite(total).all()
+    """A 0-d bool tensor on the tensors' device, True when none holds NaN or infinity; no host sync
+    (``precision.all_finite``: a float64 sum where the device has float64, per-tensor checks where it has not)."""
+    return all_finite(tensors)
 
 
 def json_copy(d):

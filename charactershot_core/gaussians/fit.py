@@ -37,7 +37,7 @@ import torch
 
 from ..errors import CharacterShotError, InputError
 from . import losses
-from .data import MultiViewVideo
+from .data import MultiViewVideo, to_float
 from .init import visual_hull
 from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
 from .precision import all_finite
@@ -239,11 +239,10 @@ def _lr_factor(p: float, final: float) -> float:
 def initialize(video: MultiViewVideo, cfg: FitConfig) -> Gaussians4D:
     """The initial model: Gaussians on the visual hull of the middle frame (+ for videos, identity trajectories, or
     an identity HexPlane field bounded by the hull's box padded by a quarter; a static input gets no motion)."""
-    frames = video.frames
-    nt = frames.shape[1]
+    nt = video.num_frames
     mid = nt // 2
     res = cfg.hull_resolution or int(min(160, max(48, video.width, video.height)))
-    pts, cols, spacing = visual_hull(frames[:, mid], video.rig, cfg.init_points, res, seed=cfg.seed)
+    pts, cols, spacing = visual_hull(video.images(frames=[mid])[:, 0], video.rig, cfg.init_points, res, seed=cfg.seed)
     field_cfg = None
     bounds = None
     motion = cfg.motion if nt > 1 else None
@@ -290,9 +289,9 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    frames = video.frames.clone()  # (V, T, H, W, 3), never modified in place
+    pixels = video.pixels  # (V, T, H, W, 3) uint8; each batch becomes float where it is used
     rig = video.rig
-    v, nt, h, w, _ = frames.shape
+    v, nt, h, w, _ = pixels.shape
     dynamic = nt > 1
     mid = nt // 2
 
@@ -310,7 +309,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         scene_scale = float(np.linalg.norm(centres, axis=1).max()) * 1.1
     vm_all = rig.viewmats(device=device)
     ks_all = rig.Ks(device=device)
-    gt_all = frames.to(device)
+    gt_all = pixels.to(device)  # uint8 (no copy on the CPU)
 
     # 2) optimisers: one Adam per Gaussian parameter (DefaultStrategy's contract), one for the field
     base_lr = {"means": cfg.lr_means * scene_scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
@@ -388,9 +387,16 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
     it = 0
     stage = "coarse"
     loss_t = torch.full((), float("nan"))
+    t_prev, it_dt = None, 0.0  # the last iteration's duration: a budget stops before an iteration would overrun it
     while it < cfg.iterations:
+        now = time.perf_counter()
+        if t_prev is not None:
+            it_dt = now - t_prev
+        t_prev = now
         p = progress(it)
         if p >= 1.0:
+            break
+        if cfg.seconds is not None and it >= cfg.min_iterations and now - t_start + it_dt > cfg.seconds:
             break
         it += 1
         if dynamic and stage == "coarse" and p >= cfg.coarse_fraction:
@@ -398,11 +404,16 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
             if table:
                 stage = "sweep"
                 if cfg.flow_init:
-                    flow_stats = _table_flow_init(model, frames, rig, mid, sstate)
+                    allow = None
+                    if cfg.seconds is not None:  # at most a quarter of the budget, and what is left of it
+                        left = cfg.seconds - (time.perf_counter() - t_start)
+                        allow = max(0.0, min(0.25 * cfg.seconds, 0.5 * left))
+                    flow_stats = _table_flow_init(model, pixels, rig, mid, sstate, allow)
                     nb = flow_stats.pop("knn", None)
                     if nb is not None and nb.shape[0] == model.num_gaussians:  # reuse its neighbours for the graph
                         edges = losses.graph_from_knn(nb[:, :cfg.knn_k].to(device))
                         edges_n = model.num_gaussians
+                t_prev = None  # the flow initialisation is not an iteration's duration
                 p = progress(it)
         if table and stage == "sweep" and (p >= cfg.coarse_fraction + cfg.sweep_fraction or not sweep_order):
             stage = "global"
@@ -470,7 +481,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
         img, alpha, info = render_model(model, vm_all[cams], ks_all[cams], w, h, t, backend, sh_deg, packed=False,
                                         deformed=cur, check_finite=False)
         used_backend = info.get("backend", used_backend)
-        gt = gt_all[cams, fi]
+        gt = to_float(gt_all[cams, fi])
         loss = losses.photometric_loss(img, gt, cfg.lambda_dssim)
         active = {fi}
         if table and t is not None:
@@ -614,10 +625,10 @@ def _step_all(optims: dict, active) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def _table_flow_init(model: Gaussians4D, frames, rig, mid: int, sstate: dict) -> dict:
+def _table_flow_init(model: Gaussians4D, frames, rig, mid: int, sstate: dict, seconds: float | None = None) -> dict:
     """Fill the table from optical flow and keep the initial rows (densified with the Gaussians, in the strategy's
-    state) for the sweep's warm starts."""
-    stats = flow_init(model, frames, rig, mid)
+    state) for the sweep's warm starts. ``seconds``: its time allowance (``flow_init``)."""
+    stats = flow_init(model, frames, rig, mid, seconds=seconds)
     sstate["traj_init"] = torch.cat([model.splats["traj_means"].detach(), model.splats["traj_quats"].detach()], -1).clone()
     return stats
 

@@ -64,36 +64,89 @@ class FrameAdam(torch.optim.Optimizer):
 
 # ------------------------------------------------------------------------------------------ optical flow
 def _gray(img: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8).mean(-1).astype(np.uint8))
+    """(H, W, 3) float in [0, 1] or uint8 -> (H, W) uint8 grey (the mean of the 8-bit channels)."""
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(img.mean(-1).astype(np.uint8))
+
+
+def flow_scale(height: int, width: int) -> float:
+    """Resampling factor of the images for the flow solve: 2 up to 360 px on the long side (DIS works on 8-bit grey
+    images and patches of 8 px: 180x120 is too small for its pyramid), else down to 360 px on the long side (the
+    flow of a 720x480 frame at 360x240 is plenty for an initialisation, and 4x cheaper per pair)."""
+    long = max(int(height), int(width))
+    return 2.0 if long <= 360 else 360.0 / long
+
+
+class PairFlows:
+    """Forward and backward DIS flow between two frames of each view, computed when asked (one frame pair of all
+    views at a time: nothing of the size of the whole video).
+
+    ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]); ``views`` the view indices to use (default all)."""
+
+    def __init__(self, frames: torch.Tensor, views=None, scale: float | None = None):
+        import cv2
+
+        self.frames = frames
+        v, nt, h, w, _ = frames.shape
+        self.h, self.w = h, w
+        self.views = list(range(v)) if views is None else [int(k) for k in views]
+        self.scale = flow_scale(h, w) if scale is None else float(scale)
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.dis.setFinestScale(0 if self.scale == 1.0 else 1)
+        self._grays = {}
+        self._last = ()
+
+    def gray(self, k: int, i: int) -> np.ndarray:
+        import cv2
+
+        key = (k, i)
+        if key not in self._grays:
+            if len(self._grays) > 4 * len(self.views):  # keep the grey images of the last two frames only
+                self._grays = {kk: g for kk, g in self._grays.items() if kk[1] in self._last}
+            g = _gray(self.frames[k, i].numpy())
+            if self.scale != 1.0:
+                size = (max(8, round(self.w * self.scale)), max(8, round(self.h * self.scale)))
+                g = cv2.resize(g, size, interpolation=cv2.INTER_CUBIC if self.scale > 1 else cv2.INTER_AREA)
+            self._grays[key] = g
+        return self._grays[key]
+
+    def one(self, k: int, i: int, j: int):
+        """Flow of view ``k`` from frame i to frame j and back -> two (H, W, 2) float32 arrays (pixels x, y)."""
+        import cv2
+
+        self._last = (i, j)
+        a, b = self.gray(k, i), self.gray(k, j)
+        f = self.dis.calc(a, b, None)
+        r = self.dis.calc(b, a, None)
+        if self.scale != 1.0:
+            interp = cv2.INTER_AREA if self.scale > 1 else cv2.INTER_LINEAR
+            f = cv2.resize(f, (self.w, self.h), interpolation=interp) / self.scale
+            r = cv2.resize(r, (self.w, self.h), interpolation=interp) / self.scale
+        return f, r
+
+    def pair(self, i: int, j: int):
+        """Flows i -> j and j -> i of every chosen view -> two (V', H, W, 2) float32 tensors."""
+        fwd = np.empty((len(self.views), self.h, self.w, 2), np.float32)
+        bwd = np.empty_like(fwd)
+        for n, k in enumerate(self.views):
+            fwd[n], bwd[n] = self.one(k, i, j)
+        return torch.from_numpy(fwd), torch.from_numpy(bwd)
 
 
 def video_flows(frames: torch.Tensor, upsample: int = 2):
-    """Forward and backward DIS flow between consecutive frames of every view.
+    """Forward and backward DIS flow between consecutive frames of every view (whole-video arrays: for small videos
+    and tests; the fit uses :class:`PairFlows`, one pair at a time).
 
-    ``frames`` (V, T, H, W, 3) in [0, 1] -> ``(fwd, bwd)`` each (V, T-1, H, W, 2) float32 pixels (x, y), where
-    ``fwd[v, i]`` maps frame i to i+1 and ``bwd[v, i]`` frame i+1 to i. The images are upsampled ``upsample`` times
-    for the solve (DIS works on 8-bit grey images and patches of 8 px: 180x120 is too small for its pyramid)."""
-    import cv2
-
+    ``frames`` (V, T, H, W, 3) uint8 or in [0, 1] -> ``(fwd, bwd)`` each (V, T-1, H, W, 2) float32 pixels (x, y),
+    where ``fwd[v, i]`` maps frame i to i+1 and ``bwd[v, i]`` frame i+1 to i."""
     v, nt, h, w, _ = frames.shape
     fwd = np.zeros((v, max(0, nt - 1), h, w, 2), np.float32)
     bwd = np.zeros_like(fwd)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    dis.setFinestScale(0 if upsample <= 1 else 1)
-    arr = frames.numpy()
-    size = (w * upsample, h * upsample)
+    pf = PairFlows(frames, scale=float(upsample))
     for k in range(v):
-        grays = [_gray(arr[k, i]) for i in range(nt)]
-        if upsample > 1:
-            grays = [cv2.resize(g, size, interpolation=cv2.INTER_CUBIC) for g in grays]
         for i in range(nt - 1):
-            a, b = grays[i], grays[i + 1]
-            f = dis.calc(a, b, None)
-            r = dis.calc(b, a, None)
-            if upsample > 1:
-                f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) / upsample
-                r = cv2.resize(r, (w, h), interpolation=cv2.INTER_AREA) / upsample
-            fwd[k, i], bwd[k, i] = f, r
+            fwd[k, i], bwd[k, i] = pf.one(k, i, i + 1)
     return torch.from_numpy(fwd), torch.from_numpy(bwd)
 
 
@@ -146,38 +199,68 @@ def _rotmat_to_quat(m: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(rotmat_to_quat(m.double().numpy())).float()
 
 
+def _foreground(frames: torch.Tensor, i: int, views) -> torch.Tensor:
+    """(V', H, W) bool: the character pixels (smallest channel below ``FG_THRESHOLD``) of frame i of ``views``."""
+    x = frames[views, i]
+    if x.dtype == torch.uint8:
+        x = x.to(torch.float32) / 255.0
+    return x.min(-1).values < FG_THRESHOLD
+
+
+def choose_flow_views(num_views: int, seconds_per_solve: float, pairs: int, allowance: float | None) -> list[int]:
+    """The views the flow initialisation uses: all, or as many evenly spread ones as ``allowance`` seconds allow
+    (two solves per view and pair, ``seconds_per_solve`` each); at least 2."""
+    if allowance is None or num_views <= 2:
+        return list(range(num_views))
+    per_view = max(1e-6, 2 * pairs * seconds_per_solve * 1.25)  # + the sampling and triangulation
+    n = int(max(2, min(num_views, allowance // per_view)))
+    if n >= num_views:
+        return list(range(num_views))
+    return sorted({int(round(x)) for x in np.linspace(0, num_views, n, endpoint=False)})
+
+
 @torch.no_grad()
 def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: int = 12, min_views: int = 2,
-              huber_px: float = 1.5, log=None) -> dict:
+              huber_px: float = 1.5, log=None, seconds: float | None = None) -> dict:
     """Fill the trajectory table of ``model`` (a table model whose canonical Gaussians fit frame ``reference``)
-    from the flow of the training ``frames`` (V, T, H, W, 3) seen by ``rig``; see the module docstring.
+    from the flow of the training ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]) seen by ``rig``; see the
+    module docstring. The flow is computed one frame pair at a time (:class:`PairFlows`). ``seconds``: a time
+    allowance; when all views would take longer, evenly spread views are used (``choose_flow_views``; timed on the
+    first solve).
 
     Returns statistics: per frame, the share of Gaussians with a triangulated displacement and the median move;
-    ``"knn"``: the (N, k) nearest neighbours of the canonical centres it used."""
+    ``"knn"``: the (N, k) nearest neighbours of the canonical centres it used; ``"views"``: the views used."""
+    import time
+
     v, nt, h, w, _ = frames.shape
     dev = model.splats["means"].device
     if nt < 2:
         return {}
-    fwd, bwd = video_flows(frames.cpu())
-    fg = frames.cpu().min(-1).values < FG_THRESHOLD  # (V, T, H, W)
-    w2c = torch.as_tensor(rig.w2c_cv(), dtype=torch.float32)
-    ks = rig.Ks(device="cpu").float()
+    frames = frames.cpu()
+    views = list(range(v))
+    if seconds is not None:
+        probe = PairFlows(frames, views=[0])
+        t0 = time.perf_counter()
+        probe.dis.calc(probe.gray(0, reference), probe.gray(0, min(nt - 1, reference + 1)), None)
+        views = choose_flow_views(v, time.perf_counter() - t0, nt - 1, max(0.0, seconds - (time.perf_counter() - t0)))
+    flows = PairFlows(frames, views=views)
+    w2c = torch.as_tensor(rig.w2c_cv(), dtype=torch.float32)[views]
+    ks = rig.Ks(device="cpu").float()[views]
+    v = len(views)
     canon = model.splats["means"].detach().float().cpu()
     n = canon.shape[0]
     ext = float((canon.max(0).values - canon.min(0).values).norm())
     tol = 0.02 * ext
     nbr = knn(canon, k_neighbours)  # (N, k) neighbours on the canonical shape (articulation is local)
-    stats = {"knn": nbr}
+    stats = {"knn": nbr, "views": views}
     nbr_all = torch.cat([torch.arange(n)[:, None], nbr], 1)
     pos = {reference: canon.clone()}
     rot = {reference: torch.eye(3).expand(n, 3, 3).clone()}
     order = [(f, f - 1) for f in range(reference + 1, nt)] + [(f, f + 1) for f in range(reference - 1, -1, -1)]
     for f, g in order:  # frame f from its (already placed) neighbour g
         x = pos[g]
-        if f > g:  # flow g -> f = forward flow of pair g; check with the backward flow
-            flow, back = fwd[:, g], bwd[:, g]
-        else:
-            flow, back = bwd[:, f], fwd[:, f]
+        flow, back = flows.pair(g, f)  # g -> f, checked with f -> g
+        fg_g, fg_f = _foreground(frames, g, views), _foreground(frames, f, views)
         u, vv, z, _ = _project(w2c, ks, x)
         vis = _visible(u, vv, z, h, w, tol)
         fl = _sample(flow, u, vv)  # (V, N, 2)
@@ -185,8 +268,8 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
         bk = _sample(back, tu, tv)
         err = (fl + bk).norm(dim=-1)
         ok = vis & (err < FB_PX + FB_REL * fl.norm(dim=-1))
-        ok &= _sample(fg[:, g].float()[..., None], u, vv)[..., 0] > 0.5
-        ok &= _sample(fg[:, f].float()[..., None], tu, tv)[..., 0] > 0.5
+        ok &= _sample(fg_g.float()[..., None], u, vv)[..., 0] > 0.5
+        ok &= _sample(fg_f.float()[..., None], tu, tv)[..., 0] > 0.5
         ok &= (tu >= 0) & (tu < w) & (tv >= 0) & (tv < h)
         # damped Gauss-Newton for delta: sum_v ||pi_v(x + delta) - target_v||^2, 3 steps, Huber weights
         delta = torch.zeros(n, 3)
@@ -281,4 +364,4 @@ def temporal_smoothness(prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor
     return (prev - 2 * cur + nxt).square().sum(-1).mean()
 
 
-__all__ = ["FrameAdam", "flow_init", "video_flows", "edge_weights", "temporal_smoothness"]
+__all__ = ["FrameAdam", "PairFlows", "flow_init", "video_flows", "edge_weights", "temporal_smoothness"]

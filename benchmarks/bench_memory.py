@@ -79,13 +79,14 @@ def _tree_rss(proc) -> int:
     return total
 
 
-def measure(cmd: list[str], log_path: str) -> dict:
-    """Run ``cmd``; its wall time and peak RSS (kernel accounting and polling, the larger)."""
+def measure(cmd: list[str], log_path: str, root: str = ROOT) -> dict:
+    """Run ``cmd`` in ``root``; its wall time and peak RSS (kernel accounting and polling, the larger)."""
     import psutil
 
     t0 = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=root)
     with open(log_path, "w", encoding="utf-8") as log:
-        child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         peak = [0]
         stop = threading.Event()
 
@@ -140,7 +141,7 @@ def run_fit(args) -> dict:
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     os.makedirs(out, exist_ok=True)
-    res = measure(cmd, os.path.join(out, "log.txt"))
+    res = measure(cmd, os.path.join(out, "log.txt"), args.root)
     res.update({"views": info["views"], "frames": info["frames"], "width": 720, "height": 480,
                 "budget_s": args.seconds})
     video = info["views"] * info["frames"] * 480 * 720 * 3
@@ -166,7 +167,7 @@ def run_demo(args) -> dict:
     if args.demo_seconds:
         cmd += ["--seconds", str(args.demo_seconds)]
     os.makedirs(out, exist_ok=True)
-    return measure(cmd, os.path.join(os.path.abspath(args.out), "demo_log.txt"))
+    return measure(cmd, os.path.join(os.path.abspath(args.out), "demo_log.txt"), args.root)
 
 
 def main(argv=None) -> int:
@@ -181,13 +182,16 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="fit4d --threads (0: torch's default)")
     ap.add_argument("--json", default=None, help="also write the result here")
+    ap.add_argument("--root", default=ROOT, help="the checkout whose code the children run (default: this one; "
+                                                 "another one measures another version of the code)")
     args = ap.parse_args(argv)
     args.data = args.data or os.path.join(args.out, "data")
     import platform
 
     import psutil
 
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+    args.root = os.path.abspath(args.root)
+    result = {"root": args.root, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "ram_gb": round(psutil.virtual_memory().total / GB, 1),
                           "available_gb_at_start": round(psutil.virtual_memory().available / GB, 1)}}
     if args.what in ("all", "fit"):

@@ -182,6 +182,40 @@ def _stack_views(frames) -> torch.Tensor:
     return torch.stack(views)
 
 
+#: a view whose every channel spans at most this many uint8 levels over all its frames is one flat colour
+FLAT_LEVELS = 4
+
+
+def check_character(video: "MultiViewVideo", input_name: str = "multiview") -> None:
+    """Refuse a video that cannot show a character, before any work: a view that is one colour in every frame (all
+    black, all white, all grey...) or that has no foreground pixel at all (the character is what is not white
+    background: its smallest channel below ``init.FG_THRESHOLD``). Raises ``InputError(input_name, ...)`` naming
+    the views."""
+    from .init import FG_THRESHOLD
+
+    fg_level = int(math.ceil(FG_THRESHOLD * 255.0)) - 1  # x / 255 < FG_THRESHOLD  <=>  x <= fg_level
+    flat, empty = [], []
+    for k in range(video.num_views):
+        px = video.pixels[k]  # (T, H, W, 3) uint8
+        lo = px.amin(dim=(0, 1, 2)).to(torch.int16)
+        hi = px.amax(dim=(0, 1, 2)).to(torch.int16)
+        if int((hi - lo).max()) <= FLAT_LEVELS:
+            flat.append((k, tuple(int(c) for c in px[0, 0, 0])))
+        elif not bool((px.amin(dim=-1) <= fg_level).any()):
+            empty.append(k)
+    if flat:
+        k, rgb = flat[0]
+        raise InputError(input_name, f"view{'s' if len(flat) > 1 else ''} {', '.join(str(x) for x, _ in flat)} of "
+                                     f"{video.num_views} {'are' if len(flat) > 1 else 'is'} one flat colour in every "
+                                     f"frame (view {k}: RGB {rgb}): no character can be fitted; expected a character "
+                                     "on a white background in every view")
+    if empty:
+        raise InputError(input_name, f"view{'s' if len(empty) > 1 else ''} {', '.join(str(x) for x in empty)} of "
+                                     f"{video.num_views} {'have' if len(empty) > 1 else 'has'} no foreground: every "
+                                     f"pixel is white background (smallest channel >= {FG_THRESHOLD}); expected a "
+                                     "character on a white background in every view")
+
+
 def default_times(num_frames: int) -> list[float]:
     """The official normalisation: frame i of T at i / (T - 1) (0 for a single frame)."""
     if num_frames <= 1:
@@ -222,10 +256,9 @@ def read_frames_dir(folder: str, input_name: str = "frames") -> np.ndarray:
     if idx != list(range(len(idx))):
         missing = sorted(set(range(idx[-1] + 1)) - set(idx))
         raise InputError(input_name, f"views must be numbered 0..{len(idx) - 1} without gaps; missing {missing}")
-    views = []
+    paths = []
     if files:
-        for k in idx:
-            views.append([_read_image(os.path.join(folder, files[k]), input_name)])
+        paths = [[os.path.join(folder, files[k])] for k in idx]
     else:
         counts = None
         for k in idx:
@@ -236,12 +269,18 @@ def read_frames_dir(folder: str, input_name: str = "frames") -> np.ndarray:
             if counts is not None and len(frames) != counts:
                 raise InputError(input_name, f"view {k} has {len(frames)} frames but view 0 has {counts}")
             counts = len(frames)
-            views.append([_read_image(os.path.join(sub, fn), input_name) for _, fn in frames])
-    shapes = {im.shape for v in views for im in v}
-    if len(shapes) != 1:
-        raise InputError(input_name, f"all frames must have the same size, found {sorted(s[:2] for s in shapes)} "
-                                     "(height, width)")
-    return np.stack([np.stack(v) for v in views])
+            paths.append([os.path.join(sub, fn) for _, fn in frames])
+    out = None  # filled in place: one copy of the video in memory
+    for k, row in enumerate(paths):
+        for i, path in enumerate(row):
+            im = _read_image(path, input_name)
+            if out is None:
+                out = np.empty((len(paths), len(row)) + im.shape, np.uint8)
+            if im.shape != out.shape[2:]:
+                raise InputError(input_name, f"all frames must have the same size, found {sorted({out.shape[2:4], im.shape[:2]})} "
+                                             f"(height, width): {path}")
+            out[k, i] = im
+    return out
 
 
 def load_multiview(frames_dir: str, cameras_path: str) -> MultiViewVideo:

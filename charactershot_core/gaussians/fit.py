@@ -37,7 +37,7 @@ import torch
 
 from ..errors import CharacterShotError, InputError
 from . import losses
-from .data import MultiViewVideo, to_float
+from .data import MultiViewVideo, check_character, to_float
 from .init import visual_hull
 from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
 from .precision import all_finite
@@ -217,9 +217,21 @@ def render_views(model: Gaussians4D, rig, times=None, backend: str = "auto", dev
     return out
 
 
+def progress_text(state: FitState, seconds: float | None = None) -> str:
+    """One line for a progress display: the iteration (of the maximum), the stage, the time spent and, with a time
+    budget ``seconds``, the time left."""
+    line = f"iteration {state.iteration} of at most {state.max_iterations} ({state.stage}), {state.elapsed:.0f} s"
+    if seconds:
+        line += f", {max(0.0, seconds - state.elapsed):.0f} s left of {seconds:.0f} s"
+    else:
+        line += ", no time budget"
+    return line
+
+
 def _check_video(video: MultiViewVideo, cfg: FitConfig):
     if not isinstance(video, MultiViewVideo):
         raise InputError("multiview", f"expected a multi-view video, got {type(video).__name__}")
+    check_character(video, "multiview")  # views that cannot show a character: refused before any work
     if cfg.iterations < 1:
         raise InputError("iterations", f"expected at least 1 iteration, got {cfg.iterations}")
     if cfg.seconds is not None and not cfg.seconds > 0:

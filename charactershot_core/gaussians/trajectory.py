@@ -44,7 +44,7 @@ class FrameAdam(torch.optim.Optimizer):
                 if "exp_avg" not in st:
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
-                    st["step"] = torch.zeros(p.shape[1], dtype=torch.float64)
+                    st["step"] = torch.zeros(p.shape[1], dtype=torch.int64)  # per frame, on the CPU
                 fr = list(range(p.shape[1])) if frames is None else sorted({int(f) for f in frames})
                 if not fr:
                     continue
@@ -55,9 +55,9 @@ class FrameAdam(torch.optim.Optimizer):
                 st["exp_avg"].index_copy_(1, idx, m)
                 st["exp_avg_sq"].index_copy_(1, idx, v)
                 st["step"][fr] += 1
-                k = st["step"][fr]
-                bc1 = (1 - b1 ** k).to(p.dtype).to(p.device).reshape(1, -1, 1)
-                bc2 = (1 - b2 ** k).to(p.dtype).to(p.device).reshape(1, -1, 1)
+                k = st["step"][fr].tolist()  # bias corrections in Python floats (float64 on the host)
+                bc1 = torch.tensor([1 - b1 ** c for c in k], dtype=p.dtype, device=p.device).reshape(1, -1, 1)
+                bc2 = torch.tensor([1 - b2 ** c for c in k], dtype=p.dtype, device=p.device).reshape(1, -1, 1)
                 upd = (m / bc1) / ((v / bc2).sqrt() + group["eps"]) * group["lr"]
                 p.index_copy_(1, idx, p.index_select(1, idx) - upd)
 
@@ -196,7 +196,7 @@ def _kabsch(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None = None) -> 
 def _rotmat_to_quat(m: torch.Tensor) -> torch.Tensor:
     from .synthetic import rotmat_to_quat
 
-    return torch.from_numpy(rotmat_to_quat(m.double().numpy())).float()
+    return torch.from_numpy(rotmat_to_quat(m.numpy().astype(np.float64)).astype(np.float32))
 
 
 def _foreground(frames: torch.Tensor, i: int, views) -> torch.Tensor:
@@ -244,7 +244,7 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
         probe.dis.calc(probe.gray(0, reference), probe.gray(0, min(nt - 1, reference + 1)), None)
         views = choose_flow_views(v, time.perf_counter() - t0, nt - 1, max(0.0, seconds - (time.perf_counter() - t0)))
     flows = PairFlows(frames, views=views)
-    w2c = torch.as_tensor(rig.w2c_cv(), dtype=torch.float32)[views]
+    w2c = torch.from_numpy(rig.w2c_cv().astype(np.float32))[views]
     ks = rig.Ks(device="cpu").float()[views]
     v = len(views)
     canon = model.splats["means"].detach().float().cpu()

@@ -124,12 +124,16 @@ class MultiViewVideo:
         return self.num_frames == 1
 
     def select_views(self, idx) -> "MultiViewVideo":
+        """The given views (sharing the pixels when that is all of them in order, else a copy of those views)."""
         idx = [int(i) for i in idx]
-        return MultiViewVideo(self.pixels[idx], self.rig.select(idx), self.times)
+        px = self.pixels if idx == list(range(self.num_views)) else self.pixels[idx]
+        return MultiViewVideo(px, self.rig.select(idx), self.times)
 
     def select_frames(self, idx) -> "MultiViewVideo":
+        """The given frames (sharing the pixels when that is all of them in order, else a copy of those frames)."""
         idx = [int(i) for i in idx]
-        return MultiViewVideo(self.pixels[:, idx], self.rig, [self.times[i] for i in idx])
+        px = self.pixels if idx == list(range(self.num_frames)) else self.pixels[:, idx]
+        return MultiViewVideo(px, self.rig, [self.times[i] for i in idx])
 
     def scaled(self, factor: float) -> "MultiViewVideo":
         """Area-resized frames and matching intrinsics (``factor`` 0.25 turns 720x480 into 180x120), one view at a

@@ -427,6 +427,9 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback) -> FitResult:
                         edges_n = model.num_gaussians
                 t_prev = None  # the flow initialisation is not an iteration's duration
                 p = progress(it)
+                if p >= 1.0 and it > 1:  # the budget is spent: no iteration past it
+                    it -= 1
+                    break
         if table and stage == "sweep" and (p >= cfg.coarse_fraction + cfg.sweep_fraction or not sweep_order):
             stage = "global"
         # --- learning rates

@@ -102,7 +102,7 @@ class PairFlows:
 
         key = (k, i)
         if key not in self._grays:
-            if len(self._grays) > 4 * len(self.views):  # keep the grey images of the last two frames only
+            if len(self._grays) > 4 * len(self.frames):  # keep the grey images of the last two frames only
                 self._grays = {kk: g for kk, g in self._grays.items() if kk[1] in self._last}
             g = _gray(self.frames[k, i].numpy())
             if self.scale != 1.0:
@@ -125,11 +125,12 @@ class PairFlows:
             r = cv2.resize(r, (self.w, self.h), interpolation=interp) / self.scale
         return f, r
 
-    def pair(self, i: int, j: int):
-        """Flows i -> j and j -> i of every chosen view -> two (V', H, W, 2) float32 tensors."""
-        fwd = np.empty((len(self.views), self.h, self.w, 2), np.float32)
+    def pair(self, i: int, j: int, views=None):
+        """Flows i -> j and j -> i of ``views`` (default: the chosen ones) -> two (V', H, W, 2) float32 tensors."""
+        views = self.views if views is None else views
+        fwd = np.empty((len(views), self.h, self.w, 2), np.float32)
         bwd = np.empty_like(fwd)
-        for n, k in enumerate(self.views):
+        for n, k in enumerate(views):
             fwd[n], bwd[n] = self.one(k, i, j)
         return torch.from_numpy(fwd), torch.from_numpy(bwd)
 
@@ -207,13 +208,9 @@ def _foreground(frames: torch.Tensor, i: int, views) -> torch.Tensor:
     return x.min(-1).values < FG_THRESHOLD
 
 
-def choose_flow_views(num_views: int, seconds_per_solve: float, pairs: int, allowance: float | None) -> list[int]:
-    """The views the flow initialisation uses: all, or as many evenly spread ones as ``allowance`` seconds allow
-    (two solves per view and pair, ``seconds_per_solve`` each); at least 2."""
-    if allowance is None or num_views <= 2:
-        return list(range(num_views))
-    per_view = max(1e-6, 2 * pairs * seconds_per_solve * 1.25)  # + the sampling and triangulation
-    n = int(max(2, min(num_views, allowance // per_view)))
+def spread_views(num_views: int, n: int) -> list[int]:
+    """``n`` evenly spread view indices of ``num_views`` (all when n >= num_views; at least 2)."""
+    n = int(max(2, min(num_views, n)))
     if n >= num_views:
         return list(range(num_views))
     return sorted({int(round(x)) for x in np.linspace(0, num_views, n, endpoint=False)})
@@ -225,11 +222,12 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
     """Fill the trajectory table of ``model`` (a table model whose canonical Gaussians fit frame ``reference``)
     from the flow of the training ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]) seen by ``rig``; see the
     module docstring. The flow is computed one frame pair at a time (:class:`PairFlows`). ``seconds``: a time
-    allowance; when all views would take longer, evenly spread views are used (``choose_flow_views``; timed on the
-    first solve).
+    allowance. With one, each frame pair uses as many evenly spread views as the time left allows for the pairs left
+    (from the measured cost per view of the pair before; the first pair uses up to 6), and once it is spent the
+    remaining frames keep their neighbour's position (the photometric sweep then moves them).
 
-    Returns statistics: per frame, the share of Gaussians with a triangulated displacement and the median move;
-    ``"knn"``: the (N, k) nearest neighbours of the canonical centres it used; ``"views"``: the views used."""
+    Returns statistics: per frame, the share of Gaussians with a triangulated displacement, the median move and the
+    number of views used; ``"knn"``: the (N, k) nearest neighbours of the canonical centres it used."""
     import time
 
     v, nt, h, w, _ = frames.shape
@@ -237,29 +235,38 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
     if nt < 2:
         return {}
     frames = frames.cpu()
-    views = list(range(v))
-    if seconds is not None:
-        probe = PairFlows(frames, views=[0])
-        t0 = time.perf_counter()
-        probe.dis.calc(probe.gray(0, reference), probe.gray(0, min(nt - 1, reference + 1)), None)
-        views = choose_flow_views(v, time.perf_counter() - t0, nt - 1, max(0.0, seconds - (time.perf_counter() - t0)))
-    flows = PairFlows(frames, views=views)
-    w2c = torch.from_numpy(rig.w2c_cv().astype(np.float32))[views]
-    ks = rig.Ks(device="cpu").float()[views]
-    v = len(views)
+    t_begin = time.perf_counter()
+    deadline = None if seconds is None else t_begin + float(seconds)
+    v_all = v
+    views = list(range(v_all)) if deadline is None else spread_views(v_all, 6)
+    flows = PairFlows(frames)
+    w2c_all = torch.from_numpy(rig.w2c_cv().astype(np.float32))
+    ks_all = rig.Ks(device="cpu").float()
     canon = model.splats["means"].detach().float().cpu()
     n = canon.shape[0]
     ext = float((canon.max(0).values - canon.min(0).values).norm())
     tol = 0.02 * ext
     nbr = knn(canon, k_neighbours)  # (N, k) neighbours on the canonical shape (articulation is local)
-    stats = {"knn": nbr, "views": views}
+    stats = {"knn": nbr}
     nbr_all = torch.cat([torch.arange(n)[:, None], nbr], 1)
     pos = {reference: canon.clone()}
     rot = {reference: torch.eye(3).expand(n, 3, 3).clone()}
     order = [(f, f - 1) for f in range(reference + 1, nt)] + [(f, f + 1) for f in range(reference - 1, -1, -1)]
-    for f, g in order:  # frame f from its (already placed) neighbour g
+    last = None  # (seconds, views) of the pair before
+    for step, (f, g) in enumerate(order):  # frame f from its (already placed) neighbour g
         x = pos[g]
-        flow, back = flows.pair(g, f)  # g -> f, checked with f -> g
+        t_pair = time.perf_counter()
+        if deadline is not None:
+            left = deadline - t_pair
+            if left <= 0:  # allowance spent: the frame starts where its neighbour is
+                pos[f], rot[f] = x, rot[g]
+                stats[f] = {"triangulated": 0.0, "median_move": 0.0, "views": 0}
+                continue
+            if last is not None:
+                per_view = max(1e-6, last[0] / last[1])
+                views = spread_views(v_all, int(left / (len(order) - step) / per_view))
+        w2c, ks, v = w2c_all[views], ks_all[views], len(views)
+        flow, back = flows.pair(g, f, views)  # g -> f, checked with f -> g
         fg_g, fg_f = _foreground(frames, g, views), _foreground(frames, f, views)
         u, vv, z, _ = _project(w2c, ks, x)
         vis = _visible(u, vv, z, h, w, tol)
@@ -306,7 +313,9 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
         q = xf[nbr] - xf[:, None]
         rr = _kabsch(p, q) @ rot[g]
         pos[f], rot[f] = xf, rr
-        stats[f] = {"triangulated": float(good.float().mean()), "median_move": float(med.norm(dim=-1).median())}
+        stats[f] = {"triangulated": float(good.float().mean()), "median_move": float(med.norm(dim=-1).median()),
+                    "views": v}
+        last = (time.perf_counter() - t_pair, v)
         if log is not None:
             log(f"flow init: frame {f} from {g}: {stats[f]['triangulated'] * 100:.0f}% triangulated, median move "
                 f"{stats[f]['median_move']:.4f}")

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -24,6 +25,8 @@ CAT = f"{CATEGORY}/4D"
 BACKENDS = ["auto", "torch", "gsplat"]
 FRAMINGS = ["fit character", "fixed"]
 MOTION_MODELS = ["table", "hexplane"]
+#: the Fit 4D node's default time budget (seconds): its defaults end in a known time on every device
+DEFAULT_FIT_SECONDS = 600.0
 
 
 def _device_for(backend: str) -> torch.device:
@@ -34,6 +37,20 @@ def _device_for(backend: str) -> torch.device:
     if backend == "gsplat" and dev.type != "cuda":
         raise InputError("backend", "gsplat needs a CUDA GPU and ComfyUI runs on the CPU here; choose auto or torch")
     return dev
+
+
+def _progress_text(text: str) -> None:
+    """Show ``text`` under the running node (ComfyUI's progress text); nothing when there is no server."""
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:
+        return
+    ctx = get_executing_context()
+    server = getattr(PromptServer, "instance", None)
+    if ctx is None or server is None or not hasattr(server, "send_progress_text"):
+        return
+    server.send_progress_text(text, ctx.node_id)
 
 
 # ------------------------------------------------------------------------------------------- multi-view input
@@ -65,9 +82,9 @@ class MultiViewFromImages(io.ComfyNode):
         if b != v * frames_per_view:
             raise InputError("images", f"expected {v} cameras x {frames_per_view} frames = {v * frames_per_view} "
                                        f"images, got {b}")
-        x = images[..., :3].float().clamp(0, 1).reshape(v, frames_per_view, *images.shape[1:3], 3)
+        x = images[..., :3].reshape(v, frames_per_view, *images.shape[1:3], 3)  # a view: rounded to uint8 per view
         times = cameras.times if cameras.times is not None and len(cameras.times) == frames_per_view > 1 else None
-        return io.NodeOutput(MultiViewVideo(x.clone(), cameras, times))
+        return io.NodeOutput(MultiViewVideo(x, cameras, times))
 
 
 class SyntheticCharacter(io.ComfyNode):
@@ -142,9 +159,11 @@ class Fit4DGaussians(io.ComfyNode):
                 io.Int.Input("iterations", default=6000, min=1, max=200000,
                              tooltip="Training steps at most: more gives a sharper, steadier character and takes "
                                      "longer. The time budget (seconds) may end the fit earlier."),
-                io.Float.Input("seconds", default=0.0, min=0.0, max=86400.0, step=10.0,
-                               tooltip="Time budget in seconds for the whole fit; 0 = no limit. The schedule is "
-                                       "compressed to fit the budget."),
+                io.Float.Input("seconds", default=DEFAULT_FIT_SECONDS, min=0.0, max=86400.0, step=10.0,
+                               tooltip=f"Time budget for the whole fit, preparation included: the default "
+                                       f"{DEFAULT_FIT_SECONDS:.0f} s ends it in about {DEFAULT_FIT_SECONDS / 60:.0f} "
+                                       "minutes on any computer (then a short report). Give more time for a "
+                                       "sharper result; 0 = no limit (the steps alone decide)."),
                 io.Float.Input("scale", default=1.0, min=0.05, max=1.0, step=0.05, optional=True,
                                tooltip="Fit on smaller pictures to go faster: 0.5 has 4x fewer pixels per step; 1 "
                                        "keeps every detail."),
@@ -205,7 +224,7 @@ class Fit4DGaussians(io.ComfyNode):
                 motion_model="table", initial_splat=None):
         import comfy.model_management as mm
 
-        from ..charactershot_core.gaussians.fit import FitConfig, fit
+        from ..charactershot_core.gaussians.fit import FitConfig, fit, progress_text
 
         if not isinstance(multiview, MultiViewVideo):
             raise InputError("multiview", f"expected a CHARSHOT_MULTIVIEW, got {type(multiview).__name__}")
@@ -219,8 +238,13 @@ class Fit4DGaussians(io.ComfyNode):
                         rigidity_weight=None if rigidity_weight < 0 else rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed,
                         motion=motion_model)
         bar = Progress(iterations)
+        last_text = [0.0]
 
         def callback(state):
+            now = time.perf_counter()
+            if now - last_text[0] >= 1.0 or state.iteration == 1:
+                last_text[0] = now
+                _progress_text(progress_text(state, cfg.seconds))
             preview = None
             if preview_every and state.iteration % preview_every == 0:
                 from PIL import Image

@@ -252,8 +252,13 @@ class ComfyHost:
                                         events=self.events)
                 ws.settimeout(max(1.0, deadline - time.time()))
                 raw = ws.recv()
-                if isinstance(raw, bytes):  # binary preview frames
-                    self.events.append({"type": "binary", "size": len(raw)})
+                if isinstance(raw, bytes):  # binary preview frames, progress text (event 3: node id + text)
+                    ev = {"type": "binary", "size": len(raw)}
+                    if len(raw) >= 8 and int.from_bytes(raw[:4], "big") == 3:
+                        n = int.from_bytes(raw[4:8], "big")
+                        ev.update(event="text", node=raw[8:8 + n].decode("utf-8", "replace"),
+                                  text=raw[8 + n:].decode("utf-8", "replace"))
+                    self.events.append(ev)
                     continue
                 msg = json.loads(raw)
                 self.events.append(msg)

@@ -191,6 +191,8 @@ def test_fit_without_gsplat_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gsplat", None)
     monkeypatch.setitem(sys.modules, "gsplat.strategy", None)
     rig = orbit_rig(num_views=3, width=24, height=16, square_size=16)
-    video = MultiViewVideo(torch.ones(3, 1, 16, 24, 3), rig, [0.0])
+    frames = torch.ones(3, 1, 16, 24, 3)
+    frames[:, :, 5:11, 9:15] = 0.3  # a character in every view, so the input checks pass
+    video = MultiViewVideo(frames, rig, [0.0])
     with pytest.raises(CharacterShotError, match=r"needs the gsplat package.*pip install"):
         fit(video, FitConfig(iterations=5, backend="torch", init_points=100))

@@ -30,7 +30,7 @@ def knn(points: torch.Tensor, k: int) -> torch.Tensor:
     k = min(k, n - 1)
     if k < 1:
         return torch.zeros(n, 0, dtype=torch.long, device=points.device)
-    pts = points.detach().cpu().double().numpy()
+    pts = points.detach().cpu().numpy().astype(np.float64)  # float64 in numpy only (no such tensor on mps)
     _, idx = cKDTree(pts).query(pts, k=k + 1, workers=max(1, torch.get_num_threads()))
     drop = idx == np.arange(n)[:, None]  # the point itself; where a duplicate took its place, the farthest
     drop[~drop.any(1), -1] = True

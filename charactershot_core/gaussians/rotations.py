@@ -93,7 +93,8 @@ def rotmat_to_quat(m):
     largest of the four candidate forms, stable for any rotation); numpy in -> float64 numpy out, torch in ->
     float32 torch out on the CPU."""
     if isinstance(m, torch.Tensor):
-        return torch.from_numpy(_rotmat_to_quat_np(m.detach().double().cpu().numpy())).float()
+        q = _rotmat_to_quat_np(m.detach().cpu().numpy().astype(np.float64))  # float64 in numpy only
+        return torch.from_numpy(q.astype(np.float32))
     return _rotmat_to_quat_np(m)
 
 

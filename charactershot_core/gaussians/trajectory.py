@@ -73,7 +73,7 @@ def video_flows(frames: torch.Tensor, upsample: int = 2):
     ``frames`` (V, T, H, W, 3) in [0, 1] -> ``(fwd, bwd)`` each (V, T-1, H, W, 2) float32 pixels (x, y), where
     ``fwd[v, i]`` maps frame i to i+1 and ``bwd[v, i]`` frame i+1 to i. The images are upsampled ``upsample`` times
     for the solve (DIS works on 8-bit grey images and patches of 8 px: 180x120 is too small for its pyramid)."""
-    import cv2
+    from ..opencv import cv2
 
     v, nt, h, w, _ = frames.shape
     fwd = np.zeros((v, max(0, nt - 1), h, w, 2), np.float32)

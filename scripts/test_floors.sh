@@ -2,7 +2,7 @@
 # The tests that exercise the pack's dependencies, run with the lowest versions requirements.txt allows
 # (requirements-floors.txt, installed into .cache/floors-site, or $CHARSHOT_FLOORS_SITE, and put before the
 # project's .venv on the path).
-# Extra arguments go to pytest instead of the default selection, e.g. `scripts/test_floors.sh tests/test_poses.py`.
+# Arguments go to pytest; test paths among them replace the default selection (`scripts/test_floors.sh tests/test_poses.py`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -32,8 +32,10 @@ for name, version in pins.items():
     assert got == version, f"{name}: {got} imported, {version} pinned"
 print("[floors] " + ", ".join(f"{n}=={v}" for n, v in pins.items()))
 PY
-if [ "$#" -eq 0 ]; then
-  set -- tests/test_models_parity.py tests/test_models_transformer.py tests/test_models_loading.py \
+paths=0
+for a in "$@"; do case "$a" in tests/*|./tests/*) paths=1 ;; esac; done
+if [ "$paths" -eq 0 ]; then  # options only (or nothing): the default selection
+  set -- "$@" tests/test_models_parity.py tests/test_models_transformer.py tests/test_models_loading.py \
     tests/test_sampling.py tests/test_poses.py tests/test_canvas.py tests/test_views.py tests/test_package.py
 fi
 exec "$py" -m pytest -q -p no:cacheprovider "$@"

@@ -36,7 +36,7 @@ MUST_HAVE = ["__init__.py", "nodes/__init__.py", "charactershot_core/__init__.py
              "LICENSE", "pyproject.toml", "requirements.txt", "docs/icon.png"]
 # Development material: tests, benchmarks (GPU tooling included), dev scripts, CI, raw benchmark data, test tools.
 KEPT_OUT = ("tests/", "benchmarks/", "scripts/", ".ci/", "docs/bench/")
-KEPT_OUT_FILES = ("requirements-dev.txt", ".gitignore", ".comfyignore")
+KEPT_OUT_FILES = ("requirements-dev.txt", "requirements-floors.txt", ".gitignore", ".comfyignore")
 
 # What remains of the scanner's patterns in the shipped Python, and why none of it is reachable from a node input.
 ALLOWED = {
@@ -301,21 +301,19 @@ def _references(archive, name: str) -> dict[str, list[str]]:
     """Archive module -> the functions (``<module>`` at top level) whose bodies mention ``name``."""
     out: dict[str, list[str]] = {}
     for path, src in _archive_python(archive).items():
-        tree = ast.parse(src)
-        owners = set()
-
-        def visit(node, owner):
+        owners: set[str] = set()
+        todo = [(ast.parse(src), "<module>")]
+        while todo:
+            node, owner = todo.pop()
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    visit(child, child.name if owner == "<module>" else f"{owner}.{child.name}")
+                    todo.append((child, child.name if owner == "<module>" else f"{owner}.{child.name}"))
                     continue
                 if (isinstance(child, ast.Name) and child.id == name) or \
                         (isinstance(child, ast.Attribute) and child.attr == name) or \
                         (isinstance(child, ast.alias) and (child.asname or child.name).split(".")[-1] == name):
                     owners.add(owner)
-                visit(child, owner)
-
-        visit(tree, "<module>")
+                todo.append((child, owner))
         if owners:
             out[path] = sorted(owners)
     return out

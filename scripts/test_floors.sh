@@ -36,6 +36,7 @@ paths=0
 for a in "$@"; do case "$a" in tests/*|./tests/*) paths=1 ;; esac; done
 if [ "$paths" -eq 0 ]; then  # options only (or nothing): the default selection
   set -- "$@" tests/test_models_parity.py tests/test_models_transformer.py tests/test_models_loading.py \
-    tests/test_sampling.py tests/test_poses.py tests/test_canvas.py tests/test_views.py tests/test_package.py
+    tests/test_sampling.py tests/test_poses.py tests/test_canvas.py tests/test_views.py tests/test_package.py \
+    tests/test_distributed_ray.py
 fi
 exec "$py" -m pytest -q -p no:cacheprovider "$@"

@@ -283,8 +283,6 @@ def test_the_declared_floors_are_the_tested_versions():
         if name == "torch":
             assert spec == "", "torch is the host's: no pin, no floor"
             continue
-        if name == "ray":
-            continue  # optional, exercised by tests/test_distributed_*.py with the version in requirements-dev.txt
         m = re.fullmatch(r">=([\d.]+)", spec)
         assert m, f"{line}: expected a floor (NAME>=VERSION)"
         tested = gpu_pins[name] if name == "gsplat" else pins.get(name)

@@ -2,8 +2,11 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from ..charactershot_core.opencv import warn_at_load
 from . import cameras, gaussians, models, prepare, preview, sampling, views
 from . import splat
+
+warn_at_load()  # OpenCV missing or installed twice: say so in the server log, once
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

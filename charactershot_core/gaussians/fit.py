@@ -625,7 +625,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
                                     f"(initialisation took {init_seconds:.1f} s); allow more time")
     for p_ in model.parameters():
         p_.requires_grad_(False)
-    model.eval()
+    model.train(False)  # eval mode
     sstate.pop("traj_init", None)
     result = FitResult(model, it, time.perf_counter() - t_start, init_seconds, used_backend, device, history,
                        cfg.to_dict())

@@ -86,7 +86,7 @@ class PairFlows:
     ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]); ``views`` the view indices to use (default all)."""
 
     def __init__(self, frames: torch.Tensor, views=None, scale: float | None = None):
-        import cv2
+        from ..opencv import cv2
 
         self.frames = frames
         v, nt, h, w, _ = frames.shape
@@ -99,7 +99,7 @@ class PairFlows:
         self._last = ()
 
     def gray(self, k: int, i: int) -> np.ndarray:
-        import cv2
+        from ..opencv import cv2
 
         key = (k, i)
         if key not in self._grays:
@@ -114,7 +114,7 @@ class PairFlows:
 
     def one(self, k: int, i: int, j: int):
         """Flow of view ``k`` from frame i to frame j and back -> two (H, W, 2) float32 arrays (pixels x, y)."""
-        import cv2
+        from ..opencv import cv2
 
         self._last = (i, j)
         a, b = self.gray(k, i), self.gray(k, j)

@@ -93,7 +93,7 @@ class StoreReport:
 
 
 def _write_png(path: str, rgb: np.ndarray) -> None:
-    import cv2
+    from ..opencv import cv2
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
@@ -103,7 +103,7 @@ def _write_png(path: str, rgb: np.ndarray) -> None:
 
 
 def _read_png(path: str) -> np.ndarray:
-    import cv2
+    from ..opencv import cv2
 
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
@@ -271,7 +271,7 @@ def read_official_mp4(path: str, groups: list, frames_per_view: int = 25) -> np.
 
     Each view is taken from the first group that lists it (view 0 from group 0), as ``prepare_data.py`` does.
     """
-    import cv2
+    from ..opencv import cv2
 
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():

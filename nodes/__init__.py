@@ -16,4 +16,9 @@ class CharacterShotExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> CharacterShotExtension:
+    from .samples import install_samples
+
+    # the templates' sample inputs, into input/charactershot_samples/ (never overwritten; ComfyUI 0.3.75 calls no
+    # ComfyExtension.on_load, so this happens here, when the pack loads)
+    install_samples()
     return CharacterShotExtension()

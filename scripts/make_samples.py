@@ -27,7 +27,13 @@ sys.path.insert(0, str(REPO))
 
 from charactershot_core.cameras import official_rig  # noqa: E402
 from charactershot_core.gaussians.synthetic import _BONE_INDEX, SyntheticCharacter  # noqa: E402
-from charactershot_core.poses.keypoints import N_BODY, N_FACE, N_HAND, Pose, to_pose_keypoint  # noqa: E402
+from charactershot_core.poses.keypoints import (  # noqa: E402
+    N_BODY,
+    N_FACE,
+    N_HAND,
+    Pose,
+    to_pose_keypoint,
+)
 
 SAMPLES = REPO / "charactershot_core" / "data" / "samples"
 PICTURE_SIZE = 320  # pixels of the square picture
@@ -79,7 +85,7 @@ def pose_at(char: SyntheticCharacter, rig, t: float) -> Pose:
     return pose
 
 
-def character_picture(char: SyntheticCharacter, rig) -> "Image.Image":
+def character_picture(char: SyntheticCharacter, rig):
     """View 0 at t = 0, RGBA (alpha = the rendered coverage), cropped to a square around the character."""
     import torch
     from PIL import Image

@@ -25,7 +25,7 @@ from PIL import Image
 
 from charactershot_core.gaussians.export import read_bundle
 
-from scripts.make_example_workflows import OUT, TWINS, read_twin
+from scripts.make_example_workflows import TWINS, read_twin, template_path
 from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
 from tests.comfy_host import NEWEST_FRONTEND
 
@@ -81,14 +81,14 @@ def test_web_extension_is_registered(page):
 
 @pytest.mark.parametrize("twin", sorted(TWINS.glob("*.json")), ids=lambda p: p.stem)
 def test_template_opens_and_serialises_to_its_twin(page, twin):
-    template = json.loads((OUT / twin.name).read_text())
+    template = json.loads(template_path(twin).read_text())
     loaded = page.eval(f"""(async () => {{
         await window.app.loadGraphData({json.dumps(template)});
         return window.app.graph._nodes.map(n => [String(n.id), n.type, !!LiteGraph.registered_node_types[n.type]]);
     }})()""")
     spec = read_twin(twin)
     # only the third-party nodes the twin declares (DWPose...) may be missing here: this host does not install them
-    third_party = {k for k, n in spec.prompt.items() if n["class_type"] in spec.ui_only}
+    third_party = {k for k, n in {**spec.prompt, **spec.optional}.items() if n["class_type"] in spec.ui_only}
     assert loaded and all(known or key in third_party for key, _, known in loaded), f"missing node types: {loaded}"
     prompt = page.eval("(async () => (await window.app.graphToPrompt()).output)()")
     expected = {k: n for k, n in spec.prompt.items() if k not in third_party}
@@ -103,7 +103,7 @@ def test_template_opens_and_serialises_to_its_twin(page, twin):
 
 
 def test_saved_files_appear_under_the_node_and_stay_out_of_the_prompt(page):
-    template = json.loads((OUT / "charactershot_4d_synthetic.json").read_text())
+    template = json.loads(template_path("charactershot_4d_synthetic.json").read_text())
     names = page.eval(f"""(async () => {{
         await window.app.loadGraphData({json.dumps(template)});
         const n = window.app.graph._nodes.find(n => n.type === 'CharacterShotSave4DGaussians');
@@ -128,7 +128,7 @@ def test_a_workflow_saved_with_ray_address_keeps_its_widgets_in_place(page, comf
     read as something else) and execution must take its default; a non-empty one is refused when queued."""
     info = comfy.object_info("CharacterShotMultiViewSampler")["CharacterShotMultiViewSampler"]
     assert info["input_order"]["optional"][-2:] == ["ray_address", "execution"]
-    template = json.loads((OUT / "charactershot_multiview_from_views.json").read_text())
+    template = json.loads(template_path("charactershot_multiview_from_views.json").read_text())
     node = next(n for n in template["nodes"] if n["type"] == "CharacterShotMultiViewSampler")
     assert node["widgets_values"][-2:] == ["", "here"]
     node["widgets_values"] = node["widgets_values"][:-2] + [old_value]  # the old layout: ..., reuse_finished, ray_address

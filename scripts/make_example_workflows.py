@@ -7,8 +7,14 @@ from what is tested. Run it after changing a node's inputs or a twin:
     .venv/bin/python scripts/make_example_workflows.py          # starts a temporary ComfyUI for /object_info
     .venv/bin/python scripts/make_example_workflows.py --thumbnails-only   # only the .jpg thumbnails
 
-Every template also gets a ``<name>.jpg`` thumbnail (the graph, under ``docs/images/<name>_result.png``/``.jpg`` if
-there is one), which ComfyUI's template browser shows beside it.
+What a twin adds to its graph (keys starting with "_"): ``_file``, the template's file name, which both front-ends
+show as the card's title and description (they read nothing else for a custom pack's templates), numbered so the
+demo comes first; ``_groups``, the stages (a titled group each, in rows, a few columns of nodes per group);
+``_optional_nodes``, shown bypassed (an optional path); ``_ui_only_nodes``, third-party node specs with their pack
+(``cnr_id``/``aux_id``/``ver``). ``tests/workflows/<twin>.md`` is the template's Markdown note. Every node gets its
+pack in ``properties`` (core, this pack from pyproject.toml, or the third-party one) and a size with room for what
+it shows after a run (tests/test_template_layout_browser.py measures both front-ends). Every template also gets a
+``<file>.jpg`` thumbnail of its result, which the template browser shows on its card.
 """
 
 from __future__ import annotations

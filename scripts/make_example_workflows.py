@@ -83,7 +83,7 @@ SHOWS_BELOW = {
     "CharacterShotCameraRig": 220, "CharacterShotSaveMultiView": 300, "CharacterShotPreview4D": 380, "CharacterShotLoad4DGaussians": 380, "CharacterShotSave4DGaussians": 520,
 }
 VIEW_SCALE = 0.8  # the zoom a template opens at (text is drawn in full from 0.6 up)
-VIEW_OFFSET = (100, 110)  # graph units: the note's corner clear of the editor's side bar and top menu
+VIEW_OFFSET = (100, 170)  # graph units: the note's title clear of the side bar, the tabs and the workflow menu
 
 
 def _text_width(text: str, px: float = 7.6) -> float:

@@ -13,7 +13,7 @@ demo comes first; ``_groups``, the stages (a titled group each, in rows, a few c
 ``_optional_nodes``, shown bypassed (an optional path); ``_ui_only_nodes``, third-party node specs with their pack
 (``cnr_id``/``aux_id``/``ver``). ``tests/workflows/<twin>.md`` is the template's Markdown note. Every node gets its
 pack in ``properties`` (core, this pack from pyproject.toml, or the third-party one) and a size with room for what
-it shows after a run (tests/test_template_layout_browser.py measures both front-ends). Every template also gets a
+it shows after a run (tests/template_layout.py measures both front-ends). Every template also gets a
 ``<file>.jpg`` thumbnail of its result, which the template browser shows on its card.
 """
 
@@ -77,7 +77,7 @@ GROUP_PAD, GROUP_TITLE = 24, 46  # inside a group: padding, and its title bar
 NOTE_W = 480
 MULTILINE_H = 110  # a multiline text box
 # what a node shows below its widgets (an image, the 4D preview, the saved-file list), kept free from the start so
-# that nothing moves or overlaps after a run; checked by tests/test_template_layout_browser.py on both front-ends
+# that nothing moves or overlaps after a run; checked by tests/template_layout.py on both front-ends
 SHOWS_BELOW = {
     "LoadImage": 300, "SaveImage": 300, "PreviewImage": 300, "SaveAnimatedWEBP": 300, "SaveWEBM": 300,
     "CharacterShotCameraRig": 220, "CharacterShotSaveMultiView": 300, "CharacterShotPreview4D": 380, "CharacterShotLoad4DGaussians": 380, "CharacterShotSave4DGaussians": 520,

@@ -20,4 +20,11 @@ class CharacterShotExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> CharacterShotExtension:
+    import folder_paths
+
+    from ..charactershot_core.samples import install_samples
+
+    # the templates' sample inputs, into input/ as charactershot_sample_* (never overwritten; ComfyUI 0.3.75 calls no
+    # ComfyExtension.on_load, so this happens here, when the pack loads)
+    install_samples(folder_paths.get_input_directory())
     return CharacterShotExtension()

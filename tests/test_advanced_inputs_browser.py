@@ -182,10 +182,10 @@ def test_model_metadata_lets_the_front_end_offer_the_download(page):
     front-end what it needs to offer the missing file's download: without it, the same model is listed with no
     download. (1.58 checks only widget values that are file names: our loaders' folder values such as
     'CharacterShot/' are refused when the prompt is queued instead, naming the download and the folder.)"""
-    from scripts.make_example_workflows import OUT
+    from scripts.make_example_workflows import template_path
 
     _setting(page, "Comfy.VueNodes.Enabled", False)
-    template = json.loads((OUT / "charactershot_one_picture_to_4d.json").read_text())
+    template = json.loads(template_path("charactershot_one_picture_to_4d.json").read_text())
     declared = [m for n in template["nodes"] for m in n.get("properties", {}).get("models", [])]
     assert {"name": "sv3d_p.safetensors", "directory": "checkpoints",
             "url": "https://huggingface.co/stabilityai/sv3d/resolve/main/sv3d_p.safetensors"} in declared

@@ -32,7 +32,8 @@ TOP_LEVEL = {"__init__.py", "nodes", "charactershot_core", "web", "example_workf
 SHIPPED_TREES = ("nodes/", "charactershot_core/", "web/", "example_workflows/")
 MUST_HAVE = ["__init__.py", "nodes/__init__.py", "charactershot_core/__init__.py", "charactershot_core/__main__.py",
              "charactershot_core/data/cam_template_21.json", "web/js/charactershot.js", "web/js/splat4d_viewer.js",
-             "example_workflows/charactershot_demo.json", "example_workflows/charactershot_demo.jpg", "README.md",
+             "example_workflows/1 Start here - 4D character demo (CPU, no downloads).json",
+             "example_workflows/1 Start here - 4D character demo (CPU, no downloads).jpg", "README.md",
              "LICENSE", "pyproject.toml", "requirements.txt", "docs/icon.png"]
 # Development material: tests, benchmarks (GPU tooling included), dev scripts, CI, raw benchmark data, test tools.
 KEPT_OUT = ("tests/", "benchmarks/", "scripts/", ".ci/", "docs/bench/")

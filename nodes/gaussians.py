@@ -259,6 +259,8 @@ class Fit4DGaussians(io.ComfyNode):
 
         with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
             result = fit(video, cfg, callback, initial=_initial_from_splat(initial_splat))
+            if bar.value < bar.total:  # the fit is done: a budget that ended it between two steps fills the bar
+                bar.step(bar.total - bar.value)
             rep = training_report(result.model, video, backend)  # the choice, like every other render
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),

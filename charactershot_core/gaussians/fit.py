@@ -439,7 +439,8 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
                         edges_n = model.num_gaussians
                 t_prev = None  # the flow initialisation is not an iteration's duration
                 p = progress(it)
-                if p >= 1.0 and it > 1:  # the budget is spent: no iteration past it
+                if (cfg.seconds is not None and time.perf_counter() - t_start >= cfg.seconds
+                        and it > 1):  # the time budget is spent: no iteration past it
                     it -= 1
                     break
         if table and stage == "sweep" and (p >= cfg.coarse_fraction + cfg.sweep_fraction or not sweep_order):

@@ -41,6 +41,7 @@ from .data import MultiViewVideo
 from .init import visual_hull
 from .background import whiten_video
 from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
+from .robust import DEFAULTS as ROBUST_DEFAULTS
 from .robust import ViewCorrections
 from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
@@ -116,14 +117,14 @@ class FitConfig:
     # views like a video model's (robust.py): the background estimated from each image's border (background.py),
     # a per-view affine colour + per-view-and-frame gain applied to the render in the loss only (appearance.py),
     # a per-view SE(3) refinement of the training cameras (camera_refine.py), the per-pixel penalty
-    background_estimate: bool = False
-    appearance: bool = False
+    background_estimate: bool = ROBUST_DEFAULTS["background_estimate"]
+    appearance: bool = ROBUST_DEFAULTS["appearance"]
     lr_appearance: float = 5e-3
     appearance_reg: float = 1e-2
-    pose_refine: bool = False
+    pose_refine: bool = ROBUST_DEFAULTS["pose_refine"]
     lr_pose: float = 2e-4
     pose_reg: float = 1e-2
-    robust_loss: str = "l1"           # "l1", "charbonnier" or "trimmed"
+    robust_loss: str = ROBUST_DEFAULTS["robust_loss"]  # "l1", "charbonnier" or "trimmed"
     # rendering
     backend: str = "auto"
     device: str | None = None         # where the fit runs; None = the first CUDA GPU if there is one, else the CPU

@@ -112,7 +112,9 @@ HELP_ROBUST = {
                            "fitting, for generated views whose background drifted off white: free in speed, +0.3 dB held-out at the middle degradation strength; "
                            "white backgrounds are left as they are.",
     "appearance": "Learn a colour correction per view (affine) and a gain per view and frame, used in the loss only "
-                  "(never rendered): about 25 % fewer iterations per second (measured on a CPU); no gain measured on the degraded demo (-0.2 dB at the middle strength against the background estimate alone), so off by default.",
+                  "(never rendered): about 2 % slower per iteration (8 ms of 0.4 s on a CPU); no gain measured on "
+                  "the degraded demo (-0.2 dB at the middle strength against the background estimate alone), so off "
+                  "by default.",
     "pose_refine": "Learn a small pose correction per training camera against the rig, for views a pixel or so off "
                    "it: free in speed; +1.2 dB held-out at the middle degradation strength (with the appearance correction on).",
     "robust_loss": "Per-pixel penalty of the photometric loss: l1 (L1 + D-SSIM), charbonnier, or trimmed (each "

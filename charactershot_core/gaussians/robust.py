@@ -116,7 +116,8 @@ HELP_ROBUST = {
                   "the degraded demo (-0.2 dB at the middle strength against the background estimate alone), so off "
                   "by default.",
     "pose_refine": "Learn a small pose correction per training camera against the rig, for views a pixel or so off "
-                   "it: free in speed; +1.2 dB held-out at the middle degradation strength (with the appearance correction on).",
+                   "it: free in speed; +0.9 dB held-out at the middle degradation strength, but -0.7 dB on "
+                   "perfectly consistent views, so off by default.",
     "robust_loss": "Per-pixel penalty of the photometric loss: l1 (L1 + D-SSIM), charbonnier, or trimmed (each "
                    "image's largest residuals pull less: details one view invents); same speed; trimmed cost 0.2 dB at the middle strength (with the other options on).",
 }

@@ -1,4 +1,4 @@
-"""A fit robust to views like a video model's: what the fitting loop calls (``fit.py`` hooks in four places).
+"""A fit robust to views like a video model's: what the fitting loop calls (its hooks in ``fit.py`` are listed in docs/4d.md).
 
 :class:`ViewCorrections` bundles the options of ``FitConfig`` for inconsistent views:
 

@@ -1,4 +1,5 @@
-"""A fit robust to views like a video model's: what the fitting loop calls (its hooks in ``fit.py`` are listed in docs/4d.md).
+"""A fit robust to views like a video model's: what the fitting loop calls (its hooks in ``fit.py`` are listed in
+docs/4d.md, "Views like a video model's").
 
 :class:`ViewCorrections` bundles the options of ``FitConfig`` for inconsistent views:
 

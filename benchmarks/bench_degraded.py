@@ -1,6 +1,6 @@
 """Views like a video model's (issue 22): fit the synthetic character's multi-view video degraded as generated views
 are (per-view colour and exposure, misalignment against the rig, flicker, details that disagree between views;
-``charactershot_core.gaussians.degrade``) at a few strengths, and score the held-out views against the CLEAN truth.
+``charactershot_core.gaussians.synthetic.degrade``) at a few strengths, and score the held-out views against the CLEAN truth.
 
 The demo's setting: the wave, 21 official views x 9 frames at 180x120, views 3, 10, 17 held out (never degraded,
 never trained on: they are the clean truth), seed 0, the same degradation seed for every run. Reported per
@@ -32,9 +32,9 @@ sys.path.insert(0, ROOT)
 
 from charactershot_core.cameras import official_rig  # noqa: E402
 from charactershot_core.gaussians.data import MultiViewVideo  # noqa: E402
-from charactershot_core.gaussians.degrade import degrade  # noqa: E402
+from charactershot_core.gaussians.synthetic.degrade import degrade  # noqa: E402
 from charactershot_core.gaussians.fit import FitConfig, fit, render_views  # noqa: E402
-from charactershot_core.gaussians.metrics import COVERAGE_TOL, FG_THRESHOLD, clip_scores  # noqa: E402
+from charactershot_core.gaussians.evaluation.metrics import COVERAGE_TOL, FG_THRESHOLD, clip_scores  # noqa: E402
 from charactershot_core.gaussians.synthetic import SyntheticCharacter  # noqa: E402
 
 HOLDOUT = (3, 10, 17)

@@ -1,6 +1,6 @@
 """4D exports: time and file size per format, and the .splatv cubic-motion fit error.
 
-The synthetic character (charactershot_core/gaussians/synthetic.py: a rigged figure with a known motion) is baked
+The synthetic character (charactershot_core/gaussians/synthetic/character.py: a rigged figure with a known motion) is baked
 at N Gaussians x T frames and written through ``formats.export_formats`` in every format (per-frame .ply and .spz,
 one .splatv, the one-file .html, the .cs4d bundle). For each N it prints seconds (writing only; baking the frames is
 listed once as ``bake``) and MB per format, and the .splatv fit figures (position error relative to the character's

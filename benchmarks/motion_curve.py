@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 from charactershot_core.cameras import official_rig  # noqa: E402
 from charactershot_core.gaussians.data import MultiViewVideo  # noqa: E402
 from charactershot_core.gaussians.fit import FitConfig, fit, render_views  # noqa: E402
-from charactershot_core.gaussians.metrics import score  # noqa: E402
+from charactershot_core.gaussians.evaluation.metrics import score  # noqa: E402
 from charactershot_core.gaussians.synthetic import SyntheticCharacter  # noqa: E402
 
 HOLDOUT = [3, 10, 17]

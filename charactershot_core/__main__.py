@@ -7,26 +7,24 @@ the pack offers.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from .errors import CharacterShotError
-
-# modules that add sub-commands; each has register(subparsers) -> None
-COMMAND_MODULES = ["charactershot_core.cli_info", "charactershot_core.models.cli", "charactershot_core.gaussians.cli",
-                   "charactershot_core.sampling.cli", "charactershot_core.distributed.cli"]
+from .naming import check_path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every stage's sub-commands; each ``cli`` module has ``register(subparsers) -> None`` (imported here, when the
+    parser is built, so that importing this module stays cheap)."""
+    from . import cli_info
+    from .distributed import cli as distributed_cli
+    from .gaussians import cli as gaussians_cli
+    from .models import cli as models_cli
+    from .sampling import cli as sampling_cli
+
     parser = argparse.ArgumentParser(prog="python -m charactershot_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="command")
-    for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and (name == e.name or name.startswith(e.name + ".")):  # stage not in this build
-                continue
-            raise
+    for mod in (cli_info, models_cli, gaussians_cli, sampling_cli, distributed_cli):
         mod.register(sub)
     return parser
 
@@ -38,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        for attr in ("out", "metrics"):  # paths the command creates: names legal on every system
+            value = getattr(args, attr, None)
+            if isinstance(value, str) and value:
+                check_path(value, f"--{attr}", "path")
         return int(args.func(args) or 0)
     except CharacterShotError as e:
         print(f"error: {e}", file=sys.stderr)

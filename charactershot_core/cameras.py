@@ -40,6 +40,12 @@ OFFICIAL_HEIGHT = 0.7
 CANVAS_W, CANVAS_H, SQUARE = 720, 480, 480
 
 
+def _host(arr: np.ndarray, dtype) -> np.ndarray:
+    """float64 camera maths -> the array torch wraps: already float32 when the tensor is float32 (no float64 tensor
+    is made on the way, which devices without float64 such as mps cannot hold)."""
+    return arr.astype(np.float32) if dtype == torch.float32 else arr
+
+
 @dataclass
 class CameraRig:
     """A set of pinhole cameras on one canvas size.
@@ -119,11 +125,11 @@ class CameraRig:
 
     def viewmats(self, device=None, dtype=torch.float32) -> torch.Tensor:
         """(V, 4, 4) world-to-camera matrices as gsplat's ``viewmats`` expects them."""
-        return torch.as_tensor(self.w2c_cv(), dtype=dtype, device=device)
+        return torch.as_tensor(_host(self.w2c_cv(), dtype), dtype=dtype, device=device)
 
     def Ks(self, device=None, dtype=torch.float32) -> torch.Tensor:
         """(V, 3, 3) intrinsics as gsplat's ``Ks`` expects them."""
-        return torch.as_tensor(self.K(), dtype=dtype, device=device)
+        return torch.as_tensor(_host(self.K(), dtype), dtype=dtype, device=device)
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project world points (N, 3) into every camera: returns pixels (V, N, 2) and depths (V, N)."""

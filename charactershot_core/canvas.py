@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from .errors import InputError
+from .opencv import cv2
 
 CANVAS_W = 720
 CANVAS_H = 480

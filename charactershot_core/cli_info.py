@@ -51,7 +51,6 @@ def _cameras(args) -> int:
 
 def _demo(args) -> int:
     """The bundled demo: what the current build offers, run headless end to end."""
-    import importlib.util
     import os
 
     from .cameras import official_rig, rig_preview
@@ -63,12 +62,9 @@ def _demo(args) -> int:
     Image.fromarray(rig_preview(rig)).save(os.path.join(args.out, "official_rig.png"))
     rig.save(os.path.join(args.out, "official_rig.json"))
     print(f"wrote {args.out}/official_rig.png and official_rig.json (21 template cameras)")
-    if importlib.util.find_spec("charactershot_core.gaussians.demo") is not None:
-        from .gaussians.demo import run_demo
+    from .gaussians.synthetic.demo import run_demo
 
-        return run_demo(args)
-    print("the 4D stage is not part of this build yet")
-    return 0
+    return run_demo(args)
 
 
 def register(sub) -> None:

@@ -219,7 +219,7 @@ def _stack_views(frames, name: str) -> np.ndarray:
 def center_crop_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Centre-crop (H, W, C) uint8 to the aspect of ``width`` x ``height`` and resize: what core's SV3D conditioning
     does to its ``init_image`` (``common_upscale(..., "center")``), so the input lines up with SV3D's frames."""
-    import cv2
+    from .opencv import cv2
 
     h, w = image.shape[:2]
     target = width / height

@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
-from .common import CATEGORY, Cameras, numpy_to_image
+from .common import CATEGORY, Cameras, advanced, numpy_to_image
 from .paths import list_input_files, resolve_input_file, save_output_file
 
 PRESETS = ["official_21_views", "custom_orbit", "from_json_file"]
@@ -28,32 +28,41 @@ class CameraRig(io.ComfyNode):
                         "21-view orbit; other rigs are for the 4D stage and previews.",
             inputs=[
                 io.Combo.Input("preset", options=PRESETS, default=PRESETS[0],
-                               tooltip="official_21_views: the template the model was trained on (radius 3.5, "
-                                       "height 0.7, FoV 39.6° over the central 480x480). custom_orbit: the values "
-                                       "below. from_json_file: a rig saved as JSON in ComfyUI's input folder."),
+                               tooltip="official_21_views: the cameras the model was trained on (use these to make "
+                                       "videos). custom_orbit: your own circle of cameras, set below. "
+                                       "from_json_file: a rig saved as JSON in ComfyUI's input folder."),
                 io.Int.Input("num_views", default=21, min=1, max=360,
-                             tooltip="Number of cameras on the orbit (custom_orbit)."),
+                             tooltip="custom_orbit: how many cameras on the circle (the video model needs the 21 "
+                                     "of the official rig)."),
                 io.Float.Input("radius", default=cam.OFFICIAL_RADIUS, min=0.1, max=100.0, step=0.05,
-                               tooltip="Distance from the cameras to the look-at point, in metres (custom_orbit)."),
+                               tooltip="custom_orbit: distance from the cameras to the character, in metres."),
                 io.Float.Input("elevation", default=0.0, min=-89.0, max=89.0, step=1.0,
-                               tooltip="Degrees above the look-at point (custom_orbit)."),
-                io.Float.Input("look_at_height", default=cam.OFFICIAL_HEIGHT, min=-10.0, max=10.0, step=0.05,
-                               tooltip="Height of the point on the character's axis the cameras look at (custom_orbit)."),
-                io.Float.Input("fov", default=round(cam.OFFICIAL_FOV_DEG, 4), min=1.0, max=170.0, step=0.1,
-                               tooltip="Field of view in degrees across the central square of the canvas "
-                                       "(480 px on 720x480), as in the official template (custom_orbit)."),
-                io.Float.Input("start_azimuth", default=0.0, min=-360.0, max=360.0, step=1.0,
-                               tooltip="Azimuth of view 0 in degrees; 0 puts it in front of the character like the "
-                                       "official view 0 (custom_orbit)."),
-                io.Combo.Input("direction", options=["counterclockwise", "clockwise"], default="counterclockwise",
-                               tooltip="Order of the views seen from above; the official rig is counterclockwise."),
-                io.Int.Input("width", default=cam.CANVAS_W, min=8, max=8192, step=8,
-                             tooltip="Canvas width in pixels (custom_orbit); the model needs 720."),
-                io.Int.Input("height", default=cam.CANVAS_H, min=8, max=8192, step=8,
-                             tooltip="Canvas height in pixels (custom_orbit); the model needs 480."),
+                               tooltip="custom_orbit: camera height in degrees (0 = eye level, positive = from "
+                                       "above)."),
+                advanced(io.Float.Input("look_at_height", default=cam.OFFICIAL_HEIGHT, min=-10.0, max=10.0,
+                                        step=0.05,
+                                        tooltip="custom_orbit: the height on the character the cameras aim at, in "
+                                                "metres.")),
+                advanced(io.Float.Input("fov", default=round(cam.OFFICIAL_FOV_DEG, 4), min=1.0, max=170.0,
+                                        step=0.1,
+                                        tooltip="custom_orbit: field of view in degrees across the central square "
+                                                "of the picture; smaller zooms in.")),
+                advanced(io.Float.Input("start_azimuth", default=0.0, min=-360.0, max=360.0, step=1.0,
+                                        tooltip="custom_orbit: where the first camera stands, in degrees around the "
+                                                "character; 0 = in front.")),
+                advanced(io.Combo.Input("direction", options=["counterclockwise", "clockwise"],
+                                        default="counterclockwise",
+                                        tooltip="The order of the cameras seen from above; the official rig goes "
+                                                "counterclockwise.")),
+                advanced(io.Int.Input("width", default=cam.CANVAS_W, min=8, max=8192, step=8,
+                                      tooltip="custom_orbit: picture width in pixels; the video model needs "
+                                              "720.")),
+                advanced(io.Int.Input("height", default=cam.CANVAS_H, min=8, max=8192, step=8,
+                                      tooltip="custom_orbit: picture height in pixels; the video model needs "
+                                              "480.")),
                 io.Combo.Input("json_file", options=files, default=NO_FILE, optional=True,
-                               tooltip="Rig JSON in ComfyUI's input folder (from_json_file): the official template "
-                                       "layout or one saved by CharacterShot Save Camera Rig."),
+                               tooltip="from_json_file: the rig JSON in ComfyUI's input folder (one saved by "
+                                       "CharacterShot Save Camera Rig, or the official template)."),
             ],
             outputs=[
                 Cameras.Output(display_name="cameras", tooltip="The camera rig."),
@@ -92,9 +101,10 @@ class SaveCameraRig(io.ComfyNode):
                         "ComfyUI's output folder.",
             is_output_node=True,
             inputs=[
-                Cameras.Input("cameras", tooltip="The rig to save."),
+                Cameras.Input("cameras", tooltip="The camera rig to save as JSON, to load again with Camera Rig."),
                 io.String.Input("filename_prefix", default="charactershot/cameras",
-                                tooltip="File name prefix inside the output folder; a counter is appended."),
+                                tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "
+                                        "nothing is overwritten."),
             ],
             outputs=[],
         )

@@ -15,9 +15,28 @@ Cameras = io.Custom("CHARSHOT_CAMERAS")          # charactershot_core.cameras.Ca
 Model4D = io.Custom("CHARSHOT_MODEL")            # multi-view transformer + camera guider + camera embeddings
 Model2D = io.Custom("CHARSHOT_MODEL2D")          # Character2D pose transformer
 VAE = io.Custom("CHARSHOT_VAE")                  # diffusers AutoencoderKLCogVideoX in a ModelPatcher
+# core's splat type: newer core declares io.Splat with io_type "SPLAT"; 0.3.75 gets the same string from io.Custom
+SPLAT_TYPE = "SPLAT"
+Splat = getattr(io, "Splat", None) or io.Custom(SPLAT_TYPE)
 TextEmbeds = io.Custom("CHARSHOT_TEXT")          # prompt + negative prompt embeddings (226 tokens)
 MultiView = io.Custom("CHARSHOT_MULTIVIEW")      # multi-view videos + cameras + times
 Gaussians4D = io.Custom("CHARSHOT_GAUSSIANS4D")  # canonical Gaussians + deformation field
+
+
+def advanced(inp):
+    """Mark an input as one for experts: front-ends that know the flag (1.58 and newer) fold it behind the node's
+    "Show advanced inputs" button, older ones show it as before. The value still reaches the node either way.
+
+    0.3.75's widget inputs take no ``advanced`` argument, but every input's ``extra_dict`` is merged into its
+    definition, which is where front-ends read the flag; newer hosts also have the attribute."""
+    inp.extra_dict = {**(getattr(inp, "extra_dict", None) or {}), "advanced": True}
+    if hasattr(inp, "advanced"):
+        inp.advanced = True
+    return inp
+
+
+def is_advanced(inp) -> bool:
+    return bool((getattr(inp, "extra_dict", None) or {}).get("advanced") or getattr(inp, "advanced", None))
 
 
 def image_to_numpy(image: torch.Tensor, name: str) -> np.ndarray:

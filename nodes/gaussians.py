@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -18,15 +19,16 @@ from ..charactershot_core.gaussians.data import MultiViewVideo
 from ..charactershot_core.gaussians.robust import DEFAULTS as ROBUST_DEFAULTS
 from ..charactershot_core.gaussians.robust import HELP_ROBUST, ROBUST_LOSSES
 from ..charactershot_core.gaussians.threads import cpu_threads
-from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress
+from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, Splat, advanced
+from .gaussians_common import PREVIEW_KEY, framed_orbit, patcher_for, times_from_text, training_rig
 from .paths import folder_root, next_counter, output_target, resolve_in, split_location
-from .preview import PREVIEW_KEY, training_rig
-from .splat import Splat, initial_from_splat
 
 CAT = f"{CATEGORY}/4D"
 BACKENDS = ["auto", "torch", "gsplat"]
 FRAMINGS = ["fit character", "fixed"]
 MOTION_MODELS = ["table", "hexplane"]
+#: the Fit 4D node's default time budget (seconds): its defaults end in a known time on every device
+DEFAULT_FIT_SECONDS = 600.0
 
 
 def _device_for(backend: str) -> torch.device:
@@ -39,19 +41,18 @@ def _device_for(backend: str) -> torch.device:
     return dev
 
 
-def _times_from_text(text: str, model, name: str = "times") -> list[float] | None:
-    if not model.is_dynamic:
-        return None
-    text = (text or "").strip()
-    if not text:
-        return list(model.times)
+def _progress_text(text: str) -> None:
+    """Show ``text`` under the running node (ComfyUI's progress text); nothing when there is no server."""
     try:
-        ts = [float(x) for x in re.split(r"[,\s]+", text) if x]
-    except ValueError:
-        raise InputError(name, f"expected comma-separated times in [0, 1] such as 0, 0.5, 1, got {text!r}") from None
-    if not ts or any(not (0.0 <= t <= 1.0) for t in ts):
-        raise InputError(name, f"expected times in [0, 1], got {text!r}")
-    return ts
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+    except ImportError:
+        return
+    ctx = get_executing_context()
+    server = getattr(PromptServer, "instance", None)
+    if ctx is None or server is None or not hasattr(server, "send_progress_text"):
+        return
+    server.send_progress_text(text, ctx.node_id)
 
 
 # ------------------------------------------------------------------------------------------- multi-view input
@@ -65,10 +66,11 @@ class MultiViewFromImages(io.ComfyNode):
             description="Turns an IMAGE batch of views (view-major: all frames of view 0, then view 1, ...) and "
                         "their cameras into a multi-view video for 4D fitting. Backgrounds must be white.",
             inputs=[
-                io.Image.Input("images", tooltip="Views x frames images, view-major, white background."),
-                Cameras.Input("cameras", tooltip="One camera per view, in the same order as the images."),
+                io.Image.Input("images", tooltip="All frames of every view, view after view (all frames of view 0, "
+                                                 "then view 1, ...), on a white background."),
+                Cameras.Input("cameras", tooltip="The cameras of the views, in the same order as the images."),
                 io.Int.Input("frames_per_view", default=1, min=1, max=4096, optional=True,
-                             tooltip="Frames of each view in the batch (1 for a static multi-view set)."),
+                             tooltip="How many frames each view has in the batch (1 for still pictures)."),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Views, cameras and frame times.")],
         )
@@ -82,9 +84,9 @@ class MultiViewFromImages(io.ComfyNode):
         if b != v * frames_per_view:
             raise InputError("images", f"expected {v} cameras x {frames_per_view} frames = {v * frames_per_view} "
                                        f"images, got {b}")
-        x = images[..., :3].float().clamp(0, 1).reshape(v, frames_per_view, *images.shape[1:3], 3)
+        x = images[..., :3].reshape(v, frames_per_view, *images.shape[1:3], 3)  # a view: rounded to uint8 per view
         times = cameras.times if cameras.times is not None and len(cameras.times) == frames_per_view > 1 else None
-        return io.NodeOutput(MultiViewVideo(x.clone(), cameras, times))
+        return io.NodeOutput(MultiViewVideo(x, cameras, times))
 
 
 class SyntheticCharacter(io.ComfyNode):
@@ -105,16 +107,21 @@ class SyntheticCharacter(io.ComfyNode):
                                        "walk (one walk cycle in place: legs cross, arms swing), turn (the whole "
                                        "body turns 135 degrees on the spot), jump, idle."),
                 io.Int.Input("num_frames", default=25, min=1, max=200,
-                             tooltip="Frames per view, at times i/(frames-1) (1: a static multi-view set)."),
-                io.Float.Input("scale", default=0.25, min=0.05, max=1.0, step=0.05,
-                               tooltip="Resolution factor of the rig's canvas (0.25: 720x480 -> 180x120)."),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Seed of the character's texture."),
-                io.Int.Input("num_gaussians", default=4000, min=100, max=200000, optional=True,
-                             tooltip="Gaussians of the ground-truth character."),
-                Cameras.Input("cameras", optional=True, tooltip="Rig to render from (default: the official 21 views)."),
-                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
-                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
+                             tooltip="Frames of motion per view (1: a still character). More frames: a longer clip "
+                                     "and a longer fit."),
+                advanced(io.Float.Input("scale", default=0.25, min=0.05, max=1.0, step=0.05,
+                                        tooltip="Picture size as a share of 720x480: 0.25 (180x120) fits quickly, "
+                                                "also on a CPU; raise it for more detail and a longer fit.")),
+                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1,
+                             tooltip="Changes the character's colours and pattern."),
+                advanced(io.Int.Input("num_gaussians", default=4000, min=100, max=200000, optional=True,
+                                      tooltip="How detailed the test character is; more takes longer to film.")),
+                Cameras.Input("cameras", optional=True,
+                              tooltip="The cameras that film it (default: the official 21 views)."),
+                advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Rendered views, cameras and times."),
                      io.Image.Output(display_name="images", tooltip="The rendered frames, view-major.")],
@@ -145,54 +152,75 @@ class Fit4DGaussians(io.ComfyNode):
             node_id="CharacterShotFit4DGaussians",
             display_name="CharacterShot Fit 4D Gaussians",
             category=CAT,
-            description="Fits canonical 3D Gaussians plus their motion (a trajectory per Gaussian, or the paper's "
-                        "HexPlane deformation field) to the multi-view videos (one frame per view: static 3D "
-                        "Gaussians, no motion). Frees the diffusion models "
-                        "from VRAM first; shows a preview now and then; Cancel stops within one iteration.",
+            description="Builds the 4D character from the multi-view videos: 3D Gaussians and their motion "
+                        "over time (with one frame per view: a still 3D character). Frees the video models from GPU "
+                        "memory first, shows a preview now and then, and stops within a step when you press Cancel.",
             inputs=[
-                MultiView.Input("multiview", tooltip="Views, cameras and frame times (white background)."),
+                MultiView.Input("multiview", tooltip="The videos of your character from every camera (Multi-View "
+                                                     "Sampler, Load Multi-View or Synthetic Character)."),
                 io.Int.Input("iterations", default=6000, min=1, max=200000,
-                             tooltip="Maximum number of optimisation steps (each renders batch_views cameras)."),
-                io.Float.Input("seconds", default=0.0, min=0.0, max=86400.0, step=10.0,
-                               tooltip="Time budget in seconds for the whole fit; 0 = no limit. The schedule is "
-                                       "compressed to fit the budget."),
+                             tooltip="Training steps at most: more gives a sharper, steadier character and takes "
+                                     "longer. The time budget (seconds) may end the fit earlier."),
+                io.Float.Input("seconds", default=DEFAULT_FIT_SECONDS, min=0.0, max=86400.0, step=10.0,
+                               tooltip=f"Time budget for the whole fit, preparation included: the default "
+                                       f"{DEFAULT_FIT_SECONDS:.0f} s ends it in about {DEFAULT_FIT_SECONDS / 60:.0f} "
+                                       "minutes on any computer (then a short report). Give more time for a "
+                                       "sharper result; 0 = no limit (the steps alone decide)."),
                 io.Float.Input("scale", default=1.0, min=0.05, max=1.0, step=0.05, optional=True,
-                               tooltip="Resolution factor for fitting (0.25 is 4x faster per pixel)."),
-                io.Int.Input("sh_degree", default=0, min=0, max=3, optional=True,
-                             tooltip="Spherical-harmonics degree of the colours (0 = plain colour)."),
-                io.Int.Input("batch_views", default=2, min=1, max=64, optional=True,
-                             tooltip="Cameras rendered per step."),
-                io.Int.Input("initial_gaussians", default=20000, min=100, max=1000000, optional=True,
-                             tooltip="Gaussians sampled on the visual hull at the start."),
-                io.Float.Input("neighbour_weight", default=1.0, min=0.0, max=1000.0, step=0.1, optional=True,
-                               tooltip="Weight of the paper's neighbour constraint (0 = off)."),
-                io.Float.Input("rigidity_weight", default=-1.0, min=-1.0, max=1000.0, step=0.01, optional=True,
-                               tooltip="Local rigidity between neighbouring Gaussians over time (0 = off; -1 = "
-                                       "automatic: 1 for the trajectory table, 0 for HexPlane)."),
-                io.Boolean.Input("densify", default=True, optional=True,
-                                 tooltip="Split, clone and prune Gaussians during the fit."),
-                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
-                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
-                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True, tooltip="Random seed."),
-                io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
-                             tooltip="Send a preview render every this many steps (0 = never)."),
-                io.Combo.Input("motion_model", options=MOTION_MODELS, default=MOTION_MODELS[0], optional=True,
-                               tooltip="table: a trajectory per Gaussian over the frames, initialised from optical "
-                                       "flow (learns fast, also on a CPU); hexplane: the paper's deformation field "
-                                       "(needs many thousands of steps)."),
+                               tooltip="Fit on smaller pictures to go faster: 0.5 has 4x fewer pixels per step; 1 "
+                                       "keeps every detail."),
+                advanced(io.Int.Input("sh_degree", default=0, min=0, max=3, optional=True,
+                                      tooltip="Colour that changes with the viewing angle (shine). 0: plain "
+                                              "colours, fastest and enough for most characters; 1-3 for glossy "
+                                              "materials, slower and bigger files.")),
+                advanced(io.Int.Input("batch_views", default=2, min=1, max=64, optional=True,
+                                      tooltip="Cameras used per training step: more makes each step steadier but "
+                                              "slower.")),
+                advanced(io.Int.Input("initial_gaussians", default=20000, min=100, max=1000000, optional=True,
+                                      tooltip="How many Gaussians the fit starts with: more for very detailed "
+                                              "characters, fewer to go faster. With densify on, the fit adds and "
+                                              "removes Gaussians as it goes.")),
+                advanced(io.Float.Input("neighbour_weight", default=1.0, min=0.0, max=1000.0, step=0.1,
+                                        optional=True,
+                                        tooltip="Keeps neighbouring Gaussians moving together: raise it when parts "
+                                                "tear apart or flicker during the motion, lower it (0 = off) when "
+                                                "fast motion looks smeared.")),
+                advanced(io.Float.Input("rigidity_weight", default=-1.0, min=-1.0, max=1000.0, step=0.01,
+                                        optional=True,
+                                        tooltip="Keeps the body locally rigid while it moves: raise it when limbs "
+                                                "bend like rubber. 0 = off; -1 = automatic (on for the table "
+                                                "motion model, off for hexplane).")),
+                advanced(io.Boolean.Input("densify", default=True, optional=True,
+                                          tooltip="Let the fit add Gaussians where detail is missing and remove "
+                                                  "useless ones. Keep it on; off keeps the count fixed.")),
+                advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
+                advanced(io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, optional=True,
+                                      tooltip="Change it for a slightly different fit of the same videos; keep it "
+                                              "to repeat a result.")),
+                advanced(io.Int.Input("preview_every", default=100, min=0, max=100000, optional=True,
+                                      tooltip="Show a preview picture in the node every this many steps (0 = "
+                                              "never); fewer previews save a little time.")),
+                advanced(io.Combo.Input("motion_model", options=MOTION_MODELS, default=MOTION_MODELS[0],
+                                        optional=True,
+                                        tooltip="table: every Gaussian follows its own path through the frames; "
+                                                "learns fast, also on a CPU (recommended). hexplane: the paper's "
+                                                "motion field; needs many thousands of steps.")),
                 Splat.Input("initial_splat", optional=True,
-                            tooltip="Optional core SPLAT (y down, in the rig's world) to start from instead of the "
-                                    "visual hull; its first splat, at most initial_gaussians of it."),
+                            tooltip="Optional: a splat to start from instead of carving the character out of the "
+                                    "views (core SPLAT, y down, in the cameras' world); its first splat is used, at "
+                                    "most initial_gaussians of it. Leave empty for the usual start."),
                 # views like a video model's (docs/4d.md): each says what it trades
-                io.Boolean.Input("background_estimate", default=ROBUST_DEFAULTS["background_estimate"], optional=True,
-                                 tooltip=HELP_ROBUST["background_estimate"]),
-                io.Boolean.Input("appearance_correction", default=ROBUST_DEFAULTS["appearance"], optional=True,
-                                 tooltip=HELP_ROBUST["appearance"]),
-                io.Boolean.Input("camera_refinement", default=ROBUST_DEFAULTS["pose_refine"], optional=True,
-                                 tooltip=HELP_ROBUST["pose_refine"]),
-                io.Combo.Input("robust_loss", options=list(ROBUST_LOSSES), default=ROBUST_DEFAULTS["robust_loss"],
-                               optional=True, tooltip=HELP_ROBUST["robust_loss"]),
+                advanced(io.Boolean.Input("background_estimate", default=ROBUST_DEFAULTS["background_estimate"], optional=True,
+                                 tooltip=HELP_ROBUST["background_estimate"])),
+                advanced(io.Boolean.Input("appearance_correction", default=ROBUST_DEFAULTS["appearance"], optional=True,
+                                 tooltip=HELP_ROBUST["appearance"])),
+                advanced(io.Boolean.Input("camera_refinement", default=ROBUST_DEFAULTS["pose_refine"], optional=True,
+                                 tooltip=HELP_ROBUST["pose_refine"])),
+                advanced(io.Combo.Input("robust_loss", options=list(ROBUST_LOSSES), default=ROBUST_DEFAULTS["robust_loss"],
+                               optional=True, tooltip=HELP_ROBUST["robust_loss"])),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + motion."),
                      io.String.Output(display_name="summary",
@@ -209,7 +237,7 @@ class Fit4DGaussians(io.ComfyNode):
                 robust_loss=ROBUST_DEFAULTS["robust_loss"]):
         import comfy.model_management as mm
 
-        from ..charactershot_core.gaussians.fit import FitConfig, fit
+        from ..charactershot_core.gaussians.fit import FitConfig, fit, progress_text
 
         if not isinstance(multiview, MultiViewVideo):
             raise InputError("multiview", f"expected a CHARSHOT_MULTIVIEW, got {type(multiview).__name__}")
@@ -225,8 +253,13 @@ class Fit4DGaussians(io.ComfyNode):
                         appearance=bool(appearance_correction), pose_refine=bool(camera_refinement),
                         robust_loss=robust_loss)
         bar = Progress(iterations)
+        last_text = [0.0]
 
         def callback(state):
+            now = time.perf_counter()
+            if now - last_text[0] >= 1.0 or state.iteration == 1:
+                last_text[0] = now
+                _progress_text(progress_text(state, cfg.seconds))
             preview = None
             if preview_every and state.iteration % preview_every == 0:
                 from PIL import Image
@@ -237,10 +270,10 @@ class Fit4DGaussians(io.ComfyNode):
             target = max(state.iteration, int(round(state.progress * iterations)))
             bar.step(max(0, target - bar.value), preview=preview)
 
-        from ..charactershot_core.gaussians.report import report_text, training_report
+        from ..charactershot_core.gaussians.evaluation.report import report_text, training_report
 
         with cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
-            result = fit(video, cfg, callback, initial=initial_from_splat(initial_splat))
+            result = fit(video, cfg, callback, initial=_initial_from_splat(initial_splat))
             rep = training_report(result.model, video, backend)  # the choice, like every other render
         model = result.model.cpu()
         model.config["fit"] = {"iterations": result.iterations, "seconds": round(result.seconds, 2),
@@ -266,32 +299,42 @@ class Render4D(io.ComfyNode):
             description="Renders 4D Gaussians on white: an orbit of cameras at every time, a turntable (the camera "
                         "turns while time runs), or the cameras of a rig.",
             inputs=[
-                Gaussians4D.Input("gaussians", tooltip="Fitted or loaded 4D Gaussians."),
+                Gaussians4D.Input("gaussians", tooltip="The fitted or loaded 4D character."),
                 io.Combo.Input("mode", options=cls.MODES, default="orbit",
-                               tooltip="orbit: num_views cameras x the times; turntable: one image per time from a "
-                                       "camera turning once around; rig_cameras: the given rig x the times."),
+                               tooltip="orbit: cameras all around, at every frame. turntable: one picture per frame "
+                                       "while the camera circles once (a spinning clip). rig_cameras: the cameras "
+                                       "of a connected rig, at every frame."),
                 io.Int.Input("num_views", default=8, min=1, max=360, optional=True,
-                             tooltip="Cameras on the orbit (orbit mode)."),
-                io.String.Input("times", default="", optional=True,
-                                tooltip="Comma-separated times in [0, 1]; empty = the training frame times."),
+                             tooltip="orbit only: how many cameras around the character; more for a closer look "
+                                     "all round."),
+                advanced(io.String.Input("times", default="", optional=True,
+                                         tooltip="Exact moments to render, comma-separated from 0 (start) to 1 "
+                                                 "(end), e.g. '0, 0.5, 1'. Empty: num_frames decides.")),
                 io.Int.Input("num_frames", default=0, min=0, max=1000, optional=True,
-                             tooltip="If > 0 and times is empty: this many evenly spaced times in [0, 1]."),
+                             tooltip="How many moments of the motion to render, evenly spaced; raise it for a "
+                                     "smoother clip. 0 = the frames the fit learnt."),
                 io.Float.Input("elevation", default=0.0, min=-89.0, max=89.0, step=1.0, optional=True,
-                               tooltip="Camera elevation in degrees (orbit and turntable)."),
-                io.Float.Input("radius", default=cam.OFFICIAL_RADIUS, min=0.1, max=100.0, step=0.05, optional=True,
-                               tooltip="Camera distance to the look-at point (orbit and turntable)."),
+                               tooltip="Camera height in degrees: 0 = eye level, positive = from above (orbit and "
+                                       "turntable)."),
+                advanced(io.Float.Input("radius", default=cam.OFFICIAL_RADIUS, min=0.1, max=100.0, step=0.05,
+                                        optional=True,
+                                        tooltip="Camera distance, used only with framing 'fixed' (orbit and "
+                                                "turntable).")),
                 io.Int.Input("width", default=720, min=8, max=8192, step=8, optional=True,
-                             tooltip="Image width (orbit and turntable)."),
+                             tooltip="Picture width in pixels (orbit and turntable): larger is sharper and "
+                                     "slower."),
                 io.Int.Input("height", default=480, min=8, max=8192, step=8, optional=True,
-                             tooltip="Image height (orbit and turntable)."),
-                Cameras.Input("cameras", optional=True, tooltip="The rig for rig_cameras mode."),
-                io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
-                               tooltip="Rasteriser, on ComfyUI's device: auto = gsplat on a CUDA GPU (the pure-torch "
-                                       "rasteriser if gsplat fails there), torch = pure torch, gsplat = gsplat only."),
-                io.Combo.Input("framing", options=FRAMINGS, default=FRAMINGS[0], optional=True,
-                               tooltip="orbit and turntable: 'fit character' looks at the centre of the character's "
-                                       "box over all frames from the distance that keeps all of it in view (radius "
-                                       "is then ignored); 'fixed' looks at the official rig's height from radius."),
+                             tooltip="Picture height in pixels (orbit and turntable): larger is sharper and "
+                                     "slower."),
+                Cameras.Input("cameras", optional=True, tooltip="rig_cameras mode: the rig to render from."),
+                advanced(io.Combo.Input("backend", options=BACKENDS, default="auto", optional=True,
+                                        tooltip="What draws the Gaussians. auto: gsplat on an NVIDIA GPU (fast), "
+                                                "plain PyTorch anywhere else or if gsplat fails. Choose torch when "
+                                                "gsplat does not install or crashes.")),
+                advanced(io.Combo.Input("framing", options=FRAMINGS, default=FRAMINGS[0], optional=True,
+                                        tooltip="fit character: the camera keeps the whole character in view over "
+                                                "the clip (use this). fixed: the camera aims at the official rig's "
+                                                "height from 'radius', to match the training cameras.")),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Renders, view-major (all times of view 0, ...).")],
         )
@@ -300,7 +343,6 @@ class Render4D(io.ComfyNode):
     def execute(cls, gaussians, mode, num_views=8, times="", num_frames=0, elevation=0.0, radius=cam.OFFICIAL_RADIUS,
                 width=720, height=480, cameras=None, backend="auto", framing=FRAMINGS[0]):
         import comfy.model_management as mm
-        import comfy.model_patcher
 
         from ..charactershot_core.gaussians.fit import render_views
 
@@ -308,9 +350,9 @@ class Render4D(io.ComfyNode):
         if (times or "").strip() == "" and num_frames > 0 and model.is_dynamic:
             ts = [i / max(1, num_frames - 1) for i in range(num_frames)]
         else:
-            ts = _times_from_text(times, model)
+            ts = times_from_text(times, model)
         dev = _device_for(backend)
-        patcher = comfy.model_patcher.ModelPatcher(model, load_device=dev, offload_device=mm.unet_offload_device())
+        patcher = patcher_for(model, dev)  # one per cached fit, reused by every run
         mm.load_models_gpu([patcher], force_full_load=True)
         m = patcher.model
         device = m.splats["means"].device
@@ -324,8 +366,6 @@ class Render4D(io.ComfyNode):
             if framing not in FRAMINGS:
                 raise InputError("framing", f"expected one of {FRAMINGS}, got {framing!r}")
             if framing == "fit character":
-                from .preview import framed_orbit
-
                 rig = framed_orbit(m, nv, elevation, width, height, ts)
             else:
                 rig = cam.orbit_rig(num_views=nv, radius=radius, elevation_deg=elevation, width=width, height=height,
@@ -366,29 +406,36 @@ class Save4DGaussians(io.ComfyNode):
                         "folder; optionally a Niantic .spz per frame, one .splatv (splaTV, gsplat.js) and a one-file "
                         ".html viewer that plays from disk.",
             inputs=[
-                Gaussians4D.Input("gaussians", tooltip="The 4D Gaussians to save."),
+                Gaussians4D.Input("gaussians", tooltip="The 4D character to save."),
                 io.String.Input("filename_prefix", default="charactershot/4d",
-                                tooltip="Prefix inside the output folder; a counter is appended."),
-                io.String.Input("times", default="", optional=True,
-                                tooltip="Frame times to bake (comma-separated in [0, 1]); empty = the training times."),
-                io.Boolean.Input("save_ply", default=True, optional=True, tooltip="One INRIA .ply per frame."),
-                io.Boolean.Input("save_bundle", default=True, optional=True, tooltip="The 4D bundle (.cs4d)."),
-                io.Boolean.Input("save_weights", default=True, optional=True,
-                                 tooltip="Canonical Gaussians + deformation weights (.safetensors), reloadable with "
-                                         "CharacterShot Load 4D Gaussians."),
+                                tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "
+                                        "nothing is overwritten."),
+                advanced(io.String.Input("times", default="", optional=True,
+                                         tooltip="Which moments to save, comma-separated from 0 (start) to 1 (end); "
+                                                 "empty = the frames the fit learnt.")),
+                io.Boolean.Input("save_ply", default=True, optional=True,
+                                 tooltip="One .ply per frame: opens in SuperSplat (as an animation) and most splat "
+                                         "viewers and 3D tools."),
+                advanced(io.Boolean.Input("save_bundle", default=True, optional=True,
+                                          tooltip="The compact 4D file (.cs4d) that CharacterShot's viewers play. "
+                                                  "Keep it on.")),
+                advanced(io.Boolean.Input("save_weights", default=True, optional=True,
+                                          tooltip="The fitted character (.safetensors), to load again later with "
+                                                  "CharacterShot Load 4D Gaussians and render or save it. Keep it "
+                                                  "on.")),
                 io.Boolean.Input("save_spz", default=False, optional=True,
-                                 tooltip="One Niantic .spz (v3) per frame: about 10x smaller than .ply; opens in "
+                                 tooltip="One compact .spz per frame, about 10x smaller than .ply; opens in "
                                          "SuperSplat, PlayCanvas and Spark."),
                 io.Boolean.Input("save_splatv", default=False, optional=True,
-                                 tooltip="One .splatv file (splaTV, gsplat.js): the motion fitted per Gaussian as a "
-                                         "cubic; the fit's error is in the summary output."),
-                io.Int.Input("splatv_windows", default=0, min=0, max=64, optional=True,
-                             tooltip="Time windows of the .splatv: each Gaussian is written once per window with its "
-                                     "own cubic motion (more windows: closer motion, bigger file). 0 = one per 5 "
-                                     "frames, at most 5; 1 = one cubic for the whole clip."),
+                                 tooltip="One .splatv file with the whole motion, for splaTV / gsplat.js web "
+                                         "players; the summary says how closely it follows the fit."),
+                advanced(io.Int.Input("splatv_windows", default=0, min=0, max=64, optional=True,
+                                      tooltip="Only with save_splatv: in how many pieces the motion is stored. "
+                                              "More follows the motion closer but makes a bigger file; 0 = "
+                                              "automatic, 1 = one smooth curve for the whole clip.")),
                 io.Boolean.Input("save_html", default=False, optional=True,
-                                 tooltip="One .html file with the viewer and the 4D bundle inside: double-click to "
-                                         "play it in a browser, no server, no network."),
+                                 tooltip="One .html file that plays the 4D character in any browser: double-click "
+                                         "it, no server, no internet. Good for sharing."),
             ],
             outputs=[io.String.Output(display_name="summary",
                                       tooltip="What was written: files, sizes, time, and the .splatv motion-fit error.")],
@@ -407,7 +454,7 @@ class Save4DGaussians(io.ComfyNode):
         model = gaussians
         if model is None or getattr(model, "num_gaussians", 0) == 0:
             raise InputError("gaussians", "the model has no Gaussians; there is nothing to save")
-        ts = _times_from_text(times, model)
+        ts = times_from_text(times, model)
         folder, subfolder, base = output_target(filename_prefix, "filename_prefix")
         os.makedirs(folder, exist_ok=True)
         stem = f"{base}_{next_counter(folder, base):05d}"
@@ -453,13 +500,15 @@ class Load4DGaussians(io.ComfyNode):
             category=CAT,
             description="Loads weights written by CharacterShot Save 4D Gaussians (or the fit4d command) and shows "
                         "their 4D bundle in the node. The list holds the .safetensors weights and .cs4d bundles "
-                        "found in ComfyUI's input folder and, marked ' [output]', its output folder; choosing a "
-                        "bundle loads the weights saved next to it.",
+                        "in the charactershot/ folder of ComfyUI's output folder (marked ' [output]', where Save 4D "
+                        "Gaussians writes by default) and input folder, and at the top of the input folder; "
+                        "choosing a bundle loads the weights saved next to it.",
             inputs=[
                 io.Combo.Input("file", options=list_4d_files(),
-                               tooltip="Weights (.safetensors) or a 4D bundle (.cs4d) in ComfyUI's input folder, or "
-                                       "in the output folder with the suffix ' [output]', e.g. "
-                                       "'charactershot/4d_00001.safetensors [output]'."),
+                               tooltip="Weights (.safetensors) or a 4D bundle (.cs4d) from output/charactershot/ "
+                                       "(suffix ' [output]', e.g. 'charactershot/4d_00001.safetensors [output]'), "
+                                       "input/charactershot/ or the top of the input folder. Refresh (R) after "
+                                       "saving new ones."),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + deformation.")],
         )
@@ -475,6 +524,10 @@ class Load4DGaussians(io.ComfyNode):
         from ..charactershot_core.gaussians.model import Gaussians4D as Model
 
         weights, bundle, kind = resolve_4d_file(file)
+        if not _is_4d_weights(weights):  # checked here, not while listing: one header read, for the file chosen
+            raise InputError("file", f"{os.path.basename(weights)} is not a CharacterShot 4D Gaussians file (its "
+                                     "header lacks the format 'charactershot-4dgs'): choose weights written by "
+                                     "CharacterShot Save 4D Gaussians or the fit4d command")
         model = Model.load(weights)
         ui = None
         if bundle:
@@ -493,49 +546,73 @@ class Load4DGaussians(io.ComfyNode):
             return float("nan")
 
 
+PACK_FOLDER = "charactershot"  # the pack's own subfolder of input/ and output/ (Save 4D Gaussians' default prefix)
+LIST_DEPTH = 3                  # folder levels below it that the list looks into
+_4D_NAME = re.compile(r"^[^.].*\.(safetensors|cs4d)$", re.I)
+
+
+def _scan_names(root: str, sub: str, depth: int, out: list[str], max_files: int) -> None:
+    """Names matching the 4D file pattern in ``root/sub`` and ``depth`` levels of folders below it (relative, '/'):
+    directory entries only, no file is opened; folders of frames (``viewXX``) and hidden folders are skipped."""
+    try:
+        with os.scandir(os.path.join(root, sub) if sub else root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    folders = []
+    for e in entries:
+        if len(out) >= max_files:
+            return
+        if e.name.startswith("."):
+            continue
+        try:
+            if e.is_dir():
+                if depth > 0 and not re.fullmatch(r"view\d+", e.name):
+                    folders.append(e.name)
+            elif _4D_NAME.match(e.name):
+                out.append(f"{sub}/{e.name}" if sub else e.name)
+        except OSError:
+            continue
+    for name in folders:
+        _scan_names(root, f"{sub}/{name}" if sub else name, depth - 1, out, max_files)
+
+
 def list_4d_files(max_files: int = 2000) -> list[str]:
-    """Weights and bundles in the input folder (plain relative names) and output folder (suffix ' [output]')."""
+    """The Load 4D Gaussians list, made each time ComfyUI builds its node list, so it stays cheap: by name only
+    (``*.safetensors``, ``*.cs4d``; no header is read: the file is checked when the node runs) in the pack's own
+    subfolder ``charactershot/`` of the output folder (suffix ' [output]', where Save 4D Gaussians writes by
+    default) and of the input folder, and at the top of the input folder.  Nothing else of output/ is walked; a
+    file elsewhere can still be typed (API) as 'sub/name.safetensors [output]'."""
     found: list[str] = []
     for kind in ("input", "output"):
         try:
             root = folder_root(kind)
-        except Exception:
+        except Exception:  # noqa: BLE001 - no host folders: nothing to list
             continue
-        if not os.path.isdir(root):
-            continue
-        names = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fn in sorted(filenames):
-                if fn.lower().endswith((".safetensors", ".cs4d")) and not fn.startswith("."):
-                    rel = os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/")
-                    if fn.lower().endswith(".safetensors") and not _is_4d_weights(os.path.join(dirpath, fn)):
-                        continue
-                    names.append(rel if kind == "input" else f"{rel} [output]")
-            if len(names) >= max_files:
-                break
-        found += names[:max_files]
+        names: list[str] = []
+        if kind == "input":
+            _scan_names(root, "", 0, names, max_files)
+        _scan_names(root, PACK_FOLDER, LIST_DEPTH, names, max_files)
+        found += names if kind == "input" else [f"{n} [output]" for n in names]
     return found
 
 
 def _is_4d_weights(path: str) -> bool:
-    """True for weights written by this pack (checked from the safetensors header only)."""
-    import json
-    import struct
+    """True for weights written by this pack (checked from the safetensors header only; at run time)."""
+    from safetensors import safe_open
 
     try:
-        with open(path, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            if n > 1 << 24:
-                return False
-            meta = json.loads(f.read(n)).get("__metadata__") or {}
-    except (OSError, ValueError, struct.error):
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - not safetensors, unreadable: not ours (safetensors has its own error type)
         return False
     return meta.get("format") == "charactershot-4dgs"
 
 
 def resolve_4d_file(file: str) -> tuple[str, str | None, str]:
     """(weights path, bundle path or None, folder kind) for a list value or a typed name."""
+    from ..charactershot_core.naming import confined
+
     text = (file or "").strip()
     if text.lower().endswith(".cs4d") or re.match(r"^.*\.cs4d\s*\[(input|output|temp)\]$", text, re.I):
         name, kind = split_location(text)
@@ -543,7 +620,7 @@ def resolve_4d_file(file: str) -> tuple[str, str | None, str]:
         stem = re.sub(r"_bundle\.cs4d$", "", name, flags=re.I)
         stem = re.sub(r"\.cs4d$", "", stem, flags=re.I)
         weights_name = f"{stem}.safetensors"
-        weights = os.path.join(folder_root(kind), weights_name)
+        weights = confined(folder_root(kind), weights_name, "file", kind, "a .cs4d file name")
         if not os.path.isfile(weights):
             raise InputError("file", f"{name} is a 4D bundle for viewing; the weights saved with it ({weights_name}) "
                                      f"are not in ComfyUI's {kind} folder, so there are no Gaussians to pass on. "
@@ -564,3 +641,11 @@ def resolve_weights(file: str) -> str:
 
 NODES = [MultiViewFromImages, SyntheticCharacter, Fit4DGaussians, Render4D, Save4DGaussians, Load4DGaussians]
 
+
+def _initial_from_splat(splat):
+    """The first splat of the Fit node's SPLAT input as static Gaussians to start from (None stays None)."""
+    if splat is None:
+        return None
+    from ..charactershot_core.gaussians.formats import splat_type as st
+
+    return st.splat_to_gaussians(splat, 0, st.Y_DOWN, name="initial_splat")

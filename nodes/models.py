@@ -16,7 +16,7 @@ from comfy_api.latest import io, ui
 from ..charactershot_core.errors import CharacterShotError, CheckpointError, InputError
 from ..charactershot_core.models import loading as L
 from ..charactershot_core.models import text as T
-from .common import CATEGORY, VAE, Model2D, Model4D, TextEmbeds
+from .common import CATEGORY, VAE, Model2D, Model4D, TextEmbeds, advanced
 
 FOLDER = "charactershot"
 FROM_CHECKPOINT = "(from checkpoint folder)"
@@ -87,6 +87,8 @@ def _files(kinds: tuple[str, ...]) -> list[str]:
 
 def _resolve(name: str, kinds: tuple[str, ...], input_name: str) -> str:
     """The absolute path of a listed file or ``Folder/``."""
+    from ..charactershot_core.naming import inside
+
     if not name or name == NONE:
         raise InputError(input_name, "no file chosen; put the weights in ComfyUI's models folders (see the "
                                      "CharacterShot docs/checkpoints.md) and refresh")
@@ -96,8 +98,7 @@ def _resolve(name: str, kinds: tuple[str, ...], input_name: str) -> str:
     for kind in kinds:
         for root in _roots(kind):
             p = os.path.join(root, *parts)
-            real_root = os.path.realpath(root)
-            if os.path.commonpath([real_root, os.path.realpath(p)]) != real_root:
+            if not inside(root, p):  # (another drive, a link out): not in this folder
                 continue
             if name.endswith("/") and os.path.isdir(p) or not name.endswith("/") and os.path.isfile(p):
                 return p
@@ -123,6 +124,39 @@ def t5_options() -> list[str]:
 
 def _or_none(options: list[str]) -> list[str]:
     return options or [NONE]
+
+
+# where each loader's weights come from and where they go (docs/checkpoints.md); checked when a prompt is queued
+OFFICIAL_URL = "https://huggingface.co/Gaojunyao/CharacterShot"
+OFFICIAL_2D_URL = "https://huggingface.co/Gaojunyao/Character2D"
+
+
+def _first_root(kind: str) -> str:
+    """The folder of ``kind`` to name in a message: the first one named like the kind (ComfyUI lists its legacy
+    ``models/unet`` before ``models/diffusion_models``), preferring folders that exist."""
+    try:
+        paths = list(folder_paths.get_folder_paths(kind))
+    except KeyError:
+        paths = []
+    ranked = sorted(paths, key=lambda p: (os.path.basename(os.path.normpath(p)) != kind, not os.path.isdir(p)))
+    return ranked[0] if ranked else os.path.join(folder_paths.models_dir, kind)
+
+
+def check_listed(input_name: str, value, kinds: tuple[str, ...], what: str, url: str, folder_name: str,
+                 alternative: str):
+    """True when ``value`` names a file or folder of ``kinds``; else the message that refuses the prompt, naming
+    the download and the folder it goes in. A value that comes from a link (None here) is checked when it runs."""
+    if value is None:
+        return True
+    try:
+        _resolve(value, kinds, input_name)
+        return True
+    except CharacterShotError:
+        pass
+    shown = "no model chosen" if not value or value == NONE else f"{value!r} is not in ComfyUI's models folders"
+    target = os.path.join(_first_root(FOLDER), folder_name)
+    return (f"{shown}. Download {what} from {url} (the whole repository) into models/{FOLDER}/{folder_name}/ "
+            f"(here: {target}), {alternative}; then refresh the page (docs/checkpoints.md).")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -187,32 +221,47 @@ class ModelLoader(io.ComfyNode):
             node_id="CharacterShotModelLoader",
             display_name="CharacterShot Model Loader",
             category=f"{CATEGORY}/loaders",
-            description="Loads the CharacterShot multi-view (4D) transformer with its camera guider and the 21 "
-                        "shipped camera embeddings. Accepts the official Hugging Face folder (models/charactershot/"
-                        "CharacterShot/) or a single .safetensors in models/diffusion_models plus a camera pack.",
+            description="Loads the CharacterShot model that makes the multi-view videos: the folder "
+                        "'CharacterShot/' from Hugging Face in models/charactershot/, or a converted .safetensors in "
+                        "models/diffusion_models/ with a camera pack (docs/checkpoints.md).",
             inputs=[
                 io.Combo.Input("checkpoint", options=_or_none(checkpoint_options()),
-                               tooltip="The 4D transformer: a .safetensors in models/diffusion_models (with or "
-                                       "without a key prefix, bf16/fp16/fp32 or fp8) or an official folder "
-                                       "'Name/' (transformer/ + camera_guider.pt + camera_embs/)."),
-                io.Combo.Input("camera", options=camera_options(), default=FROM_CHECKPOINT, optional=True,
-                               tooltip="Camera guider + camera embeddings: a camera pack .safetensors in "
-                                       "models/charactershot (made by 'python -m charactershot_core convert'), "
-                                       "an official folder, or taken from the checkpoint folder."),
-                io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
-                               tooltip="Compute dtype of the transformer. auto: bf16 on GPUs that support it "
-                                       "(the official choice), fp16 on older GPUs, fp32 on the CPU."),
+                               tooltip="The CharacterShot model: the folder 'CharacterShot/' downloaded from "
+                                       "huggingface.co/Gaojunyao/CharacterShot into models/charactershot/, or a "
+                                       "converted .safetensors in models/diffusion_models/. Refresh the page after "
+                                       "adding files."),
+                advanced(io.Combo.Input("camera", options=camera_options(), default=FROM_CHECKPOINT, optional=True,
+                                        tooltip="Where the camera data comes from: keep '(from checkpoint folder)' "
+                                                "with the official folder; with a single .safetensors checkpoint, "
+                                                "choose the camera pack in models/charactershot/.")),
+                advanced(io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
+                                        tooltip="Number precision. auto picks the best for your GPU (bf16, fp16 on "
+                                                "older cards, fp32 on a CPU); change it only to compare.")),
                 io.Combo.Input("weight_storage", options=list(L.WEIGHT_STORAGES), default="default", optional=True,
-                               tooltip="fp8_e4m3fn stores the transformer blocks' Linear weights in 8 bits "
-                                       "(half the VRAM of bf16), computing in the dtype above."),
-                io.Combo.Input("text_mode", options=list(L.TEXT_MODES), default="faithful", optional=True,
-                               tooltip="faithful: as the official code, the view-attention branch of both CFG "
-                                       "halves sees the negative prompt (batch element 0). per_sample: each half "
-                                       "sees its own prompt (a fix; not what the weights were trained with)."),
+                               tooltip="fp8_e4m3fn: the model takes half the GPU memory (about 7.6 GB instead "
+                                       "of 15) and may lose a little detail. Use it when the sampler runs out of "
+                                       "memory."),
+                advanced(io.Combo.Input("text_mode", options=list(L.TEXT_MODES), default="faithful", optional=True,
+                                        tooltip="faithful: the prompt reaches the model as in its training (keep "
+                                                "this). per_sample: each guidance half sees its own prompt, for "
+                                                "comparisons (docs/sampling.md).")),
             ],
             outputs=[Model4D.Output(display_name="model", tooltip="Transformer (in a ModelPatcher), camera "
                                                                      "guider, camera embeddings, config, dtype.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint, camera=FROM_CHECKPOINT):
+        """A missing model refuses the prompt at once, saying what to download and where it goes."""
+        found = check_listed("checkpoint", checkpoint, ("diffusion_models", FOLDER), "the CharacterShot model",
+                             OFFICIAL_URL, "CharacterShot",
+                             f"or put a converted .safetensors into models/diffusion_models/ "
+                             f"({_first_root('diffusion_models')})")
+        if found is not True or not camera or camera == FROM_CHECKPOINT:
+            return found
+        return check_listed("camera", camera, (FOLDER,), "the CharacterShot model (its camera_guider.pt and "
+                            "camera_embs/)", OFFICIAL_URL, "CharacterShot",
+                            f"or put a camera pack .safetensors into models/{FOLDER}/ ({_first_root(FOLDER)})")
 
     @classmethod
     def execute(cls, checkpoint, camera=FROM_CHECKPOINT, dtype="auto", weight_storage="default",
@@ -244,18 +293,29 @@ class Model2DLoader(io.ComfyNode):
             node_id="CharacterShot2DModelLoader",
             display_name="CharacterShot 2D Model Loader",
             category=f"{CATEGORY}/loaders",
-            description="Loads the Character2D pose-driven animation transformer (a CogVideoX transformer) from "
-                        "the official folder or a single .safetensors.",
+            description="Loads the Character2D model that animates a single picture: the folder "
+                        "'Character2D/' from Hugging Face in models/charactershot/, or a converted .safetensors in "
+                        "models/diffusion_models/.",
             inputs=[
                 io.Combo.Input("checkpoint", options=_or_none(checkpoint_options()),
-                               tooltip="The 2D transformer: a .safetensors in models/diffusion_models or the "
-                                       "official Character2D folder 'Name/'."),
-                io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
-                               tooltip="Compute dtype. auto: bf16 on GPUs that support it, fp16 on older GPUs, "
-                                       "fp32 on the CPU."),
+                               tooltip="The 2D pose model: the folder 'Character2D/' downloaded from "
+                                       "huggingface.co/Gaojunyao/Character2D into models/charactershot/, or a "
+                                       "converted .safetensors in models/diffusion_models/. Refresh the page after "
+                                       "adding files."),
+                advanced(io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
+                                        tooltip="Number precision. auto picks the best for your GPU; change it only "
+                                                "to compare.")),
             ],
             outputs=[Model2D.Output(display_name="model2d", tooltip="The 2D pose transformer (in a ModelPatcher).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint):
+        """A missing model refuses the prompt at once, saying what to download and where it goes."""
+        return check_listed("checkpoint", checkpoint, ("diffusion_models", FOLDER), "the Character2D model",
+                            OFFICIAL_2D_URL, "Character2D",
+                            f"or put a converted .safetensors into models/diffusion_models/ "
+                            f"({_first_root('diffusion_models')})")
 
     @classmethod
     def execute(cls, checkpoint, dtype="auto"):
@@ -277,22 +337,31 @@ class VAELoader(io.ComfyNode):
             node_id="CharacterShotVAELoader",
             display_name="CharacterShot VAE Loader",
             category=f"{CATEGORY}/loaders",
-            description="Loads the CogVideoX VAE (diffusers AutoencoderKLCogVideoX, scaling factor 0.7) used to "
-                        "encode views and poses and to decode the videos.",
+            description="Loads the video VAE that turns pictures into the model's working space and back "
+                        "into videos: the official folder 'CharacterShot/', or a converted .safetensors in "
+                        "models/vae/.",
             inputs=[
                 io.Combo.Input("vae", options=_or_none(vae_options()),
-                               tooltip="A diffusers-layout CogVideoX VAE .safetensors in models/vae, or an official "
-                                       "folder 'Name/' (its vae/ subfolder)."),
-                io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
-                               tooltip="auto: bf16 on GPUs that support it (official), fp16 on older GPUs, fp32 "
-                                       "on the CPU."),
-                io.Boolean.Input("tiling", default=True, optional=True,
-                                 tooltip="Decode/encode in overlapping tiles to save VRAM (the official setting)."),
-                io.Boolean.Input("slicing", default=True, optional=True,
-                                 tooltip="Process batch elements one at a time to save VRAM (official setting)."),
+                               tooltip="The video VAE: choose the official folder 'CharacterShot/' (its vae/ "
+                                       "inside), or a converted CogVideoX VAE .safetensors in models/vae/."),
+                advanced(io.Combo.Input("dtype", options=DTYPE_OPTIONS, default="auto", optional=True,
+                                        tooltip="Number precision. auto picks the best for your GPU; change it only "
+                                                "to compare.")),
+                advanced(io.Boolean.Input("tiling", default=True, optional=True,
+                                          tooltip="Work on the videos in overlapping tiles to save GPU memory. Keep "
+                                                  "it on unless you compare.")),
+                advanced(io.Boolean.Input("slicing", default=True, optional=True,
+                                          tooltip="Work on one video at a time to save GPU memory. Keep it on.")),
             ],
             outputs=[VAE.Output(display_name="vae", tooltip="The VAE (in a ModelPatcher).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, vae):
+        """A missing VAE refuses the prompt at once, saying what to download and where it goes."""
+        return check_listed("vae", vae, ("vae", FOLDER), "the CharacterShot model (the VAE is its vae/ folder)",
+                            OFFICIAL_URL, "CharacterShot",
+                            f"or put a CogVideoX VAE .safetensors into models/vae/ ({_first_root('vae')})")
 
     @classmethod
     def execute(cls, vae, dtype="auto", tiling=True, slicing=True):
@@ -314,30 +383,39 @@ class TextEncode(io.ComfyNode):
             node_id="CharacterShotTextEncode",
             display_name="CharacterShot Text Encode",
             category=f"{CATEGORY}/loaders",
-            description="Encodes prompt and negative prompt with T5-XXL exactly as the official pipeline does "
-                        "(226 tokens, padded, unmasked), using ComfyUI's Load CLIP (t5xxl, type sd3) or the "
-                        "official text_encoder/ + tokenizer/ folder. Results are cached on disk per prompt and "
-                        "encoder, so T5 is not loaded again for a prompt already encoded.",
+            description="Turns the prompt into what the model reads, with the T5-XXL text encoder (Load "
+                        "CLIP with t5xxl_fp16.safetensors, type sd3, or the official folder). Each prompt is encoded "
+                        "once and remembered on disk, so the large encoder is not loaded again for it.",
             inputs=[
                 io.String.Input("prompt", multiline=True, default=T.OFFICIAL_PROMPT,
-                                tooltip="What the character does; the official default is 'smooth motion or in "
-                                        "the wind'."),
+                                tooltip="A few words about the motion; the default 'smooth motion or in the wind' "
+                                        "works for most characters, since the poses carry the motion."),
                 io.String.Input("negative_prompt", multiline=True, default=T.OFFICIAL_NEGATIVE_PROMPT,
-                                optional=True, tooltip="Negative prompt for classifier-free guidance (the "
-                                                       "official one by default)."),
+                                optional=True, tooltip="What to avoid in the videos (blur, distortion, ...); the "
+                                                       "default suits most characters."),
                 io.Clip.Input("clip", optional=True,
-                              tooltip="ComfyUI's T5-XXL from Load CLIP (t5xxl_fp16.safetensors, type sd3). Used "
-                                      "when t5_folder is '(use the clip input)'."),
-                io.Combo.Input("t5_folder", options=t5_options(), default=USE_CLIP, optional=True,
-                               tooltip="An official folder 'Name/' with text_encoder/ and tokenizer/ (in "
-                                       "models/charactershot or models/text_encoders), instead of the clip input."),
-                io.Boolean.Input("use_cache", default=True, optional=True,
-                                 tooltip="Reuse embeddings saved on disk (ComfyUI user folder, charactershot/"
-                                         "text_cache) for the same prompt, negative prompt and encoder."),
+                              tooltip="The T5-XXL text encoder from Load CLIP (t5xxl_fp16.safetensors in "
+                                      "models/text_encoders/, type sd3). Not needed when t5_folder is set."),
+                advanced(io.Combo.Input("t5_folder", options=t5_options(), default=USE_CLIP, optional=True,
+                                        tooltip="Use the text encoder of the official folder ('CharacterShot/') "
+                                                "instead of the clip input.")),
+                advanced(io.Boolean.Input("use_cache", default=True, optional=True,
+                                          tooltip="Remember encoded prompts on disk, so the large text encoder is "
+                                                  "not loaded again for a prompt already used. Keep it on.")),
             ],
             outputs=[TextEmbeds.Output(display_name="text", tooltip="Prompt and negative prompt embeddings "
                                                                     "(1, 226, 4096) each.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, t5_folder=USE_CLIP):
+        """A missing text-encoder folder refuses the prompt at once, saying what to download and where it goes."""
+        if not t5_folder or t5_folder == USE_CLIP:
+            return True
+        return check_listed("t5_folder", t5_folder, (FOLDER, "text_encoders"), "the CharacterShot model (its "
+                            "text_encoder/ and tokenizer/)", OFFICIAL_URL, "CharacterShot",
+                            f"or choose '{USE_CLIP}' and connect Load CLIP with t5xxl_fp16.safetensors (type sd3) "
+                            f"in models/text_encoders/")
 
     @classmethod
     def execute(cls, prompt, negative_prompt=T.OFFICIAL_NEGATIVE_PROMPT, clip=None, t5_folder=USE_CLIP,
@@ -386,28 +464,26 @@ class ModelInfo(io.ComfyNode):
             node_id="CharacterShotModelInfo",
             display_name="CharacterShot Model Info",
             category=f"{CATEGORY}/loaders",
-            description="Shows what the loaders loaded (sizes, dtype, camera views, text embeddings) and a VRAM "
-                        "plan for a job of the size given on this device (weights by dtype, activation and decode "
-                        "peaks, what will be offloaded, seconds per step: estimates), to check a set-up before a "
-                        "long run.",
+            description="Shows what the loaders loaded and estimates the GPU memory and time a sampler run "
+                        "of the size given will need on this machine: a check before a long run.",
             is_output_node=True,
             inputs=[
-                Model4D.Input("model", optional=True, tooltip="A CharacterShot Model Loader output."),
-                Model2D.Input("model2d", optional=True, tooltip="A CharacterShot 2D Model Loader output."),
-                VAE.Input("vae", optional=True, tooltip="A CharacterShot VAE Loader output."),
-                TextEmbeds.Input("text", optional=True, tooltip="A CharacterShot Text Encode output."),
+                Model4D.Input("model", optional=True, tooltip="A CharacterShot Model Loader output to describe."),
+                Model2D.Input("model2d", optional=True, tooltip="A CharacterShot 2D Model Loader output to describe."),
+                VAE.Input("vae", optional=True, tooltip="A CharacterShot VAE Loader output to describe."),
+                TextEmbeds.Input("text", optional=True, tooltip="A CharacterShot Text Encode output to describe."),
                 io.Int.Input("plan_num_frames", default=25, min=1, max=257, step=4, optional=True,
-                             tooltip="VRAM plan: frames per view (as the sampler's num_frames)."),
-                io.Int.Input("plan_group_size", default=5, min=1, max=64, optional=True,
-                             tooltip="VRAM plan: views per group (as the sampler's group_size)."),
+                             tooltip="Memory plan: frames per view, as set on the sampler."),
+                advanced(io.Int.Input("plan_group_size", default=5, min=1, max=64, optional=True,
+                                      tooltip="Memory plan: views per group, as set on the sampler.")),
                 io.Int.Input("plan_width", default=720, min=16, max=4096, step=16, optional=True,
-                             tooltip="VRAM plan: view width in pixels."),
+                             tooltip="Memory plan: picture width in pixels."),
                 io.Int.Input("plan_height", default=480, min=16, max=4096, step=16, optional=True,
-                             tooltip="VRAM plan: view height in pixels."),
-                io.Boolean.Input("plan_cfg", default=True, optional=True,
-                                 tooltip="VRAM plan: classifier-free guidance on (cfg > 1)."),
-                io.Boolean.Input("plan_low_memory", default=False, optional=True,
-                                 tooltip="VRAM plan: the sampler's low_memory (CFG halves one after the other)."),
+                             tooltip="Memory plan: picture height in pixels."),
+                advanced(io.Boolean.Input("plan_cfg", default=True, optional=True,
+                                          tooltip="Memory plan: guidance on (the sampler's cfg above 1).")),
+                advanced(io.Boolean.Input("plan_low_memory", default=False, optional=True,
+                                          tooltip="Memory plan: the sampler's low_memory switch.")),
             ],
             outputs=[io.String.Output(display_name="info", tooltip="The same summary as text.")],
         )

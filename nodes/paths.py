@@ -8,12 +8,17 @@ import re
 import folder_paths
 
 from ..charactershot_core.errors import InputError
+from ..charactershot_core.naming import check_relative, confined, inside, path_too_long
+from ..charactershot_core.naming import next_counter as _next_counter
+
+# characters the nodes append to a prefix's last part: "_00001", "_frame_00001.splatv", a ".partial…" marker
+NAME_RESERVE = 40
+# and to the whole path: a private ".charshot-partial-XXXXXXXX" folder, the counter, the longest file name
+PATH_RESERVE = 80
 
 
-def _inside(root: str, path: str) -> bool:
-    root = os.path.realpath(root)
-    path = os.path.realpath(path)
-    return os.path.commonpath([root, path]) == root
+def _inside(root: str, path: str, pathmod=os.path) -> bool:
+    return inside(root, path, pathmod)
 
 
 def list_input_files(extensions: tuple[str, ...], max_files: int = 2000) -> list[str]:
@@ -51,13 +56,7 @@ def split_location(value: str, default: str = "input") -> tuple[str, str]:
 def resolve_in(name: str, kind: str, input_name: str, what: str = "file", expected: str | None = None) -> str:
     """Absolute path of ``name`` inside ComfyUI's ``kind`` folder (input, output, temp); refuses anything that would
     leave it.  ``what``: ``file``, ``folder`` or anything else (either) must exist there."""
-    root = folder_root(kind)
-    if not name or os.path.isabs(name) or ".." in re.split(r"[\\/]", name):
-        raise InputError(input_name, f"expected {expected or 'a ' + what} inside ComfyUI's {kind} folder, "
-                                     f"got {name!r}")
-    path = os.path.join(root, name)
-    if not _inside(root, path):
-        raise InputError(input_name, f"{name!r} points outside ComfyUI's {kind} folder")
+    path = confined(folder_root(kind), name, input_name, kind, expected or "a " + what)
     exists = os.path.isfile if what == "file" else os.path.isdir if what == "folder" else os.path.exists
     if not exists(path):
         raise InputError(input_name, f"{what} not found in ComfyUI's {kind} folder: {name}")
@@ -75,30 +74,25 @@ def resolve_input_dir(name: str, input_name: str) -> str:
 
 
 def output_target(filename_prefix: str, input_name: str, temp: bool = False) -> tuple[str, str, str]:
-    """(folder, subfolder, base name) for a prefix such as ``charactershot/gaussians``, inside output (or temp)."""
+    """(folder, subfolder, base name) for a prefix such as ``charactershot/gaussians``, inside output (or temp).
+    Every part of the prefix must be a name legal on Windows, macOS and Linux (:mod:`charactershot_core.naming`)."""
     root = folder_paths.get_temp_directory() if temp else folder_paths.get_output_directory()
-    prefix = (filename_prefix or "").strip().replace("\\", "/")
-    if not prefix or prefix.startswith("/") or ".." in prefix.split("/"):
-        raise InputError(input_name, f"expected a relative name such as 'charactershot/name', got {filename_prefix!r}")
-    subfolder, base = os.path.split(prefix)
-    if not base:
-        raise InputError(input_name, f"the prefix {filename_prefix!r} has no file name part")
-    folder = os.path.join(root, subfolder)
+    where = "temp" if temp else "output"
+    prefix = check_relative(filename_prefix, input_name, "file name prefix", reserve=NAME_RESERVE)
+    subfolder, _, base = prefix.rpartition("/")
+    folder = os.path.join(root, *subfolder.split("/")) if subfolder else root
     if not _inside(root, folder):
-        raise InputError(input_name, f"{filename_prefix!r} points outside ComfyUI's output folder")
+        raise InputError(input_name, f"{filename_prefix!r} points outside ComfyUI's {where} folder")
+    too_long = path_too_long(os.path.join(folder, base), PATH_RESERVE)
+    if too_long:
+        raise InputError(input_name, too_long)
     return folder, subfolder, base
 
 
 def next_counter(folder: str, base: str) -> int:
-    """The next free counter for files named ``{base}_{counter:05d}...`` in ``folder``."""
-    pat = re.compile(re.escape(base) + r"_(\d{5})")
-    best = 0
-    if os.path.isdir(folder):
-        for fn in os.listdir(folder):
-            m = pat.match(fn)
-            if m:
-                best = max(best, int(m.group(1)))
-    return best + 1
+    """The next free counter for files named ``{base}_{counter:05d}...`` in ``folder`` (case-insensitive, as on
+    Windows and macOS: :func:`charactershot_core.naming.next_counter`)."""
+    return _next_counter(folder, base)
 
 
 def atomic_write(path: str, data: bytes) -> None:

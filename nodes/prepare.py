@@ -14,7 +14,7 @@ from ..charactershot_core.errors import InputError
 from ..charactershot_core.poses import draw as pdraw
 from ..charactershot_core.poses import keypoints as kp
 from ..charactershot_core.poses import retarget as rt
-from .common import CATEGORY, Progress, image_to_numpy, numpy_to_image
+from .common import CATEGORY, Progress, advanced, image_to_numpy, numpy_to_image
 from .paths import list_input_files, resolve_input_file
 
 log = logging.getLogger("CharacterShot")
@@ -28,10 +28,10 @@ NO_FILE = "(none)"
 
 def _size_inputs():
     return [
-        io.Int.Input("width", default=cv.CANVAS_W, min=8, max=8192, step=8, optional=True,
-                     tooltip="Canvas width in pixels. The model was trained on 720."),
-        io.Int.Input("height", default=cv.CANVAS_H, min=8, max=8192, step=8, optional=True,
-                     tooltip="Canvas height in pixels. The model was trained on 480."),
+        advanced(io.Int.Input("width", default=cv.CANVAS_W, min=8, max=8192, step=8, optional=True,
+                              tooltip="Canvas width in pixels. Keep 720: the video model was trained on it.")),
+        advanced(io.Int.Input("height", default=cv.CANVAS_H, min=8, max=8192, step=8, optional=True,
+                              tooltip="Canvas height in pixels. Keep 480: the video model was trained on it.")),
     ]
 
 
@@ -69,30 +69,34 @@ class PrepareCharacter(io.ComfyNode):
                         "to 480x480 and pasted centred on a white 720x480 canvas. Views already on that canvas "
                         "pass unchanged.",
             inputs=[
-                io.Image.Input("images", tooltip="One or more views of the character (1, 21 or any number)."),
+                io.Image.Input("images", tooltip="Your character: one picture, or one per camera (21)."),
                 io.Mask.Input("mask", optional=True,
-                              tooltip="Optional: where the character is (one mask, or one per image). Without it, "
-                                      "the alpha channel or the non-background pixels are used."),
-                io.Combo.Input("mask_meaning", options=list(cv.MASK_MEANINGS), default="auto", optional=True,
-                               tooltip="character: 1 = the character (background-removal nodes). background: "
-                                       "1 = background (LoadImage's MASK is 1 - alpha). auto: background when the "
-                                       "mask covers the image border."),
+                              tooltip="Where the character is (from a background-removal node, or Load Image's "
+                                      "mask). Without it the transparent or plain background around the "
+                                      "character is found by itself."),
+                advanced(io.Combo.Input("mask_meaning", options=list(cv.MASK_MEANINGS), default="auto",
+                                        optional=True,
+                                        tooltip="What white means in the mask. auto works for both kinds; choose "
+                                                "character (background-removal nodes) or background (Load Image's "
+                                                "mask) if the character comes out cut away.")),
                 io.Float.Input("fill", default=cv.TEMPLATE_FILL, min=0.05, max=1.0, step=0.01, optional=True,
-                               tooltip="Share of the 480 square the character's longer side fills. 0.73 is what "
-                                       "the official renders show; 1.0 crops tight."),
+                               tooltip="How big the character is in its square: 0.73 matches what the model was "
+                                       "trained on; 1.0 crops tight."),
                 io.Combo.Input("anchor", options=list(cv.ANCHORS), default="center", optional=True,
-                               tooltip="center: the character centred in the square. template: placed like the "
-                                       "official renders (centre at 42% of the height, feet near row 378)."),
-                io.Combo.Input("box_mode", options=list(cv.BOX_MODES), default="shared", optional=True,
-                               tooltip="shared: one square for the whole batch, so views of one character keep a "
-                                       "common scale. per_image: each image framed on its own."),
-                io.Boolean.Input("keep_prepared", default=True, optional=True,
-                                 tooltip="Pass images already on the official canvas (720x480, white outside the "
-                                         "central square) through unchanged."),
+                               tooltip="center: the character in the middle. template: placed like the training "
+                                       "pictures (centre at 42% of the height, feet lower down); choose it to match "
+                                       "their framing."),
+                advanced(io.Combo.Input("box_mode", options=list(cv.BOX_MODES), default="shared", optional=True,
+                                        tooltip="shared: one size for all pictures, so the views of one character "
+                                                "keep the same scale (use this for 21 views). per_image: each "
+                                                "picture framed on its own.")),
+                advanced(io.Boolean.Input("keep_prepared", default=True, optional=True,
+                                          tooltip="Leave pictures that are already on the 720x480 white canvas "
+                                                  "as they are.")),
                 *_size_inputs(),
-                io.Int.Input("square", default=cv.SQUARE, min=8, max=8192, step=8, optional=True,
-                             tooltip="Side of the character's square on the canvas (480 in the official data); at "
-                                     "most min(width, height)."),
+                advanced(io.Int.Input("square", default=cv.SQUARE, min=8, max=8192, step=8, optional=True,
+                                      tooltip="Side of the character's square on the canvas in pixels (480 for the "
+                                              "model); at most the smaller of width and height.")),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The views on the white canvas."),
@@ -124,42 +128,46 @@ class PoseFromKeypoints(io.ComfyNode):
             node_id="CharacterShotPoseFromKeypoints",
             display_name="CharacterShot Pose From Keypoints",
             category=STAGE,
-            description="Draws a driving pose sequence (POSE_KEYPOINT, e.g. from DWPose on a video) exactly as the "
-                        "official DWPose drawing, retargeted onto the reference character's pose and resampled to "
-                        "the model's frame count, plus the reference pose image.",
+            description="Draws the motion for the sampler: pose keypoints of a video (DWPose or SDPose) "
+                        "fitted to your character's body and spread over the model's frame count, plus the drawing of "
+                        "your character's own pose.",
             inputs=[
                 PoseKeypoint.Input("driving_pose",
-                                   tooltip="Keypoints of the driving motion, one entry per frame (DWPose Estimator "
-                                           "of comfyui_controlnet_aux or core's SDPose Keypoint Extractor on a "
-                                           "video, or CharacterShot Load Pose Keypoints)."),
+                                   tooltip="The motion: keypoints for every frame, e.g. DWPose Estimator "
+                                           "(comfyui_controlnet_aux) or SDPose on a video, or CharacterShot Load "
+                                           "Pose Keypoints."),
                 PoseKeypoint.Input("reference_pose",
-                                   tooltip="Keypoints of the reference character: DWPose on view 0 AFTER CharacterShot "
-                                           "Prepare Character, so they line up with the canvas."),
+                                   tooltip="Your character's pose: DWPose on the front view AFTER CharacterShot "
+                                           "Prepare Character, so that it lines up with the canvas."),
                 io.Int.Input("num_frames", default=25, min=1, max=257, step=4,
-                             tooltip="Frames to produce: 4k+1 (1, 5, ..., 25, ...). The model was trained on 25."),
+                             tooltip="Frames to make: 1, 5, 9, ... (4k+1). The model was trained on 25; the "
+                                     "motion is spread over them."),
                 io.Boolean.Input("retarget", default=True,
-                                 tooltip="Scale and move the driving poses onto the reference's body (the official "
-                                         "linear fit on nose, neck, shoulders, hips, legs, eyes and ears)."),
-                io.Combo.Input("resample", options=list(rt.RESAMPLE_MODES), default="linear", optional=True,
-                               tooltip="first: the first num_frames frames (official CLI; needs enough frames). "
-                                       "nearest: spread over the whole sequence, nearest frame. linear: spread, "
-                                       "keypoints interpolated."),
-                io.Combo.Input("missing_person", options=list(kp.MISSING), default="error", optional=True,
-                               tooltip="A driving frame with no person: stop with an error naming the frame, or "
-                                       "repeat the previous frame's pose."),
-                io.Combo.Input("coordinates", options=list(kp.COORDS), default="auto", optional=True,
-                               tooltip="auto: pixels when any detected coordinate exceeds 2 (what SDPose and "
-                                       "OpenPose write), else normalised 0..1 (what controlnet_aux writes)."),
-                io.Boolean.Input("draw_hands", default=True, optional=True, tooltip="Draw the hands."),
-                io.Boolean.Input("draw_face", default=True, optional=True, tooltip="Draw the face points."),
+                                 tooltip="Fit the driving poses to your character's body size and position. Keep "
+                                         "it on unless the poses were drawn for this character already."),
+                advanced(io.Combo.Input("resample", options=list(rt.RESAMPLE_MODES), default="linear",
+                                        optional=True,
+                                        tooltip="How the motion is brought to num_frames. linear: spread over the "
+                                                "whole clip, smoothly in between (best). nearest: spread, whole "
+                                                "frames only. first: just the first num_frames frames.")),
+                advanced(io.Combo.Input("missing_person", options=list(kp.MISSING), default="error",
+                                        optional=True,
+                                        tooltip="When a frame of the motion has nobody in it: stop and name the "
+                                                "frame, or repeat the pose of the frame before.")),
+                advanced(io.Combo.Input("coordinates", options=list(kp.COORDS), default="auto", optional=True,
+                                        tooltip="How the keypoints are measured; auto recognises both kinds. "
+                                                "Change it only when the skeleton comes out tiny or huge.")),
+                io.Boolean.Input("draw_hands", default=True, optional=True,
+                                 tooltip="Draw the hands; turn off when the hand detection is poor and the "
+                                         "fingers come out scrambled."),
+                io.Boolean.Input("draw_face", default=True, optional=True,
+                                 tooltip="Draw the face points; turn off when the face detection is poor."),
                 *_size_inputs(),
-                io.Float.Input("min_score", default=kp.DEFAULT_MIN_SCORE, min=0.0, max=1.0, step=0.01,
-                               optional=True,
-                               tooltip="Keypoints scored below this are missing: not drawn, not fitted. 0.3 is "
-                                       "DWPose's threshold (its detector drops points scored < 0.3; "
-                                       "controlnet_aux keeps score >= 0.3) and SDPose Draw Keypoints' default. "
-                                       "Points marked -1 (SDPose's 'not found') are always missing. 0 draws "
-                                       "every scored hand and face point, as the official drawing does."),
+                advanced(io.Float.Input("min_score", default=kp.DEFAULT_MIN_SCORE, min=0.0, max=1.0, step=0.01,
+                                        optional=True,
+                                        tooltip="Keypoints the detector is less sure of than this are left out. "
+                                                "Raise it when stray limbs appear, lower it when limbs go missing; "
+                                                "0 draws every detected point.")),
             ],
             outputs=[
                 io.Image.Output(display_name="pose_frames", tooltip="num_frames pose drawings on black."),
@@ -224,22 +232,24 @@ class PreparePoseImages(io.ComfyNode):
             description="Already-drawn pose frames (skeletons on black, any size) placed on the black 720x480 "
                         "canvas like the official pose data and brought to the model's frame count.",
             inputs=[
-                io.Image.Input("frames", tooltip="The pose drawings, in order."),
+                io.Image.Input("frames", tooltip="The pose drawings (skeletons on black), in order."),
                 io.Int.Input("num_frames", default=25, min=1, max=257, step=4,
-                             tooltip="Frames to produce: 4k+1 (1, 5, ..., 25, ...). The model was trained on 25."),
-                io.Combo.Input("resample", options=["first", "nearest"], default="nearest", optional=True,
-                               tooltip="first: the first num_frames frames (official CLI; needs enough frames). "
-                                       "nearest: spread over the whole sequence, nearest frame (repeats or skips "
-                                       "frames)."),
+                             tooltip="Frames to make: 1, 5, 9, ... (4k+1). The model was trained on 25; the "
+                                     "drawings are spread over them."),
+                advanced(io.Combo.Input("resample", options=["first", "nearest"], default="nearest", optional=True,
+                                        tooltip="nearest: spread over the whole sequence (repeats or skips "
+                                                "frames). first: just the first num_frames drawings.")),
                 io.Combo.Input("fit", options=list(cv.POSE_FITS), default="auto", optional=True,
-                               tooltip="auto: keep canvas-sized frames, resize frames of the same aspect, else "
-                                       "fit_square. resize_full: resize to the canvas. fit_square: pad to a "
-                                       "square, resize to 480, paste centred. fit_content: square around the "
-                                       "drawn pixels of all frames, framed like the character (fill, anchor)."),
-                io.Float.Input("fill", default=cv.TEMPLATE_FILL, min=0.05, max=1.0, step=0.01, optional=True,
-                               tooltip="fit_content only: share of the square the drawn skeletons fill."),
-                io.Combo.Input("anchor", options=list(cv.ANCHORS), default="center", optional=True,
-                               tooltip="fit_content only: centred, or placed like the official renders."),
+                               tooltip="How the drawings are placed on the canvas. auto suits most; fit_content "
+                                       "frames the skeletons like the character (use fill and anchor); "
+                                       "resize_full stretches to the canvas; fit_square pads to a square."),
+                advanced(io.Float.Input("fill", default=cv.TEMPLATE_FILL, min=0.05, max=1.0, step=0.01,
+                                        optional=True,
+                                        tooltip="fit_content only: how big the skeletons are in their square; "
+                                                "match the character's fill.")),
+                advanced(io.Combo.Input("anchor", options=list(cv.ANCHORS), default="center", optional=True,
+                                        tooltip="fit_content only: centred, or placed like the training "
+                                                "pictures; match the character's anchor.")),
                 *_size_inputs(),
             ],
             outputs=[io.Image.Output(display_name="pose_frames", tooltip="num_frames pose frames on black.")],
@@ -273,7 +283,8 @@ class LoadPoseKeypoints(io.ComfyNode):
                         "from ComfyUI's input folder. The keypoints pass unchanged; they are checked here.",
             inputs=[
                 io.Combo.Input("json_file", options=files, default=NO_FILE,
-                               tooltip="A .json file in ComfyUI's input folder."),
+                               tooltip="A pose keypoints .json file in ComfyUI's input folder (saved from DWPose or "
+                                       "SDPose). Refresh the page after adding files."),
             ],
             outputs=[PoseKeypoint.Output(display_name="pose_keypoint", tooltip="The keypoints, one entry per frame.")],
         )
@@ -325,14 +336,15 @@ class LoadImageSequence(io.ComfyNode):
             node_id="CharacterShotLoadImageSequence",
             display_name="CharacterShot Load Image Sequence",
             category=STAGE,
-            description="Loads the numbered images of a folder in ComfyUI's input folder (0.png, 1.png, ... or "
-                        "frame_00001.png, ...) as one IMAGE batch in numeric order, as the official CLI reads its "
-                        "pose folders.",
+            description="Loads the numbered pictures of a folder in ComfyUI's input folder (0.png, 1.png, "
+                        "... or frame_00001.png, ...) in order, as one batch: for pose drawings or frames made "
+                        "elsewhere.",
             inputs=[
                 io.Combo.Input("folder", options=image_folders() or [NO_FILE],
-                               tooltip="A folder of numbered images inside ComfyUI's input folder."),
+                               tooltip="A folder of numbered pictures (0.png, 1.png, ...) inside ComfyUI's input "
+                                       "folder. Refresh the page after adding folders."),
                 io.Int.Input("max_frames", default=0, min=0, max=100000, optional=True,
-                             tooltip="Keep only the first N images (0 = all). The official CLI takes the first 25."),
+                             tooltip="Keep only the first N pictures (0 = all)."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The images in numeric order.")],
         )

@@ -2,8 +2,10 @@
 
 Thin over ``charactershot_core.sampling``: the models go through ComfyUI's VRAM manager (the VAE is loaded to encode
 and decode, the transformer to denoise), every step updates a progress bar (groups x steps) with a latent preview
-and checks for Cancel, and every finished view group is written to ComfyUI's temp folder at once: a rerun with the
-same inputs, model and seed reuses finished groups, and an interrupt or error keeps them.
+and checks for Cancel, and every finished view group is written at once to the pack's group store in ComfyUI's user
+directory (``group_store_root``; it survives restarts, unlike the temp folder): a rerun with the same inputs, model
+and seed reuses finished groups, and an interrupt, error or restart keeps them.  CharacterShot Clear Cached Groups
+reports its size and empties it.
 """
 
 from __future__ import annotations
@@ -24,15 +26,41 @@ from ..charactershot_core.gaussians.data import MultiViewVideo, default_times
 from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
                                            animate_2d, assemble, sample_multiview)
 from ..charactershot_core.sampling.schedulers import DYNAMIC_CFG, SCHEDULERS
-from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds
+from .common import CATEGORY, VAE, Cameras, Model2D, Model4D, MultiView, Progress, TextEmbeds, advanced
 from .paths import output_target, resolve_in, split_location
 
 log = logging.getLogger("CharacterShot")
 
 CAT = f"{CATEGORY}/sampling"
 DYNAMIC_OPTIONS = ["auto", *DYNAMIC_CFG]
-GROUP_STORE = os.path.join("charactershot", "groups")
+STORE_FOLDER_KEY = "charactershot_cache"  # optional extra_model_paths.yaml entry that moves the store
 NO_FOLDER = "(none)"
+
+
+def group_store_root() -> str:
+    """Where finished view groups are kept: ``<user directory>/__charactershot/cache/groups``, which ComfyUI keeps
+    across restarts (the temp folder is emptied at every start) and does not serve over HTTP; or
+    ``<path>/groups`` when the server's owner named a ``charactershot_cache`` folder in extra_model_paths.yaml."""
+    import folder_paths
+
+    from ..charactershot_core.sampling.store import comfy_store_root
+
+    if STORE_FOLDER_KEY in folder_paths.folder_names_and_paths:
+        paths = folder_paths.get_folder_paths(STORE_FOLDER_KEY)
+        if paths:
+            return os.path.join(os.path.abspath(paths[0]), "groups")
+    return comfy_store_root(folder_paths.get_user_directory())
+
+
+def group_store() -> GroupStore:
+    return GroupStore(group_store_root())
+
+
+def _store_where() -> str:
+    try:
+        return group_store_root()
+    except Exception:  # noqa: BLE001 - no host folders (schema built outside a server): the documented default
+        return "ComfyUI's user directory, __charactershot/cache/groups"
 
 
 def _dynamic(choice: str, scheduler: str) -> str:
@@ -71,20 +99,25 @@ def job_shape(views: int, latent_frames: int, h: int, w: int, cfg: float, low_me
 
 def _device_hooks(model, vae, shape, height: int, width: int):
     """use_vae / use_transformer for the workers: ComfyUI's load_models_gpu with memory_required from the job's real
-    shapes (charactershot_core.sampling.memory, docs/sampling.md), partial loading below that (cast-enabled layers,
-    nodes/vram.py), and a clear error when even the activations alone cannot fit."""
+    shapes (charactershot_core.sampling.memory, docs/sampling.md; an estimate that advises), partial loading below
+    that (cast-enabled layers, nodes/vram.py), and a clear error only when even a fully offloaded run cannot fit."""
     from ..charactershot_core.sampling import memory as M
-    from .vram import load_with_budget
+    from .vram import load_with_budget, offload_streams
 
     def use_vae():
         need = M.vae_decode_bytes(vae.config, height, width, vae.dtype, vae.tiling)
-        load_with_budget(vae.patcher, need, lambda free: M.vae_too_big_message(free, need, vae.tiling))
+        floor = M.Floor(need, M.largest_layer_bytes(vae.vae, vae.dtype), offload_streams())
+        load_with_budget(vae.patcher, need, floor, lambda free, f: M.vae_too_big_message(free, f, vae.tiling),
+                         "VAE")
         return vae.patcher.load_device
 
     def use_transformer():
         need = M.transformer_activation_bytes(model.config, shape, model.dtype)
+        floor = M.Floor(M.transformer_counted_bytes(model.config, shape, model.dtype),
+                        M.largest_layer_bytes(model.transformer, model.dtype), offload_streams())
         storage = getattr(model, "weight_storage", "default")
-        load_with_budget(model.patcher, need, lambda free: M.too_big_message(free, need, shape, storage))
+        load_with_budget(model.patcher, need, floor, lambda free, f: M.too_big_message(free, f, shape, storage),
+                         "transformer")
         return model.patcher.load_device
 
     return use_vae, use_transformer
@@ -113,61 +146,74 @@ class MultiViewSampler(io.ComfyNode):
             node_id="CharacterShotMultiViewSampler",
             display_name="CharacterShot Multi-View Sampler",
             category=CAT,
-            description="Pose-driven multi-view videos of a character with the CharacterShot model: the views are "
-                        "sampled in groups of five (view 0 in each) exactly as the official pipeline does, so the "
-                        "same seed gives the same videos. Finished groups are kept in ComfyUI's temp folder and "
-                        "reused on a rerun.",
+            description="Makes videos of your character from every camera of the rig, moving like the pose "
+                        "frames. The views are made in groups of five, so the same seed gives the same videos; "
+                        f"finished groups are kept across restarts (in {_store_where()}) and reused when you run "
+                        "again; CharacterShot Clear Cached Groups shows their size and removes them.",
             inputs=[
-                Model4D.Input("model", tooltip="CharacterShot Model Loader output (multi-view model)."),
-                VAE.Input("vae", tooltip="CharacterShot VAE Loader output."),
-                TextEmbeds.Input("text", tooltip="CharacterShot Text Encode output (prompt + negative prompt)."),
-                io.Image.Input("views", tooltip="One image per camera of the rig, view 0 first (the official rig: "
-                                                "21 views on the white 720x480 canvas; CharacterShot Prepare "
-                                                "Character)."),
-                io.Image.Input("pose_frames", tooltip="The driving pose drawings (4k+1 frames, 25 trained; "
-                                                      "CharacterShot Pose From Keypoints or Prepare Pose Images)."),
-                io.Image.Input("reference_pose", tooltip="The pose of view 0, drawn like the pose frames."),
+                Model4D.Input("model", tooltip="The CharacterShot model, from CharacterShot Model Loader."),
+                VAE.Input("vae", tooltip="The video VAE, from CharacterShot VAE Loader."),
+                TextEmbeds.Input("text", tooltip="The prompt, from CharacterShot Text Encode."),
+                io.Image.Input("views", tooltip="Your character seen from every camera of the rig, front view first, "
+                                                "on the white 720x480 canvas (CharacterShot Prepare Character or "
+                                                "Views From Orbit make them)."),
+                io.Image.Input("pose_frames", tooltip="The motion to perform: one pose drawing per frame "
+                                                      "(CharacterShot Pose From Keypoints or Prepare Pose Images)."),
+                io.Image.Input("reference_pose", tooltip="The pose your character stands in on the front view, "
+                                                         "drawn like the pose frames."),
                 io.Int.Input("seed", default=42, min=0, max=2 ** 63 - 1,
-                             tooltip="Seed of the generator (re-created for every view group, as officially)."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps (official: 50)."),
-                io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
-                               tooltip="Guidance scale (official: 6). 1 or less: no classifier-free guidance."),
-                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
-                               tooltip="dpm: CogVideoXDPMScheduler, trailing spacing (official). ddim: "
-                                       "CogVideoXDDIMScheduler."),
-                Cameras.Input("cameras", optional=True, tooltip="The rig of the views (default: the official 21 "
-                                                                "views). The model was trained on that rig only."),
-                io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
-                             tooltip="Frames to make (4k+1; trained: 25); must equal the number of pose frames."),
-                io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
-                               tooltip="auto: as the official code (from the timestep value with dpm, off with "
-                                       "ddim). step_index: the intended schedule (a fix). off: constant cfg."),
-                io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
-                             tooltip="Views per group, view 0 in each (official: 5)."),
-                io.String.Input("groups", default="", optional=True,
-                                tooltip="Sample only these groups (e.g. '0,2'); empty = all. With a subset the "
-                                        "outputs hold the views of those groups."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="Run the two CFG halves one after the other: the same result, a lower peak."),
-                io.Combo.Input("camera_source", options=["checkpoint", "from_rig"], default="checkpoint",
-                               optional=True,
-                               tooltip="checkpoint: the model's camera embeddings (official; view k -> embedding "
-                                       "k). from_rig: Plücker rays of the cameras input (experimental)."),
-                io.Boolean.Input("reuse_finished", default=True, optional=True,
-                                 tooltip="Reuse view groups already sampled with the same inputs, model and seed "
-                                         "(kept in ComfyUI's temp folder until the server restarts)."),
-                io.String.Input("ray_address", default="", optional=True,
-                                display_name="ray_address (removed: leave empty)",
-                                tooltip="Removed: a workflow cannot choose the machine the server connects to. "
-                                        "Kept so that old workflows load: a value here stops the run with an "
-                                        "error and connects nowhere. Use 'execution'."),
-                io.Combo.Input("execution", options=list(EXECUTION), default=HERE, optional=True,
-                               tooltip="here: sample in this server. ray: send the view groups to the Ray cluster "
-                                       "the server's owner configured (CHARSHOT_RAY_ADDRESS or "
-                                       "user/__charactershot/ray.json; model paths must be the same on the "
-                                       "cluster's machines). ray local: a private Ray on this machine, one actor "
-                                       "per GPU, if the owner allows it (CHARSHOT_RAY_LOCAL=1). "
-                                       "docs/distributed.md"),
+                             tooltip="Change it for another take of the same motion; keep it to get the same "
+                                     "videos again (finished view groups are then reused)."),
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Denoising steps. 50 gives the quality the model was made for; fewer (30) "
+                                     "is faster, with less detail."),
+                advanced(io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
+                                        tooltip="How strongly the prompt and the poses steer the videos. 6 suits "
+                                                "most characters; lower it when colours look burnt or overdone. 1 "
+                                                "or less turns guidance off: twice as fast, weaker results.")),
+                advanced(io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
+                                        tooltip="The noise schedule. dpm is the one the model was released with "
+                                                "(keep it); ddim is an alternative to compare.")),
+                Cameras.Input("cameras", optional=True,
+                              tooltip="Only for your own camera rig; leave it unconnected for the 21 views the model "
+                                      "was trained on (other rigs give weaker results)."),
+                advanced(io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
+                                      tooltip="Length of the videos in frames (1, 5, 9, ... 4k+1). It must match "
+                                              "the number of pose frames. 25 is what the model was trained on; "
+                                              "longer clips need more memory and time.")),
+                advanced(io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
+                                        tooltip="How guidance changes during sampling. auto: as the model was "
+                                                "released (keep it unless you compare). step_index: a ramp that "
+                                                "follows the step count. off: the same strength at every step.")),
+                advanced(io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
+                                      tooltip="Views made together (the front view is in every group). Keep 5, "
+                                              "what the model was trained with.")),
+                advanced(io.String.Input("groups", default="", optional=True,
+                                         tooltip="Make only some view groups, e.g. '0, 2' (empty = all): for a "
+                                                 "quick look at a few views, or to redo one group. The outputs then "
+                                                 "hold only those views.")),
+                advanced(io.Boolean.Input("low_memory", default=False, optional=True,
+                                          tooltip="Turn on when the sampler runs out of GPU memory: the same "
+                                                  "videos with a lower memory peak, a little slower.")),
+                advanced(io.Combo.Input("camera_source", options=["checkpoint", "from_rig"], default="checkpoint",
+                                        optional=True,
+                                        tooltip="checkpoint: the camera positions the model learnt (use this). "
+                                                "from_rig: cameras computed from the connected rig; experimental, "
+                                                "for other rigs.")),
+                advanced(io.Boolean.Input("reuse_finished", default=True, optional=True,
+                                          tooltip="Reuse view groups already made with the same inputs, model and "
+                                                  "seed. They are kept across restarts in "
+                                                  f"{_store_where()}; CharacterShot Clear Cached Groups shows "
+                                                  "their size and removes them. Turn off to make them again.")),
+                advanced(io.String.Input("ray_address", default="", optional=True,
+                                         display_name="ray_address (removed: leave empty)",
+                                         tooltip="No longer used; leave it empty. It is kept only so that old "
+                                                 "workflows open: a value here stops the run with an error. To "
+                                                 "use other machines, choose 'execution'.")),
+                advanced(io.Combo.Input("execution", options=list(EXECUTION), default=HERE, optional=True,
+                                        tooltip="here: make the videos on this machine. ray / ray local: spread the "
+                                                "view groups over several GPUs, when the server's owner has set "
+                                                "that up (docs/distributed.md).")),
             ],
             outputs=[
                 MultiView.Output(display_name="multiview", tooltip="The multi-view videos with their cameras and "
@@ -188,7 +234,6 @@ class MultiViewSampler(io.ComfyNode):
                 cameras=None, num_frames=25, dynamic_cfg="auto", group_size=5, groups="", low_memory=False,
                 camera_source="checkpoint", reuse_finished=True, ray_address="", execution=HERE):
         import comfy.model_management as mm
-        import folder_paths
 
         ray_target = _ray_target(execution, ray_address)  # before anything: an old address is refused here
 
@@ -220,7 +265,7 @@ class MultiViewSampler(io.ComfyNode):
         for m in warnings:
             log.warning("[CharacterShot] %s", m)
         wanted = _groups_text(groups)
-        store = GroupStore(os.path.join(folder_paths.get_temp_directory(), GROUP_STORE))
+        store = group_store()
         todo = [gi for gi in (wanted if wanted is not None else range(len(job.groups)))
                 if not (reuse_finished and 0 <= gi < len(job.groups)
                         and store.has(job.group_key(gi, worker.identity)))]
@@ -268,6 +313,13 @@ class MultiViewSampler(io.ComfyNode):
         mv = MultiViewVideo(frames, out_rig, times)  # uint8 -> float in [0, 1] once (21 x 25 frames: 2.6 GB)
         summary = (f"{frames.shape[0]} views x {frames.shape[1]} frames at {w}x{h}; groups sampled "
                    f"{result.sampled or 'none'}, reused {result.reused or 'none'}; kept in {store.root}")
+        try:
+            from ..charactershot_core.sampling.store import human_size
+
+            held = store.report()
+            summary += f" ({len(held.groups)} groups, {human_size(held.bytes)} in all)"
+        except OSError:
+            pass
         text_ui = "\n".join([f"WARNING: {m}" for m in warnings] + [summary])
         return io.NodeOutput(mv, mv.frames.reshape(-1, h, w, 3), ui=ui.PreviewText(text_ui))  # shares storage
 
@@ -331,28 +383,38 @@ class Animate2D(io.ComfyNode):
             node_id="CharacterShotAnimate2D",
             display_name="CharacterShot Animate 2D",
             category=CAT,
-            description="Pose-driven 2D animation of one character image with the Character2D model (the official "
-                        "2D pipeline, with its crash and its wrong reference pose fixed).",
+            description="Animates one picture of your character so that it moves like the pose frames (the "
+                        "Character2D model).",
             inputs=[
-                Model2D.Input("model2d", tooltip="CharacterShot 2D Model Loader output."),
-                VAE.Input("vae", tooltip="CharacterShot VAE Loader output."),
-                TextEmbeds.Input("text", tooltip="CharacterShot Text Encode output."),
-                io.Image.Input("image", tooltip="The character image (720x480 as trained; the first image of a "
-                                                "batch)."),
-                io.Image.Input("pose_frames", tooltip="The driving pose drawings (4k+1 frames, 25 trained)."),
-                io.Image.Input("reference_pose", tooltip="The pose of this image, drawn like the pose frames."),
+                Model2D.Input("model2d", tooltip="The 2D model, from CharacterShot 2D Model Loader."),
+                VAE.Input("vae", tooltip="The video VAE, from CharacterShot VAE Loader."),
+                TextEmbeds.Input("text", tooltip="The prompt, from CharacterShot Text Encode."),
+                io.Image.Input("image", tooltip="The picture of your character (720x480 works best; the first "
+                                                "picture of a batch is used)."),
+                io.Image.Input("pose_frames", tooltip="The motion to perform: one pose drawing per frame."),
+                io.Image.Input("reference_pose", tooltip="The pose your character stands in on the picture, drawn "
+                                                         "like the pose frames."),
                 io.Int.Input("seed", default=42, min=0, max=2 ** 63 - 1,
-                             tooltip="Seed of the generator."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps (official: 50)."),
-                io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1, tooltip="Guidance scale."),
-                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
-                               tooltip="dpm (official, trailing spacing) or ddim."),
-                io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
-                             tooltip="Frames to make (4k+1); must equal the number of pose frames."),
-                io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
-                               tooltip="auto: as the official code; step_index: the fix; off: constant."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="Run the two CFG halves one after the other (same result)."),
+                             tooltip="Change it for another take of the same motion; keep it to repeat a result."),
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Denoising steps. 50 gives the quality the model was made for; fewer is "
+                                     "faster with softer detail."),
+                advanced(io.Float.Input("cfg", default=6.0, min=0.0, max=30.0, step=0.1,
+                                        tooltip="How strongly the prompt and the poses steer the video. 6 suits "
+                                                "most pictures; lower it when colours look burnt or overdone.")),
+                advanced(io.Combo.Input("scheduler", options=list(SCHEDULERS), default="dpm",
+                                        tooltip="The noise schedule. dpm is the one the model was released with; "
+                                                "ddim is an alternative to compare.")),
+                advanced(io.Int.Input("num_frames", default=25, min=1, max=257, step=4, optional=True,
+                                      tooltip="Length of the video in frames (4k+1); it must match the number of "
+                                              "pose frames. 25 is what the model was trained on.")),
+                advanced(io.Combo.Input("dynamic_cfg", options=DYNAMIC_OPTIONS, default="auto", optional=True,
+                                        tooltip="How guidance changes during sampling. auto: as the model was "
+                                                "released. step_index: a ramp that follows the step count. off: "
+                                                "the same strength at every step.")),
+                advanced(io.Boolean.Input("low_memory", default=False, optional=True,
+                                          tooltip="Turn on when it runs out of GPU memory: the same video with a "
+                                                  "lower memory peak, a little slower.")),
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="The animated frames.")],
         )
@@ -397,7 +459,8 @@ class SaveMultiView(io.ComfyNode):
             inputs=[
                 MultiView.Input("multiview", tooltip="The multi-view videos to save."),
                 io.String.Input("filename_prefix", default="charactershot/multiview",
-                                tooltip="Folder prefix inside the output folder; a counter is appended."),
+                                tooltip="Name (and sub-folder) in ComfyUI's output folder; a number is added so "
+                                        "nothing is overwritten."),
             ],
             outputs=[],
         )
@@ -468,15 +531,18 @@ class LoadMultiView(io.ComfyNode):
                         "CLI's single mp4 (5 groups x 5 views x 25 frames).",
             inputs=[
                 io.Combo.Input("source", options=multiview_sources() or [NO_FOLDER],
-                               tooltip="A folder or .mp4 in ComfyUI's input folder, or a folder saved by Save "
-                                       "Multi-View (' [output]')."),
+                               tooltip="The videos to load: a folder or .mp4 in ComfyUI's input folder, or a folder "
+                                       "saved by Save Multi-View (marked ' [output]'). Refresh the page after "
+                                       "adding files."),
                 Cameras.Input("cameras", optional=True,
-                              tooltip="The rig of the views (default: the folder's cameras.json, else the official "
-                                      "21 views)."),
-                io.Int.Input("frames_per_view", default=25, min=1, max=1000, optional=True,
-                             tooltip="mp4 only: frames of each view in the video (official: 25)."),
-                io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
-                             tooltip="mp4 only: views per group in the video (official: 5)."),
+                              tooltip="Only for your own camera rig (default: the folder's cameras.json, else the "
+                                      "official 21 views)."),
+                advanced(io.Int.Input("frames_per_view", default=25, min=1, max=1000, optional=True,
+                                      tooltip=".mp4 only: frames of each view in the video. Keep 25 for videos "
+                                              "made by CharacterShot.")),
+                advanced(io.Int.Input("group_size", default=5, min=2, max=64, optional=True,
+                                      tooltip=".mp4 only: views per group in the video. Keep 5 for videos made by "
+                                              "CharacterShot.")),
             ],
             outputs=[MultiView.Output(display_name="multiview", tooltip="Views, cameras and frame times."),
                      io.Image.Output(display_name="images", tooltip="All frames, view-major.")],
@@ -516,4 +582,48 @@ class LoadMultiView(io.ComfyNode):
             return float("nan")
 
 
-NODES = [MultiViewSampler, Animate2D, SaveMultiView, LoadMultiView]
+class ClearCachedGroups(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CharacterShotClearCachedGroups",
+            display_name="CharacterShot Clear Cached Groups",
+            category=CAT,
+            is_output_node=True,
+            description="Shows how much disk the finished view groups of the Multi-View Sampler take (kept across "
+                        f"restarts in {_store_where()}) and removes them. With dry_run on (the default) it only "
+                        "reports; a removed group is sampled again the next time a workflow needs it. Command "
+                        "line: python -m charactershot_core groups --comfyui COMFYUI_FOLDER [--clear].",
+            inputs=[
+                io.Boolean.Input("dry_run", default=True,
+                                 tooltip="On: only report the size and what would be removed. Off: remove."),
+                io.Float.Input("older_than_days", default=0.0, min=0.0, max=3650.0, step=1.0, optional=True,
+                               tooltip="Only groups last used (sampled or reused) more than this many days ago; "
+                                       "0 = all of them."),
+            ],
+            outputs=[io.String.Output(display_name="report", tooltip="The store's folder, the groups and their size "
+                                                                     "(removed, or that would be removed).")],
+        )
+
+    @classmethod
+    def execute(cls, dry_run=True, older_than_days=0.0):
+        from ..charactershot_core.sampling.store import human_size
+
+        if older_than_days is None or older_than_days < 0:
+            raise InputError("older_than_days", f"expected 0 or more days, got {older_than_days}")
+        store = group_store()
+        rep = store.clear(dry_run=bool(dry_run), older_than_days=float(older_than_days))
+        if dry_run:
+            lines = [rep.text("holds"), f"dry run: nothing removed; clearing would free {human_size(rep.bytes)}"]
+        else:
+            lines = [rep.text("lost"), f"freed {human_size(rep.bytes)}"]
+            log.info("[CharacterShot] cleared cached view groups: %s", lines[0])
+        text = "\n".join(lines)
+        return io.NodeOutput(text, ui=ui.PreviewText(text))
+
+    @classmethod
+    def fingerprint_inputs(cls, dry_run=True, older_than_days=0.0):
+        return float("nan")  # the store changes between runs: always look again
+
+
+NODES = [MultiViewSampler, Animate2D, SaveMultiView, LoadMultiView, ClearCachedGroups]

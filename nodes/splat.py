@@ -3,7 +3,7 @@ Merge / Mesh / Save splat nodes take it), and a SPLAT (core's "Get Splat" loader
 
 The socket type is the string ``"SPLAT"``, the one newer core declares (``io.Splat``), so the sockets connect on
 newer hosts; 0.3.75 has no such type and gets the same string from ``io.Custom``. The value is core's own
-``Types.SPLAT`` where the host has it, else ``charactershot_core.gaussians.splat_type.SplatBatch`` (same fields,
+``Types.SPLAT`` where the host has it, else ``charactershot_core.gaussians.formats.splat_type.SplatBatch`` (same fields,
 same layout). The conversions live in that core module.
 """
 
@@ -12,25 +12,14 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..charactershot_core.errors import InputError
-from ..charactershot_core.gaussians import splat_type as st
-from .common import CATEGORY, Gaussians4D
+from ..charactershot_core.gaussians.formats import splat_type as st
+from .common import CATEGORY, Gaussians4D, Splat, advanced
 
 CAT = f"{CATEGORY}/4D"
-SPLAT_TYPE = "SPLAT"
-Splat = getattr(io, "Splat", None) or io.Custom(SPLAT_TYPE)  # newer core's io.Splat has io_type "SPLAT" too
 
 AXES_TOOLTIP = ("Axes of the splat. 'y down' is what core's splat nodes and most 3DGS captures use (Render Splat "
                 "shows the character upright); 'z up' keeps the axes of CharacterShot's .ply files. Change it only "
                 "for a splat loaded from a CharacterShot .ply.")
-
-
-def advanced(inp):
-    """Mark an expert input: newer front-ends fold it away, 0.3.75 shows it as before (the flag travels in
-    ``extra_dict`` there; newer cores also have an ``advanced`` attribute)."""
-    inp.extra_dict = {**(getattr(inp, "extra_dict", None) or {}), "advanced": True}
-    if hasattr(inp, "advanced"):
-        inp.advanced = True
-    return inp
 
 
 def host_splat(batch: st.SplatBatch):
@@ -108,11 +97,6 @@ class SplatTo4DGaussians(io.ComfyNode):
         model = st.splat_to_gaussians(splat, int(item) - 1, axes)
         text = f"{model.num_gaussians} Gaussians, SH degree {model.sh_degree}, from item {item}"
         return io.NodeOutput(model, ui=ui.PreviewText(text))
-
-
-def initial_from_splat(splat, name: str = "initial_splat"):
-    """The first splat of a SPLAT input as static Gaussians to start a fit from (None stays None)."""
-    return None if splat is None else st.splat_to_gaussians(splat, 0, st.Y_DOWN, name=name)
 
 
 NODES = [Gaussians4DToSplat, SplatTo4DGaussians]

@@ -10,15 +10,15 @@ from comfy_api.latest import io, ui
 from ..charactershot_core import canvas as cv
 from ..charactershot_core import cameras as cam
 from ..charactershot_core import views as vw
-from .common import CATEGORY, Cameras, Progress, image_to_numpy, numpy_to_image
+from .common import CATEGORY, Cameras, Progress, advanced, image_to_numpy, numpy_to_image
 
 log = logging.getLogger("CharacterShot")
 
 STAGE = f"{CATEGORY}/views"
 
-_ORDER_TIP = ("rig: SV3D frame k is view k of the rig (the input view first). sv3d_official: the input view last, "
-              "as Stability's sampling script orders the orbit (frame j is view j+1). Use the same setting in "
-              "CharacterShot Views From Orbit.")
+_ORDER_TIP = ("How SV3D's frames are matched to the cameras. rig: frame k is camera k, your picture first (use "
+              "this). sv3d_official: your picture last, as Stability's own sampling script orders them. Use the "
+              "same setting in Orbit Conditioning and Views From Orbit.")
 
 
 def _angles_text(angles: vw.OrbitAngles) -> str:
@@ -35,24 +35,24 @@ class OrbitConditioning(io.ComfyNode):
             node_id="CharacterShotOrbitConditioning",
             display_name="CharacterShot Orbit Conditioning (SV3D)",
             category=STAGE,
-            description="The conditioning of core's SV3D_Conditioning (same CLIP vision, image and VAE inputs; feed "
-                        "SV3D_p through a KSampler), with the azimuths and elevations of a CharacterShot orbit rig: "
-                        "the official 21 views by default, so SV3D's frame k is view k of the rig (core's node "
-                        "spaces 21 frames by 360/20 degrees, so they miss the rig).",
+            description="Makes SV3D turn around your character along the cameras of a CharacterShot rig "
+                        "(the official 21 views by default), so that SV3D's frames are the views the sampler needs. "
+                        "Use it in place of core's SV3D_Conditioning and feed SV3D through a KSampler.",
             inputs=[
-                io.ClipVision.Input("clip_vision", tooltip="CLIP vision model of SV3D (Load CLIP Vision, or the "
+                io.ClipVision.Input("clip_vision", tooltip="SV3D's CLIP vision model (Load CLIP Vision, or the "
                                                            "Image Only Checkpoint Loader's output)."),
-                io.Image.Input("init_image", tooltip="The character, centred on white (ideally square); this is "
-                                                     "view 0 of the rig."),
-                io.Vae.Input("vae", tooltip="SV3D's VAE."),
+                io.Image.Input("init_image", tooltip="Your character, centred on white (ideally square): the front "
+                                                     "view."),
+                io.Vae.Input("vae", tooltip="SV3D's VAE (from the same checkpoint loader as clip_vision)."),
                 Cameras.Input("cameras", optional=True,
-                              tooltip="An orbit rig (CharacterShot Camera Rig); default: the official 21 views."),
-                io.Int.Input("width", default=vw.SV3D_SIZE, min=16, max=4096, step=8, optional=True,
-                             tooltip="Frame width; SV3D was trained on 576."),
-                io.Int.Input("height", default=vw.SV3D_SIZE, min=16, max=4096, step=8, optional=True,
-                             tooltip="Frame height; SV3D was trained on 576."),
-                io.Combo.Input("frame_order", options=list(vw.FRAME_ORDERS), default="rig", optional=True,
-                               tooltip=_ORDER_TIP),
+                              tooltip="Only for your own orbit rig (default: the official 21 views, which the video "
+                                      "model needs)."),
+                advanced(io.Int.Input("width", default=vw.SV3D_SIZE, min=16, max=4096, step=8, optional=True,
+                                      tooltip="Frame width; SV3D works best at 576.")),
+                advanced(io.Int.Input("height", default=vw.SV3D_SIZE, min=16, max=4096, step=8, optional=True,
+                                      tooltip="Frame height; SV3D works best at 576.")),
+                advanced(io.Combo.Input("frame_order", options=list(vw.FRAME_ORDERS), default="rig", optional=True,
+                                        tooltip=_ORDER_TIP)),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive"),
@@ -87,24 +87,24 @@ class ViewsFromOrbit(io.ComfyNode):
             node_id="CharacterShotViewsFromOrbit",
             display_name="CharacterShot Views From Orbit",
             category=STAGE,
-            description="SV3D's square frames onto the rig's canvas (white 720x480, the character in the central "
-                        "480 square), in rig order, with ONE crop-and-scale for all frames so the views stay "
-                        "geometrically consistent. The input image can replace view 0.",
+            description="Puts SV3D's frames on the sampler's canvas (white 720x480, the character in the "
+                        "middle square), one view per camera, all framed alike so the views stay consistent. Your "
+                        "original picture can replace the front view.",
             inputs=[
-                io.Image.Input("sv3d_frames", tooltip="The decoded SV3D video: one frame per view of the rig."),
+                io.Image.Input("sv3d_frames", tooltip="SV3D's decoded video: one frame per camera of the rig."),
                 Cameras.Input("cameras", optional=True,
-                              tooltip="The rig the orbit was conditioned on (default: the official 21 views)."),
-                io.Combo.Input("frame_order", options=list(vw.FRAME_ORDERS), default="rig", optional=True,
-                               tooltip=_ORDER_TIP),
+                              tooltip="The rig the orbit was made for (default: the official 21 views)."),
+                advanced(io.Combo.Input("frame_order", options=list(vw.FRAME_ORDERS), default="rig", optional=True,
+                                        tooltip=_ORDER_TIP)),
                 io.Image.Input("input_image", optional=True,
-                               tooltip="The picture SV3D was conditioned on; replaces view 0 (it is cropped and "
-                                       "resized as the conditioning did)."),
+                               tooltip="Your original picture: it replaces the front view, which keeps its full "
+                                       "detail."),
                 io.Float.Input("fill", default=cv.TEMPLATE_FILL, min=0.05, max=1.0, step=0.01, optional=True,
-                               tooltip="Share of the square that the character's box over all views fills (0.73 "
-                                       "like the official renders)."),
-                io.Combo.Input("anchor", options=list(cv.ANCHORS), default="template", optional=True,
-                               tooltip="template: placed like the official renders (the official cameras look at "
-                                       "0.7 m); center: centred in the square."),
+                               tooltip="How big the character is in its square: 0.73 matches what the model was "
+                                       "trained on."),
+                advanced(io.Combo.Input("anchor", options=list(cv.ANCHORS), default="template", optional=True,
+                                        tooltip="template: placed like the training pictures (use this); center: "
+                                                "in the middle of the square.")),
             ],
             outputs=[
                 io.Image.Output(display_name="views", tooltip="The views on the canvas, view 0 first."),

@@ -20,8 +20,12 @@ its original ``forward``.  ``charactershot_core`` knows nothing of this (it neve
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
+
+log = logging.getLogger("CharacterShot")
 
 _GENERIC_CLASSES: dict = {}
 _SUBCLASSES: dict = {}
@@ -161,17 +165,37 @@ def device_memory(device) -> tuple:
     return free, mm.extra_reserved_memory()
 
 
-def load_with_budget(patcher, memory_required: int, too_big=None) -> None:
-    """``load_models_gpu([patcher], memory_required)``: ComfyUI keeps ``memory_required`` free for the activations
-    and loads what fits of the weights, offloading the rest (cast-enabled layers).  When the activations alone
-    exceed what the device can give, ``too_big(free)`` makes the error raised instead of an out-of-memory midway."""
+def offload_streams() -> int:
+    """Layers in flight at once when weights are streamed: ComfyUI's async offload streams plus the one in use."""
+    import comfy.model_management as mm
+
+    return max(0, int(getattr(mm, "NUM_STREAMS", 0) or 0)) + 1
+
+
+def load_with_budget(patcher, memory_required: int, floor=None, too_big=None, what: str = "model") -> None:
+    """``load_models_gpu([patcher], memory_required)``: ComfyUI keeps ``memory_required`` (our estimate) free for the
+    activations and loads what fits of the weights, offloading the rest (cast-enabled layers).
+
+    The estimate advises, it does not forbid.  The one refusal: ``floor`` (a ``memory.Floor``, the least a fully
+    offloaded run needs: the counted activations without margin plus the largest layer in flight) above all the
+    memory the device can give (free now, plus what unloading ComfyUI's models frees, the reserve included);
+    ``too_big(free, floor)`` makes that error, raised before anything is loaded.  When the estimate leaves no room
+    for weights, the run goes on all the same (ComfyUI loads what its own rules allow and streams the rest, as for
+    its own models), and the log says so with the numbers."""
     import comfy.model_management as mm
 
     from ..charactershot_core.errors import CharacterShotError
+    from ..charactershot_core.sampling.memory import fmt
 
     free, reserve = device_memory(patcher.load_device)
-    if free is not None and too_big is not None and memory_required > free - reserve:
-        raise CharacterShotError(too_big(max(0, free - reserve)))
+    if free is not None and floor is not None and too_big is not None and floor.total > free:
+        raise CharacterShotError(too_big(free, floor))
+    room = None if free is None else free - reserve - int(memory_required)
+    if room is not None and room < 0:
+        log.info("[CharacterShot] %s: the activation estimate %s is above the %s free beside ComfyUI's reserve "
+                 "(%s); running anyway on ComfyUI's partial loading, the weights that do not fit streamed from the "
+                 "CPU%s", what, fmt(memory_required), fmt(free - reserve), fmt(reserve),
+                 "" if floor is None else f" (the least a fully offloaded call needs: {floor.text()})")
     mm.load_models_gpu([patcher], memory_required=int(memory_required))
 
 
@@ -201,7 +225,7 @@ def vram_plan(model, vae, shape, height: int, width: int):
     speed, name = device_speed(device)
     plan = M.make_plan(model.config, model.transformer, model.dtype, shape, vae=vae,
                        vae_tiling=getattr(vae, "tiling", True), height=height, width=width, free=free,
-                       reserve=reserve, speed=speed, device_name=name)
+                       reserve=reserve, speed=speed, device_name=name, streams=offload_streams())
     if free is None:
         plan.lines.append("  the CPU: no VRAM budget (everything stays in RAM)")
     if speed is None:

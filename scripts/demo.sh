@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up what is missing (idempotent), then run the demo workflow (tests/workflows/charactershot_demo.json, the
-# charactershot_demo template) headless through a real ComfyUI on the CPU and print where its files are.
+# "1 Start here" template) headless through a real ComfyUI on the CPU and print where its files are.
 #   scripts/demo.sh                 run the demo workflow (extra arguments go to scripts/demo_workflow.py, e.g. --seconds 60)
 #   scripts/demo.sh --ui            start ComfyUI with the pack to look at it in the browser; Ctrl-C stops it
 #   scripts/demo.sh --cli [...]     the headless core demo instead (python -m charactershot_core demo), no ComfyUI

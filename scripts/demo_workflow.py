@@ -1,5 +1,5 @@
 """The demo as a ComfyUI workflow: run ``tests/workflows/charactershot_demo.json`` headless through a real ComfyUI
-with this pack loaded (the same graph as the ``charactershot_demo`` template), or serve ComfyUI to look at it.
+with this pack loaded (the same graph as the demo template, "1 Start here - ..."), or serve ComfyUI to look at it.
 
     .venv/bin/python scripts/demo_workflow.py            # run the demo workflow on the CPU, print where the files are
     .venv/bin/python scripts/demo_workflow.py --ui       # start ComfyUI with the pack; Ctrl-C (or SIGTERM) stops it
@@ -11,7 +11,6 @@ Both use ``demo_out/comfyui/`` as ComfyUI's input/output/user folders, so the br
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,9 @@ DEFAULT_PORT = 8199
 
 
 def load_demo(seconds: float | None) -> dict:
-    prompt = json.loads(DEMO.read_text())
-    prompt.pop("_title", None)
+    from scripts.make_example_workflows import read_twin
+
+    prompt = read_twin(DEMO).prompt  # the graph alone (the twin also holds the template's title, stages, note)
     if seconds is not None:
         fit = next(n for n in prompt.values() if n["class_type"] == "CharacterShotFit4DGaussians")
         fit["inputs"]["seconds"] = float(seconds)
@@ -56,7 +56,7 @@ class Reporter:
 
 def report_outputs(host: ComfyHost, hist: dict) -> dict:
     """Print where the demo's files are; returns them: {"ply": [...], "bundle": [...], "weights": [...],
-    "turntable": [...]} (paths)."""
+    "turntable": [...]} (paths; the turntable is one animated WebP)."""
     out = hist.get("outputs", {})
     files = [f for node in out.values() for f in node.get("charshot_4d", [])]
     images = [f for node in out.values() for f in node.get("images", []) if f.get("type") == "output"]
@@ -75,9 +75,8 @@ def report_outputs(host: ComfyHost, hist: dict) -> dict:
         print(f"  4D bundle (.cs4d):         {b}")
     for w in weights:
         print(f"  reloadable weights:        {w}")
-    if turntable:
-        print(f"  turntable ({len(turntable)} frames):     {turntable[0].parent}/  ({turntable[0].name} ... "
-              f"{turntable[-1].name})")
+    for t in turntable:
+        print(f"  turntable video:           {t}")
     return {"ply": plys, "bundle": bundles, "weights": weights, "turntable": turntable}
 
 
@@ -102,7 +101,7 @@ def run(args) -> int:
         return 130
     finally:
         host.stop()
-    print("\nTo look at it in ComfyUI (template charactershot_view_4d shows these Gaussians in the Preview 4D widget; "
+    print("\nTo look at it in ComfyUI (template '6 Look at saved 4D Gaussians' shows them in the 4D preview; "
           "the files above are in its output folder):\n  scripts/demo.sh --ui")
     return 0
 
@@ -110,8 +109,8 @@ def run(args) -> int:
 def ui(args) -> int:
     host = ComfyHost(root=args.root, port=args.port or DEFAULT_PORT)
     banner = ("ComfyUI with CharacterShot at {host.base} (pid {host.proc.pid}): open it in a browser, then "
-              "Workflow -> Browse Templates -> charactershot -> charactershot_view_4d (Run: the first demo run's 4D "
-              "Gaussians, demo_00001, in the Preview 4D widget) or charactershot_demo (the whole demo). Output "
+              "Workflow -> Browse Templates -> charactershot -> '6 Look at saved 4D Gaussians' (Run: the first demo "
+              "run's 4D Gaussians, demo_00001, in the 4D preview) or '1 Start here' (the whole demo). Output "
               "folder: {host.output_dir}. Ctrl-C stops ComfyUI.")
     return serve(host, banner)
 

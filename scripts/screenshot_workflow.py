@@ -1,5 +1,5 @@
 """Screenshot an example workflow as the ComfyUI editor shows it (headless Chromium, a temporary ComfyUI with the
-pack), for the docs:
+pack), for the docs; the workflow is named by its twin in tests/workflows/:
 
     .venv/bin/python scripts/screenshot_workflow.py charactershot_demo docs/images/charactershot_demo_workflow.png
 
@@ -30,7 +30,9 @@ def main(argv=None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     name, out = args
-    template = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+    from scripts.make_example_workflows import template_path
+
+    template = json.loads(template_path(f"{name}.json").read_text())  # by its twin's name
     stop_on_signals()
     host = ComfyHost()
     # a returning user: no first-run template browser over the canvas

@@ -71,7 +71,11 @@ def free_port() -> int:
 
 
 class ComfyHost:
-    """One ComfyUI process on 127.0.0.1 with temporary folders."""
+    """One ComfyUI process on 127.0.0.1 with temporary folders.
+
+    ``root``: the folder that holds them (default: a new temporary one).  A new host on the ``root`` of a stopped one
+    is a restart on the same folders: input, output, user and models are kept (ComfyUI itself empties temp), and
+    each start's log is appended to the same file (``log_text`` reads this start's part)."""
 
     def __init__(self, root: Path | None = None, python: str = sys.executable, extra_args: list[str] | None = None,
                  port: int | None = None):
@@ -127,7 +131,8 @@ class ComfyHost:
         yaml.write_text("\n".join(lines) + "\n")
         cmd = self.command(host, yaml)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")
+        self._log_offset = self._log.tell()
         self.proc = subprocess.Popen(cmd, cwd=str(host), stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         deadline = time.time() + timeout
@@ -166,8 +171,11 @@ class ComfyHost:
             self._log.close()
 
     def log_text(self) -> str:
+        """What this start of the server has logged."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(getattr(self, "_log_offset", 0))
+                return f.read().decode(errors="replace")
         except OSError:
             return ""
 
@@ -244,8 +252,13 @@ class ComfyHost:
                                         events=self.events)
                 ws.settimeout(max(1.0, deadline - time.time()))
                 raw = ws.recv()
-                if isinstance(raw, bytes):  # binary preview frames
-                    self.events.append({"type": "binary", "size": len(raw)})
+                if isinstance(raw, bytes):  # binary preview frames, progress text (event 3: node id + text)
+                    ev = {"type": "binary", "size": len(raw)}
+                    if len(raw) >= 8 and int.from_bytes(raw[:4], "big") == 3:
+                        n = int.from_bytes(raw[4:8], "big")
+                        ev.update(event="text", node=raw[8:8 + n].decode("utf-8", "replace"),
+                                  text=raw[8 + n:].decode("utf-8", "replace"))
+                    self.events.append(ev)
                     continue
                 msg = json.loads(raw)
                 self.events.append(msg)

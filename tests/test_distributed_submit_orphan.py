@@ -72,3 +72,38 @@ def test_the_driver_child_exits_when_its_parent_dies(tmp_path):
         if parent.poll() is None:
             parent.kill()
         srv.close()
+
+
+def test_the_driver_child_stops_when_asked_through_its_stop_file(tmp_path):
+    """The polite stop that needs no signal and no console (what Cancel uses on Windows when the server has no
+    console): the parent writes ``stop`` into the job folder, the child's watcher raises SIGTERM in it and it exits
+    through its handler, here while it waits inside ``ray.init``."""
+    from charactershot_core.distributed.submit import STOP_FILE
+
+    inp = make_inputs(tmp_path / "in")
+    job, spec = make_job(inp)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(60)
+    work = tmp_path / "store" / ".submit-test"
+    write_job(str(work), job)
+    from dataclasses import asdict
+
+    (work / "request.json").write_text(json.dumps({
+        "spec": asdict(spec), "address": f"127.0.0.1:{srv.getsockname()[1]}", "store": str(tmp_path / "store"),
+        "groups": [0, 1], "gpus": None, "actors": 1, "connect_timeout": 5.0}))
+    child = subprocess.Popen([sys.executable, "-m", "charactershot_core.distributed.submit", str(work)],
+                             cwd=PACK_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=PACK_ROOT))
+    try:
+        conn, _ = srv.accept()  # the child is inside ray.init
+        assert child.poll() is None
+        (work / STOP_FILE).write_text("")
+        assert child.wait(40) == 143
+        assert b"the parent asked to stop" in child.stderr.read()
+        conn.close()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        srv.close()

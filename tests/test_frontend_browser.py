@@ -1,7 +1,8 @@
 """The pack in ComfyUI's real front end, driven by headless Chromium: every test runs twice, on the front-end the host
 bundles (1.32.9 for ComfyUI 0.3.75) and on the newest one (NEWEST_FRONTEND, served with --front-end-root).
 
-Checks what only a browser can: the web extension loads, every template opens with no missing node, the editor turns
+Checks what only a browser can: the web extension loads, every template opens with no missing node and readable
+(groups, no overlapping nodes before or after the demo's run, the saved zoom: tests/template_layout.py), the editor turns
 each template back into exactly its tested API twin (widget order, seed control widgets), and the saved-file list
 appears under a node without leaking into the prompt; and the inline 4D preview (docs/viewer.md): a small synthetic
 fit queued from the page, the widget's drawing, frame slider, snap to a training camera, serialisation, keyboard,
@@ -23,11 +24,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charactershot_core.gaussians.export import read_bundle
-
-from scripts.make_example_workflows import OUT, TWINS, read_twin
+from charactershot_core.gaussians.formats import read_bundle
+from scripts.make_example_workflows import TWINS, read_twin, template_path
 from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
 from tests.comfy_host import NEWEST_FRONTEND
+from tests.template_layout import check_demo_after_a_run, check_opens_readable
 
 pytestmark = pytest.mark.e2e
 
@@ -80,16 +81,18 @@ def test_web_extension_is_registered(page):
 
 
 @pytest.mark.parametrize("twin", sorted(TWINS.glob("*.json")), ids=lambda p: p.stem)
-def test_template_opens_and_serialises_to_its_twin(page, twin):
-    template = json.loads((OUT / twin.name).read_text())
+def test_template_opens_readable_and_serialises_to_its_twin(page, twin):
+    template = json.loads(template_path(twin).read_text())
     loaded = page.eval(f"""(async () => {{
         await window.app.loadGraphData({json.dumps(template)});
         return window.app.graph._nodes.map(n => [String(n.id), n.type, !!LiteGraph.registered_node_types[n.type]]);
     }})()""")
     spec = read_twin(twin)
     # only the third-party nodes the twin declares (DWPose...) may be missing here: this host does not install them
-    third_party = {k for k, n in spec.prompt.items() if n["class_type"] in spec.ui_only}
+    third_party = {k for k, n in {**spec.prompt, **spec.optional}.items() if n["class_type"] in spec.ui_only}
     assert loaded and all(known or key in third_party for key, _, known in loaded), f"missing node types: {loaded}"
+    # readable: stages as groups, no overlapping nodes, the saved zoom with the note in sight (tests/template_layout.py)
+    check_opens_readable(page, spec)
     prompt = page.eval("(async () => (await window.app.graphToPrompt()).output)()")
     expected = {k: n for k, n in spec.prompt.items() if k not in third_party}
     assert sorted(k for k in prompt if k not in third_party) == sorted(expected)
@@ -103,7 +106,7 @@ def test_template_opens_and_serialises_to_its_twin(page, twin):
 
 
 def test_saved_files_appear_under_the_node_and_stay_out_of_the_prompt(page):
-    template = json.loads((OUT / "charactershot_4d_synthetic.json").read_text())
+    template = json.loads(template_path("charactershot_4d_synthetic.json").read_text())
     names = page.eval(f"""(async () => {{
         await window.app.loadGraphData({json.dumps(template)});
         const n = window.app.graph._nodes.find(n => n.type === 'CharacterShotSave4DGaussians');
@@ -128,7 +131,7 @@ def test_a_workflow_saved_with_ray_address_keeps_its_widgets_in_place(page, comf
     read as something else) and execution must take its default; a non-empty one is refused when queued."""
     info = comfy.object_info("CharacterShotMultiViewSampler")["CharacterShotMultiViewSampler"]
     assert info["input_order"]["optional"][-2:] == ["ray_address", "execution"]
-    template = json.loads((OUT / "charactershot_multiview_from_views.json").read_text())
+    template = json.loads(template_path("charactershot_multiview_from_views.json").read_text())
     node = next(n for n in template["nodes"] if n["type"] == "CharacterShotMultiViewSampler")
     assert node["widgets_values"][-2:] == ["", "here"]
     node["widgets_values"] = node["widgets_values"][:-2] + [old_value]  # the old layout: ..., reuse_finished, ray_address
@@ -248,7 +251,7 @@ def _temp(comfy) -> Path:
 def synthetic_bundle(path, n: int = 4000, frames: int = 5, motion: str = "wave") -> str:
     """The synthetic character's exact Gaussians (known motion) as a 4D bundle with the official rig's cameras."""
     from charactershot_core.cameras import official_rig
-    from charactershot_core.gaussians.export import write_bundle
+    from charactershot_core.gaussians.formats import write_bundle
     from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
     ch = SyntheticCharacter(motion, seed=0, n_gaussians=n)
@@ -380,7 +383,7 @@ def test_hidden_widget_stops_drawing(page, fitted):
 
 
 def _bundle_bytes(n: int, frames: int = 2, seed: int = 0, level: int = 6) -> bytes:
-    from charactershot_core.gaussians.export import write_bundle
+    from charactershot_core.gaussians.formats import write_bundle
 
     rng = np.random.default_rng(seed)
     pos = rng.normal(0, 0.3, (frames, n, 3)).astype(np.float32) + np.array([0, 0, 0.9], np.float32)
@@ -404,7 +407,7 @@ def test_bad_files_show_clear_messages(page, host, fitted):
         "big.cs4d": _bundle_bytes(2_000_000, frames=1, level=1),
     }
     # a good static .ply with an extra element after the vertices and extra properties loads (splats: 300)
-    from charactershot_core.gaussians.export import ply_bytes
+    from charactershot_core.gaussians.formats import ply_bytes
 
     rng = np.random.default_rng(1)
     n = 300
@@ -647,3 +650,10 @@ def test_preview_inside_a_subgraph(page, host, fitted, frontend):
     for key in ("charshot_preview4d", "preview4d_", ".cs4d", "displayedFrame"):
         assert key not in r["text"] and key not in r["promptText"], key
     page.eval("window.app.canvas.setGraph(window.app.graph); true")
+
+
+def test_demo_template_does_not_overlap_after_a_run(page):
+    """The demo template run from the page (CI-sized through its widgets): what its nodes show afterwards (the 4D
+    preview, the turntable video, the rig's picture, the saved files) covers no neighbour (tests/template_layout.py).
+    Last in this module: it replaces the graph."""
+    check_demo_after_a_run(page)

@@ -269,7 +269,7 @@ def test_nan_flags_are_read_every_few_iterations_and_name_the_exact_iteration(vi
 def test_two_frame_time_axis_has_a_finite_smoothness_term():
     # a 2-frame video gets 2 time cells: the second difference along time is empty (its mean was NaN, which made
     # every fit of a 2-frame video diverge at its first deformation iteration)
-    from charactershot_core.gaussians.hexplane import HexPlane
+    from charactershot_core.gaussians.model.hexplane import HexPlane
 
     hp = HexPlane([[-1, -1, -1], [1, 1, 1]], resolution=(4, 4, 4, 2), features=3, multires=(1,))
     ts = hp.time_smoothness()

@@ -49,7 +49,7 @@ def test_fit4d_static_folder_writes_metrics_and_heldout_pngs(tmp_path, character
         png = out / "heldout" / f"view{k}.png"
         assert png.is_file()
     # the saved held-out renders are what was scored: re-scoring them gives the same PSNR (8-bit rounding aside)
-    from charactershot_core.gaussians.metrics import psnr
+    from charactershot_core.gaussians.evaluation.metrics import psnr
 
     saved = np.stack([np.asarray(_read(out / "heldout" / f"view{k}.png")) for k in (1, 4)]).astype(np.float32) / 255
     gt = np.stack([np.asarray(_read(src / f"view{k}.png")) for k in (1, 4)]).astype(np.float32) / 255
@@ -109,7 +109,7 @@ def test_fit4d_video_layout_render_and_export(tmp_path, character, capsys):
     # export: a ply per training time + the bundle; the ply files are INRIA layout
     from plyfile import PlyData
 
-    from charactershot_core.gaussians import export
+    from charactershot_core.gaussians import formats as export
 
     eout = tmp_path / "export"
     assert main(["export", "--weights", str(out / "gaussians.safetensors"), "--out", str(eout)]) == 0

@@ -1,11 +1,11 @@
-"""Views like a video model's (charactershot_core.gaussians.degrade): seeded, and each effect does what it says."""
+"""Views like a video model's (charactershot_core.gaussians.synthetic.degrade): seeded, and each effect does what it says."""
 
 import numpy as np
 import pytest
 import torch
 
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians.degrade import _warp, degrade
+from charactershot_core.gaussians.synthetic.degrade import _warp, degrade
 
 
 def _clip(v=3, t=4, h=32, w=48):

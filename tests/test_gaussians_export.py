@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians.export import (SH_C0, ply_bytes, read_bundle, read_ply, rgb_to_sh0, write_bundle,
+from charactershot_core.gaussians.formats import (SH_C0, ply_bytes, read_bundle, read_ply, rgb_to_sh0, write_bundle,
                                                  write_ply)
 
 

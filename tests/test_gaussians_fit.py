@@ -13,8 +13,8 @@ from charactershot_core.errors import InputError
 from charactershot_core.gaussians import losses
 from charactershot_core.gaussians.data import MultiViewVideo, read_frames_dir, write_png
 from charactershot_core.gaussians.fit import FitConfig, FitDivergedError, fit, initialize, render_views
-from charactershot_core.gaussians.hexplane import HexPlane
-from charactershot_core.gaussians.metrics import psnr
+from charactershot_core.gaussians.model.hexplane import HexPlane
+from charactershot_core.gaussians.evaluation.metrics import psnr
 from charactershot_core.gaussians.model import Gaussians4D
 
 
@@ -78,15 +78,36 @@ def test_hexplane_shapes_bounds_and_full_time_axis():
 def test_knn_graph_matches_brute_force_and_is_symmetric():
     torch.manual_seed(0)
     pts = torch.randn(300, 3)
-    idx = losses.knn(pts, 5, chunk=64)
+    idx = losses.knn(pts, 5)
     d = torch.cdist(pts, pts)
     d.fill_diagonal_(float("inf"))
     ref = d.topk(5, largest=False).indices
     assert torch.equal(idx.sort(1).values, ref.sort(1).values)
-    e = losses.knn_graph(pts, 5, chunk=64)
+    e = losses.knn_graph(pts, 5)
     pairs = set(map(tuple, e.t().tolist()))
     assert all((j, i) in pairs for i, j in pairs)
     assert all(i != j for i, j in pairs)
+
+
+def test_knn_finds_the_exact_neighbours_on_the_character_and_never_itself_among_duplicates():
+    """The tree search against an exact float64 brute force on the synthetic character's surface lattice (many
+    near-equal distances), and with exact duplicates (as densification's clones make): a point never lists itself."""
+    from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+    pts = SyntheticCharacter("wave", seed=0, n_gaussians=3000).gaussians_at(0.5)["means"].float()
+    d = torch.cdist(pts.double(), pts.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    d.fill_diagonal_(float("inf"))
+    ref_d = d.topk(8, largest=False).values
+    idx = losses.knn(pts, 8)
+    assert idx.shape == (3000, 8) and idx.dtype == torch.long
+    got_d = torch.gather(d, 1, idx)
+    assert torch.allclose(got_d, ref_d, rtol=0, atol=1e-12)  # the same distances, nearest first
+    assert not (idx == torch.arange(3000)[:, None]).any()
+    dup = torch.cat([pts[:500], pts[:500]])  # every point twice
+    idx = losses.knn(dup, 3)
+    assert not (idx == torch.arange(1000)[:, None]).any()
+    twin = torch.cat([torch.arange(500, 1000), torch.arange(500)])
+    assert (idx == twin[:, None]).any(1).all()  # each point's twin (distance 0) is among its neighbours
 
 
 def test_neighbour_loss_has_gradients_and_is_zero_for_rigid_translation():

@@ -1,4 +1,4 @@
-"""4D exports other viewers open (charactershot_core/gaussians/formats.py), read back by third-party code:
+"""4D exports other viewers open (charactershot_core/gaussians/formats/), read back by third-party code:
 PlayCanvas' splat-transform (npm ``@playcanvas/splat-transform``) for ``.spz`` and ``.ply``, gsplat.js (npm
 ``gsplat``) for ``.splatv``, and the one-file HTML in headless Chromium from ``file://`` with the network off.
 
@@ -130,7 +130,7 @@ def test_ply_sequence_names_follow_supersplat_rule(tmp_path):
     assert names[0] == "hero_00007_frame_00001.ply" and len(names) == 12
     assert F.is_supersplat_sequence(names)
     # SuperSplat orders the frames by the trailing number: the same order as the frame times
-    key = [int(F._SEQUENCE_RULE.match(n.lower()).group(2)) for n in names]
+    key = [int(F.ply._SEQUENCE_RULE.match(n.lower()).group(2)) for n in names]
     assert key == sorted(key) == list(range(1, 13))
     # two sets dropped together, or a bundle among them, are not one sequence
     assert not F.is_supersplat_sequence(names + ["hero_00008_frame_00001.ply"])
@@ -284,10 +284,10 @@ def test_bad_inputs_leave_no_files(tmp_path, monkeypatch):
     out = tmp_path / "out"
     with pytest.raises(InputError, match="formats: unknown format 'obj'"):
         F.export_formats(m, str(out), m.times, "ply,obj")
-    monkeypatch.setattr(F, "SPZ_MAX_POINTS", 29)
+    monkeypatch.setattr(F.export, "SPZ_MAX_POINTS", 29)
     with pytest.raises(InputError, match=r"formats: spz: 30 Gaussians are more than \.spz readers accept \(29\)"):
         F.export_formats(m, str(out), m.times, "ply,spz")
-    monkeypatch.setattr(F, "SPLATV_MAX_GAUSSIANS", 10)
+    monkeypatch.setattr(F.export, "SPLATV_MAX_GAUSSIANS", 10)
     with pytest.raises(InputError, match=r"formats: splatv: 30 Gaussians x 1 time window\(s\) are more than a \.splatv player"):
         F.export_formats(m, str(out), m.times, ["splatv"])
     empty = MovingModel(n=30, k=1, frames=3)
@@ -296,7 +296,7 @@ def test_bad_inputs_leave_no_files(tmp_path, monkeypatch):
         F.export_formats(empty, str(out), m.times, ["ply"])
     # a failure in the middle of a set (the html step) leaves none of the set, not even the finished .ply files
     monkeypatch.undo()
-    monkeypatch.setattr(F, "html_bytes", lambda bundle: (_ for _ in ()).throw(InputError("html", "boom")))
+    monkeypatch.setattr(F.export, "html_bytes", lambda bundle: (_ for _ in ()).throw(InputError("html", "boom")))
     with pytest.raises(InputError, match="html: boom"):
         F.export_formats(m, str(out), m.times, ["ply", "spz", "html"])
     assert not out.exists() or not any(out.iterdir())
@@ -329,7 +329,7 @@ def test_cli_export_writes_each_format(tmp_path, capsys):
     assert main(["export", "--weights", str(mw), "--out", str(out2), "--formats", "ply,spz,splatv"]) == 0
     assert sorted(p.name for p in out2.iterdir()) == sorted(
         [f"frame_0000{i}.{e}" for e in ("ply", "spz") for i in (1, 2, 3)] + ["motion.splatv"])
-    from charactershot_core.gaussians.export import read_ply
+    from charactershot_core.gaussians.formats import read_ply
 
     for i, dx in enumerate((0.0, 0.1, 0.3)):
         ref = moving.baked(moving.times[i])["means"].numpy()

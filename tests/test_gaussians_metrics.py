@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians.metrics import (FG_PAD, clip_boxes, clip_scores, frame_change, frame_scores,
-                                                  motion_scores, moving_psnr, score, summary_text)
+from charactershot_core.gaussians.evaluation.metrics import (FG_PAD, clip_boxes, clip_scores, frame_change,
+                                                             frame_scores, motion_scores, moving_psnr, score,
+                                                             summary_text)
 
 
 def _square_clip(positions, size=8, h=32, w=40, value=0.2):
@@ -132,7 +133,7 @@ def test_training_report_of_a_tiny_fit():
     from charactershot_core.cameras import orbit_rig
     from charactershot_core.gaussians.data import MultiViewVideo
     from charactershot_core.gaussians.fit import FitConfig, fit
-    from charactershot_core.gaussians.report import report_text, spread, training_report
+    from charactershot_core.gaussians.evaluation.report import report_text, spread, training_report
     from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
     assert spread(25, 9) == [0, 3, 6, 9, 12, 15, 18, 21, 24] and spread(3, 9) == [0, 1, 2] and spread(7, 4) == [0, 2, 4, 6]

@@ -190,7 +190,7 @@ def test_hexplane_fine_stage_starts_at_a_saddle(two_frames):
     all frames (a static average) until the time planes slowly leave 1."""
     from charactershot_core.gaussians import losses
     from charactershot_core.gaussians.fit import render_model
-    from charactershot_core.gaussians.hexplane import TIME_PLANES
+    from charactershot_core.gaussians.model.hexplane import TIME_PLANES
 
     cfg = small_cfg(motion="hexplane", field={"resolution": [8, 8, 8, 2], "features": 4, "multires": [1], "width": 8})
     model = initialize(two_frames, cfg)
@@ -212,7 +212,7 @@ def test_hexplane_fine_stage_starts_at_a_saddle(two_frames):
 
 
 def test_table_model_exports_a_moving_bundle_and_per_frame_ply(tmp_path, two_frames):
-    from charactershot_core.gaussians import export
+    from charactershot_core.gaussians import formats as export
     from charactershot_core.gaussians.cli import export_all
 
     model = initialize(two_frames, small_cfg())

@@ -111,3 +111,32 @@ def test_fit_stops_at_cancel(comfy):
     values = [e["data"]["value"] for e in comfy.events if e.get("type") == "progress" and e["data"].get("node") == "3"]
     assert sent and max(values) <= sent[0] + 3  # stopped within a few iterations of the click, not 100000
     assert not list((comfy.output_dir / "charactershot").glob("cancelled*"))  # nothing saved
+
+
+def test_fit_refuses_views_without_a_character_and_shows_budget_progress(comfy):
+    """All-black views through Multi-View From Images: Fit 4D fails with the named error, nothing is saved. Then a
+    fit with a time budget reports its iterations and the time left under the node."""
+    black = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 6, "color": 0}}
+    prompt = {"1": RIG, "2": black,
+              "9": {"class_type": "CharacterShotMultiViewFromImages",
+                    "inputs": {"images": ["2", 0], "cameras": ["1", 0], "frames_per_view": 1}},
+              "3": _fit(8, source=("9", 0)),
+              "4": {"class_type": "CharacterShotSave4DGaussians",
+                    "inputs": {"gaussians": ["3", 0], "filename_prefix": "charactershot/black", "times": "",
+                               "save_ply": True, "save_bundle": True, "save_weights": True}}}
+    with pytest.raises(WorkflowError, match=r"multiview: views 0, 1, 2, 3, 4, 5 of 6 are one flat colour") as e:
+        comfy.run(prompt, timeout=120)
+    assert e.value.body.get("node_id") == "3"
+    assert not list(comfy.output_dir.rglob("black*"))  # nothing saved
+    assert not [ev for ev in comfy.events if ev.get("type") == "progress" and ev["data"].get("node") == "3"]
+
+    fit = _fit(10000, preview_every=0)
+    fit["inputs"]["seconds"] = 20.0
+    save = {"class_type": "CharacterShotSave4DGaussians",
+            "inputs": {"gaussians": ["3", 0], "filename_prefix": "charactershot/budget", "times": "",
+                       "save_ply": False, "save_bundle": False, "save_weights": True}}
+    hist = comfy.run({"1": RIG, "2": SYNTH, "3": fit, "4": save}, timeout=300)
+    texts = [ev["text"] for ev in comfy.events if ev.get("event") == "text" and ev.get("node") == "3"]
+    assert texts and texts[0].startswith("iteration 1 of at most 10000")
+    assert all("s left of 20 s" in t for t in texts)
+    assert "iterations in" in "".join(hist["outputs"]["3"]["text"])

@@ -12,7 +12,7 @@ from charactershot_core.cameras import CameraRig, official_rig
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians import _torch_raster as tr
 from charactershot_core.gaussians import render as render_mod
-from charactershot_core.gaussians.metrics import fg_box, psnr, score, ssim
+from charactershot_core.gaussians.evaluation.metrics import fg_box, psnr, score, ssim
 from charactershot_core.gaussians.render import rasterize, resolve_backend
 
 F64 = torch.float64

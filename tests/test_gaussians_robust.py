@@ -14,7 +14,7 @@ from charactershot_core.gaussians.appearance import ViewAppearance
 from charactershot_core.gaussians.background import border_background, whiten, whiten_video
 from charactershot_core.gaussians.camera_refine import PoseRefine, se3_exp
 from charactershot_core.gaussians.data import MultiViewVideo
-from charactershot_core.gaussians.degrade import degrade
+from charactershot_core.gaussians.synthetic.degrade import degrade
 from charactershot_core.gaussians.fit import FitConfig, fit, render_views
 from charactershot_core.gaussians.robust import ViewCorrections, photometric, pixel_penalty
 

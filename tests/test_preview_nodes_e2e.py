@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from charactershot_core.gaussians.export import read_bundle
+from charactershot_core.gaussians.formats import read_bundle
 from charactershot_core.gaussians.threads import chosen_threads, cpu_threads
 
 pytestmark = pytest.mark.e2e

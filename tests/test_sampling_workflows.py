@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -111,10 +112,9 @@ def test_one_picture_to_4d_workflow(comfy, tiny):
 
 
 def test_a_template_whose_models_are_missing_names_them(comfy, tiny):
-    """Run as shipped but for the inputs (the official model folders are not installed here): the run stops at the
-    first model loader with a message naming its input and the missing file, before any sampling."""
-    from tests.comfy_host import WorkflowError
-
+    """Queued as shipped but for the inputs (the official model folders are not installed here): ComfyUI refuses the
+    prompt at once (nothing runs), and each loader's error names its input, what to download (the Hugging Face
+    repository) and the folder it goes in."""
     p = _twin("charactershot_multiview_from_views.json")
     p["4"]["inputs"].update(preset="custom_orbit", num_views=9, width=W, height=H)
     p["5"]["inputs"].update(source="samp_views/")
@@ -122,9 +122,18 @@ def test_a_template_whose_models_are_missing_names_them(comfy, tiny):
     p["7"]["inputs"].update(num_frames=F, width=W, height=H)
     p["8"]["inputs"].update(image="samp_ref_pose.png")
     p["9"]["inputs"].update(num_frames=F)
-    with pytest.raises(WorkflowError) as e:
-        comfy.run(p, timeout=120)
-    msg = e.value.message
-    assert any(msg.startswith(f"{name}: 'CharacterShot/' was not found in the models folders")
-               for name in ("checkpoint", "vae", "t5_folder")), msg
-    assert e.value.body["node_id"] in ("1", "2", "3")
+    status, body = comfy.queue(p)
+    assert status == 400, body
+    errors = {key: [e["details"] for e in node["errors"]] for key, node in body["node_errors"].items()}
+    loaders = {key: p[key]["class_type"] for key in ("1", "2", "3")}
+    assert sorted(loaders.values()) == ["CharacterShotModelLoader", "CharacterShotTextEncode",
+                                        "CharacterShotVAELoader"], loaders
+    folder = str(Path(comfy.models_dir) / "charactershot" / "CharacterShot")
+    for key, cls in loaders.items():
+        name = {"CharacterShotModelLoader": "checkpoint", "CharacterShotVAELoader": "vae",
+                "CharacterShotTextEncode": "t5_folder"}[cls]
+        mine = [d for d in errors.get(key, []) if d.startswith(f"{name} - 'CharacterShot/' is not in ComfyUI's "
+                                                                f"models folders")]
+        assert mine, (key, errors)
+        assert "https://huggingface.co/Gaojunyao/CharacterShot" in mine[0], mine[0]
+        assert "models/charactershot/CharacterShot/" in mine[0] and folder in mine[0], mine[0]

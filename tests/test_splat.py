@@ -1,4 +1,4 @@
-"""Core ComfyUI's SPLAT type, both ways (charactershot_core/gaussians/splat_type.py, nodes/splat.py).
+"""Core ComfyUI's SPLAT type, both ways (charactershot_core/gaussians/formats/splat_type.py, nodes/splat.py).
 
 ComfyUI 0.3.75 has neither core's SPLAT class nor its splat nodes, so the checks of "what core's nodes read" use
 ``core_item`` / ``core_ply_bytes`` below: a re-implementation, written from core's documented conventions (the SPLAT
@@ -19,11 +19,11 @@ from PIL import Image
 
 # every import of the package's modules is here
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians import splat_type as st
+from charactershot_core.gaussians.formats import splat_type as st
 from charactershot_core.gaussians._torch_raster import eval_sh
 from charactershot_core.gaussians.cli import export_all
 from charactershot_core.gaussians.data import MultiViewVideo
-from charactershot_core.gaussians.export import read_ply
+from charactershot_core.gaussians.formats import read_ply
 from charactershot_core.gaussians.fit import FitConfig, initialize, render_views
 from charactershot_core.gaussians.model import Gaussians4D, make_gaussians
 from charactershot_core.gaussians.synthetic import SyntheticCharacter, SyntheticModel

@@ -172,7 +172,7 @@ def heldout_agreement(views: np.ndarray) -> list[float]:
     PSNR of each held-out view (fitted render vs the mapped SV3D frame, on the character's box)."""
     from charactershot_core.gaussians.data import MultiViewVideo
     from charactershot_core.gaussians.fit import FitConfig, fit, render_views
-    from charactershot_core.gaussians.metrics import fg_box, psnr
+    from charactershot_core.gaussians.evaluation.metrics import fg_box, psnr
 
     x = torch.from_numpy(views).float().div(255).permute(0, 3, 1, 2)
     x = torch.nn.functional.interpolate(x, size=(FIT_H, FIT_W), mode="area").permute(0, 2, 3, 1)

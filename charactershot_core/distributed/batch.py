@@ -130,105 +130,28 @@ def run_batch(jobs: JobsFile, use_ray: bool = False, address: Optional[str] = No
               retries: int = 2, log: Callable[[str], None] = _say) -> list:
     """Sample (and fit, where asked) every character of ``jobs``; returns one :class:`Outcome` per character.
     A failing character does not stop the others; finished groups are kept in its ``groups/`` folder."""
-    from ..sampling.cli import GROUPS_DIR, _spec, write_assembled, write_run_file
-    from ..sampling.executor import LocalExecutor, sample_multiview
-    from ..sampling.store import GroupStore
+    from ..sampling.cli import _spec
 
     prepared = prepare(jobs, log)
     spec = _spec(prepared[0].args)
     total_groups = sum(len(p.job.groups) for p in prepared)
-    t0 = time.time()
     if use_ray:
-        from .executor import RayExecutor
-
-        executor = RayExecutor(spec, address=address, gpus=gpus, actors=actors, max_actors=total_groups,
-                               cpus_per_actor=cpus_per_actor, threads=threads, connect_timeout=connect_timeout,
-                               num_cpus=num_cpus, retries=retries, log=log)
-        log(f"ray: {len(executor.actors)} actor(s) ready in {time.time() - t0:.1f} s: " + ", ".join(
-            f"{a['host']} pid {a['pid']} {a['device']}" for a in executor.actors))
-        fit_remote = _fit_remote(executor.ray, executor.gpus)
+        executor, fit_remote = _ray_executor(spec, total_groups, log, address=address, gpus=gpus, actors=actors,
+                                             cpus_per_actor=cpus_per_actor, threads=threads,
+                                             connect_timeout=connect_timeout, num_cpus=num_cpus, retries=retries)
     else:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        worker = spec.build()
-        executor = LocalExecutor(worker)
-        fit_remote = None
+        executor, fit_remote = _local_executor(spec, threads), None
     outcomes = {p.character.index: Outcome(p.character.name, os.path.abspath(p.args.out), len(p.job.groups))
                 for p in prepared}
     sampled_events = {i: threading.Event() for i in outcomes}
 
     def one(p: Prepared) -> None:
-        ch, job, oc = p.character, p.job, outcomes[p.character.index]
-        name = ch.name
-        t1 = time.time()
-        try:
-            if not use_ray:
-                for w in executor.worker.check_job(job):
-                    log(f"[{name}] warning: {w}")
-            write_run_file(oc.out, job, executor.identity)
-            store = GroupStore(os.path.join(oc.out, GROUPS_DIR))
-            ng = len(job.groups)
-            log(f"[{name}] {ng} view groups, {job.num_views} views x {job.num_frames} frames, seed {job.seed}")
-
-            def on_step(gi, i, n, _x0):
-                if not quiet and (i == 0 or i == n - 1 or (i + 1) % 10 == 0):
-                    log(f"[{name}] group {gi + 1}/{ng}: step {i + 1}/{n}")
-
-            def on_group(res):
-                how = "reused" if res.reused else "sampled"
-                log(f"[{name}] group {res.index + 1}/{ng} {how} (views {res.views}) -> {res.path}")
-
-            try:
-                result = sample_multiview(job, executor, store, on_step=on_step, on_group=on_group)
-            finally:
-                sampled_events[ch.index].set()
-            oc.sampled, oc.reused = sorted(result.sampled), sorted(result.reused)
-            if use_ray:
-                oc.workers = [(gi, where) for gi, where, tok in list(executor.history) if tok == id(job)]
-            write_assembled(oc.out, result.frames, job.rig, job.rig.times if job.rig is not None else None)
-            oc.complete = True
-            log(f"[{name}] all {ng} groups: {job.num_views} views x {job.num_frames} frames -> {oc.out} "
-                f"({time.time() - t1:.1f} s)")
-            if ch.fit is not None:
-                from ..gaussians.cli import WEIGHTS_NAME
-
-                fit_dir = os.path.join(oc.out, FIT_DIR)
-                argv = fit_argv(ch.fit, oc.out, os.path.join(oc.out, "cameras.json"), fit_dir)
-                weights = os.path.join(fit_dir, WEIGHTS_NAME)
-                export_dir = os.path.join(oc.out, EXPORT_DIR)
-                log(f"[{name}] 4D fit" + (" task submitted" if fit_remote else " started"))
-                if fit_remote is not None:
-                    res = executor.ray.get(fit_remote.remote(argv, weights, export_dir))
-                else:
-                    res = fit_and_export(argv, weights, export_dir)
-                oc.fit_dir, oc.export_files = fit_dir, res["export"]
-                log(f"[{name}] 4D fit done -> {fit_dir}; export -> {export_dir} ({len(res['export'])} files)")
-        except (CharacterShotError, OSError) as e:
-            oc.error = str(e)
-            log(f"[{name}] FAILED: {e}")
-        except Exception as e:  # noqa: BLE001 - one character's failure must not stop the others
-            cause = getattr(e, "cause", None) or e
-            oc.error = f"{type(cause).__name__}: {cause}"
-            log(f"[{name}] FAILED: {oc.error}")
-        finally:
-            sampled_events[ch.index].set()
-            oc.seconds = time.time() - t1
+        _run_character(p, executor, outcomes[p.character.index], sampled_events[p.character.index], use_ray,
+                       fit_remote, quiet, log)
 
     try:
         if use_ray:
-            threads_ = [threading.Thread(target=one, args=(p,), name=f"charactershot-{p.character.name}", daemon=True)
-                        for p in prepared]
-            for t in threads_:
-                t.start()
-            for e in sampled_events.values():     # every group handed out and back: free the actors' resources
-                while not e.wait(0.5):            # (GPUs) for the fit tasks
-                    pass
-            executor.close()
-            for t in threads_:
-                while t.is_alive():
-                    t.join(0.5)
+            _run_on_ray(prepared, one, executor, sampled_events)
         else:
             for p in prepared:
                 one(p)
@@ -236,6 +159,122 @@ def run_batch(jobs: JobsFile, use_ray: bool = False, address: Optional[str] = No
         if use_ray:
             executor.close()
     return [outcomes[i] for i in sorted(outcomes)]
+
+
+def _ray_executor(spec, total_groups: int, log: Callable[[str], None], **options):
+    """Ray actors for the view groups (one per GPU or as asked, at most one per group) and the remote fit task."""
+    from .executor import RayExecutor
+
+    t0 = time.time()
+    executor = RayExecutor(spec, max_actors=total_groups, log=log, **options)
+    log(f"ray: {len(executor.actors)} actor(s) ready in {time.time() - t0:.1f} s: " + ", ".join(
+        f"{a['host']} pid {a['pid']} {a['device']}" for a in executor.actors))
+    return executor, _fit_remote(executor.ray, executor.gpus)
+
+
+def _local_executor(spec, threads: Optional[int]):
+    """This process's worker: the models built once for every character."""
+    from ..sampling.executor import LocalExecutor
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return LocalExecutor(spec.build())
+
+
+def _run_on_ray(prepared: list, one: Callable, executor, sampled_events: dict) -> None:
+    """Every character in its own thread (their groups share the actors); once every group is back the actors are
+    closed, freeing their resources (GPUs) for the fit tasks, then the threads are joined."""
+    threads_ = [threading.Thread(target=one, args=(p,), name=f"charactershot-{p.character.name}", daemon=True)
+                for p in prepared]
+    for t in threads_:
+        t.start()
+    for e in sampled_events.values():
+        while not e.wait(0.5):
+            pass
+    executor.close()
+    for t in threads_:
+        while t.is_alive():
+            t.join(0.5)
+
+
+def _run_character(p: Prepared, executor, oc: Outcome, sampled: threading.Event, use_ray: bool, fit_remote,
+                   quiet: bool, log: Callable[[str], None]) -> None:
+    """Sample one character's views (and fit them, where asked) into ``oc``; errors are recorded, not raised.
+    ``sampled`` is set once its groups are done (or it failed)."""
+    name = p.character.name
+    t1 = time.time()
+    try:
+        try:
+            _sample_character(p, executor, oc, use_ray, quiet, log)
+        finally:
+            sampled.set()
+        if p.character.fit is not None:
+            _fit_character(p, executor, oc, fit_remote, log)
+    except (CharacterShotError, OSError) as e:
+        oc.error = str(e)
+        log(f"[{name}] FAILED: {e}")
+    except Exception as e:  # noqa: BLE001 - one character's failure must not stop the others
+        cause = getattr(e, "cause", None) or e
+        oc.error = f"{type(cause).__name__}: {cause}"
+        log(f"[{name}] FAILED: {oc.error}")
+    finally:
+        sampled.set()
+        oc.seconds = time.time() - t1
+
+
+def _sample_character(p: Prepared, executor, oc: Outcome, use_ray: bool, quiet: bool,
+                      log: Callable[[str], None]) -> None:
+    """All view groups of one character (finished groups reused), assembled into ``viewXX/`` frames."""
+    from ..sampling.cli import GROUPS_DIR, write_assembled, write_run_file
+    from ..sampling.executor import sample_multiview
+    from ..sampling.store import GroupStore
+
+    job, name = p.job, p.character.name
+    t1 = time.time()
+    if not use_ray:
+        for w in executor.worker.check_job(job):
+            log(f"[{name}] warning: {w}")
+    write_run_file(oc.out, job, executor.identity)
+    store = GroupStore(os.path.join(oc.out, GROUPS_DIR))
+    ng = len(job.groups)
+    log(f"[{name}] {ng} view groups, {job.num_views} views x {job.num_frames} frames, seed {job.seed}")
+
+    def on_step(gi, i, n, _x0):
+        if not quiet and (i == 0 or i == n - 1 or (i + 1) % 10 == 0):
+            log(f"[{name}] group {gi + 1}/{ng}: step {i + 1}/{n}")
+
+    def on_group(res):
+        how = "reused" if res.reused else "sampled"
+        log(f"[{name}] group {res.index + 1}/{ng} {how} (views {res.views}) -> {res.path}")
+
+    result = sample_multiview(job, executor, store, on_step=on_step, on_group=on_group)
+    oc.sampled, oc.reused = sorted(result.sampled), sorted(result.reused)
+    if use_ray:
+        oc.workers = [(gi, where) for gi, where, tok in list(executor.history) if tok == id(job)]
+    write_assembled(oc.out, result.frames, job.rig, job.rig.times if job.rig is not None else None)
+    oc.complete = True
+    log(f"[{name}] all {ng} groups: {job.num_views} views x {job.num_frames} frames -> {oc.out} "
+        f"({time.time() - t1:.1f} s)")
+
+
+def _fit_character(p: Prepared, executor, oc: Outcome, fit_remote, log: Callable[[str], None]) -> None:
+    """The 4D fit and export of one character's assembled views (a Ray task when ``fit_remote`` is given)."""
+    from ..gaussians.cli import WEIGHTS_NAME
+
+    name = p.character.name
+    fit_dir = os.path.join(oc.out, FIT_DIR)
+    argv = fit_argv(p.character.fit, oc.out, os.path.join(oc.out, "cameras.json"), fit_dir)
+    weights = os.path.join(fit_dir, WEIGHTS_NAME)
+    export_dir = os.path.join(oc.out, EXPORT_DIR)
+    log(f"[{name}] 4D fit" + (" task submitted" if fit_remote else " started"))
+    if fit_remote is not None:
+        res = executor.ray.get(fit_remote.remote(argv, weights, export_dir))
+    else:
+        res = fit_and_export(argv, weights, export_dir)
+    oc.fit_dir, oc.export_files = fit_dir, res["export"]
+    log(f"[{name}] 4D fit done -> {fit_dir}; export -> {export_dir} ({len(res['export'])} files)")
 
 
 def format_summary(outcomes: list) -> str:

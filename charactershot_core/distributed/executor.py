@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import collections
 import os
+import platform
 import queue
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,7 +48,7 @@ class _GroupActor:
     def info(self) -> dict:
         import torch
 
-        return {"identity": self.worker.identity, "pid": os.getpid(), "host": socket.gethostname(),
+        return {"identity": self.worker.identity, "pid": os.getpid(), "host": platform.node(),
                 "node": _node_id(), "device": str(self.spec.resolved_device()), "threads": torch.get_num_threads()}
 
     def progress(self) -> dict:
@@ -63,7 +63,7 @@ class _GroupActor:
 
         try:
             res = self.worker.run_group(job, int(index), hook)
-            return res, {"pid": os.getpid(), "host": socket.gethostname(), "node": _node_id()}
+            return res, {"pid": os.getpid(), "host": platform.node(), "node": _node_id()}
         finally:
             self.state = {"group": None, "step": 0, "steps": 0}
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import InputError
+from ..naming import check_path
 
 TOP_FIELDS = {"model": "path", "vae": "path?", "camera": "path?", "t5": "path?", "text": "path?",
               "dtype": ("auto", "bf16", "fp16", "fp32"), "weight_storage": ("default", "fp8_e4m3fn"),
@@ -278,6 +279,10 @@ def load_jobs(path: str) -> JobsFile:
         for k in CHAR_REQUIRED:
             if merged.get(k) is None:
                 raise _err(path, c.line, f"characters[{i}]", f"missing field {k!r} (and no default)")
+        try:
+            check_path(merged["out"], "out", "folder")
+        except InputError as e:
+            raise _err(path, cl.get("out", c.line), f"characters[{i}].out", e.detail) from None
         if "fit" in c:
             fit = _fit_options(path, c["fit"], cl.get("fit", c.line), f"characters[{i}].fit")
             if fit is not None:

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..errors import CharacterShotError, InputError
 
-INSTALL_HINT = ("install the optional extra: pip install 'charactershot[ray]' (or pip install 'ray>=2.9') into the "
+INSTALL_HINT = ("install the optional extra: pip install 'charactershot[ray]' (or pip install 'ray>=2.40') into the "
                 "Python that runs the pack")
 LOCAL = ("", "local")
 

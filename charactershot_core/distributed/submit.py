@@ -24,10 +24,12 @@ from dataclasses import asdict
 from typing import Callable, Iterable, Optional
 
 from ..errors import CharacterShotError, InputError
+from .childproc import ChildTree, parent_watch, stop_self, stop_signals
 
 _TENSORS = ("views", "pose_frames", "reference_pose", "prompt_embeds", "negative_prompt_embeds")
 _SCALARS = ("seed", "steps", "guidance", "scheduler", "dynamic_cfg", "spacing", "groups", "group_size",
             "camera_indices", "pose_latents", "scheduler_config", "low_memory")
+STOP_FILE = "stop"   # written into the job folder by the parent to ask the child to stop (see childproc.stop_tree)
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -99,9 +101,10 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     err_path = os.path.join(work, "child.log")
     err = open(err_path, "wb")
-    proc = subprocess.Popen([python or sys.executable, "-m", "charactershot_core.distributed.submit", work],
-                            cwd=PACK_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    tree = ChildTree([python or sys.executable, "-m", "charactershot_core.distributed.submit", work],
+                     cwd=PACK_ROOT, env=env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                     stop_file=os.path.join(work, STOP_FILE))
+    proc = tree.proc
     store = GroupStore(store_root)
     results, reused, sampled = {}, [], []
     error = None
@@ -127,13 +130,16 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
                 error = ev
         rc = proc.wait()
     except BaseException:
-        _stop(proc)
+        tree.stop()
+        tree.close()
+        err.close()
         shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
-        err.close()
         if proc.poll() is None:
-            _stop(proc)
+            tree.stop()
+        tree.close()
+        err.close()
     try:
         if error is not None or rc != 0:
             if error is None:
@@ -156,45 +162,30 @@ def submit_to_ray(job, spec, address: str, store_root: str, groups: Optional[Ite
     return MultiViewResult(job, results, frames, sorted(reused), sorted(sampled))
 
 
-def _stop(proc) -> None:
-    """SIGTERM the child's process group (the driver shuts its actors down), SIGKILL after 10 s."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except OSError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            pass
-
-
 # ------------------------------------------------------------------------------------------------ child side
-def exit_with_parent(parent_pid: int, poll: float = 0.5, grace: float = 10.0) -> threading.Thread:
-    """Watch the parent (the ComfyUI server): the child runs in its own session, so a server that dies (killed,
-    crashed) sends it no signal.  When the parent is gone, SIGTERM this process (its handler exits through the
-    ``finally`` that shuts the actors down); if it is still alive ``grace`` seconds later (stuck inside a Ray
-    call that does not return to Python), end it with ``os._exit`` (Ray kills the actors of a dead driver)."""
+def exit_with_parent(parent_pid: int, poll: float = 0.5, grace: float = 10.0,
+                     stop_file: Optional[str] = None) -> threading.Thread:
+    """Watch the parent (the ComfyUI server): the child runs in its own session (POSIX) or console process group
+    (Windows), so a server that dies (killed, crashed) sends it no signal.  When the parent is gone, or the parent
+    wrote ``stop_file`` (its way to ask where there is no console to send a break through), raise SIGTERM in this
+    process (its handler exits through the ``finally`` that shuts the actors down); if it is still alive ``grace``
+    seconds later (stuck inside a Ray call that does not return to Python), end it with ``os._exit`` (Ray kills the
+    actors of a dead driver).  On Windows the server's Job object ends the child anyway when the server dies."""
 
-    def parent_gone() -> bool:
-        if os.getppid() != parent_pid:  # re-parented: the parent has exited
-            return True
-        try:
-            os.kill(parent_pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-        return False
+    parent_gone = parent_watch(parent_pid)
 
     def watch():
-        while not parent_gone():
+        while True:
+            if parent_gone():
+                why = f"the parent process {parent_pid} is gone"
+                break
+            if stop_file and os.path.exists(stop_file):
+                why = "the parent asked to stop"
+                break
             time.sleep(poll)
-        sys.stderr.write(f"charactershot submit: the parent process {parent_pid} is gone; stopping\n")
+        sys.stderr.write(f"charactershot submit: {why}; stopping\n")
         sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGTERM)
+        stop_self()
         time.sleep(grace)
         os._exit(143)
 
@@ -252,6 +243,7 @@ def _child(folder: str) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    exit_with_parent(os.getppid())
+    for _sig in stop_signals():
+        signal.signal(_sig, lambda *_: sys.exit(143))
+    exit_with_parent(os.getppid(), stop_file=os.path.join(sys.argv[1], STOP_FILE))
     sys.exit(_child(sys.argv[1]))

@@ -9,8 +9,9 @@ Pipeline (spec GAUSSIANS §1.6):
    entry, enumerate the pixels whose centre lies inside the ellipse where ``alpha >= 1/255`` (row by row, so no
    pixel of the bounding box is wasted), compute ``alpha = min(0.999, o exp(-sigma))``, drop ``alpha < 1/255``,
    order the pairs by (pixel, depth) with one stable int64 sort, build the per-pixel exclusive transmittance from a
-   float64 cumulative sum of ``log(1 - alpha)``, stop each pixel before ``T`` would fall to ``<= 1e-4`` (as gsplat
-   does) and accumulate colours with segmented float64 cumulative sums. The backward pass recomputes the per-pair
+   cumulative sum of ``log(1 - alpha)``, stop each pixel before ``T`` would fall to ``<= 1e-4`` (as gsplat does)
+   and accumulate colours with segmented cumulative sums. The sums run in ``precision.accum_dtype``: float64 where
+   the device has it, else (``mps``) float32 summed per pixel, pairwise (``precision.segment_scan``). The backward pass recomputes the per-pair
    terms and scatters the gradients of the 2D means, conics, opacities and colours back with one ``index_add``.
 
 Everything is vectorised; there is no Python loop over Gaussians or pixels (only over camera chunks, to bound
@@ -24,6 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .rotations import quat_to_rotmat
+from .precision import accum_dtype, segment_scan
+
 ALPHA_THRESHOLD = 1.0 / 255.0
 T_THRESHOLD = 1e-4
 MAX_ALPHA = 0.999
@@ -33,20 +37,6 @@ MIN_GROUP = 256
 
 
 # --------------------------------------------------------------------------------------------- projection
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """(..., 4) wxyz quaternions (any norm) -> (..., 3, 3) rotation matrices."""
-    q = F.normalize(quats, p=2, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(q.shape[:-1] + (3, 3))
-
-
 def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """Σ = R S Sᵀ Rᵀ for (N, 4) quaternions and (N, 3) linear scales -> (N, 3, 3)."""
     m = quat_to_rotmat(quats) * scales[..., None, :]
@@ -185,8 +175,12 @@ def _segments(keys: torch.Tensor):
     return starts, ends, seg
 
 
-def _segment_sum(values: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """Sum of ``values`` (P, ...) over contiguous runs [starts, ends] with one float64 cumulative sum."""
+def _segment_sum(values: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` (P, ...) over contiguous runs [starts, ends]: one float64 cumulative sum, or where the device
+    has no float64 a float32 pairwise sum per run."""
+    acc = accum_dtype(values.device)
+    if acc != torch.float64:
+        return segment_scan(values.to(acc), starts, seg)[ends]
     cs = torch.cumsum(values.double(), 0)
     total = cs[ends]
     before = torch.zeros_like(total)
@@ -278,7 +272,8 @@ def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height, n_pix
     ent_f = torch.cat([ent, s_lim[:, None]], 1)
     ent_i = torch.stack([order, pix_base.index_select(0, order)], 1)
 
-    log_t = torch.zeros(n_pix, dtype=torch.float64, device=device)  # log transmittance so far
+    acc = accum_dtype(device)
+    log_t = torch.zeros(n_pix, dtype=acc, device=device)  # log transmittance so far
     done = torch.zeros(n_pix, dtype=torch.bool, device=device)
     log_thr = math.log(T_THRESHOLD)
     n_b = max(1, min(int(depth_batches), e // MIN_GROUP + 1))
@@ -306,7 +301,7 @@ def enumerate_pairs(means2d, conics, opac, pix_base, depth, width, height, n_pix
         # transmittance after this depth group (pairs past a termination point inside the group are kept here and
         # dropped exactly by the compositor); pixels whose transmittance fell to <= 1e-4 are finished for the
         # following, deeper groups
-        log_t.index_add_(0, pix, torch.log1p(-alpha.double()))
+        log_t.index_add_(0, pix, torch.log1p(-alpha.to(acc)))
         torch.le(log_t, log_thr, out=done)
         out_e.append(eid)
         out_p.append(pix)
@@ -347,10 +342,14 @@ class Composite(torch.autograd.Function):
         # ``alpha`` was computed by ``enumerate_pairs`` from these very (detached) values
         valid = alpha >= ALPHA_THRESHOLD  # enumerate_pairs already dropped the others; kept as a guard
         starts, ends, seg = _segments(pix)
-        la = torch.where(valid, torch.log1p(-alpha.double()), torch.zeros((), dtype=torch.float64, device=dev))
-        cs = torch.cumsum(la, 0)
-        excl = cs - la
-        logt_excl = excl - excl[starts][seg]
+        acc = accum_dtype(dev)
+        la = torch.where(valid, torch.log1p(-alpha.to(acc)), torch.zeros((), dtype=acc, device=dev))
+        if acc == torch.float64:
+            cs = torch.cumsum(la, 0)
+            excl = cs - la
+            logt_excl = excl - excl[starts][seg]
+        else:  # per pixel, pairwise: a long float32 running sum would drown each pixel's own terms
+            logt_excl = segment_scan(la, starts, seg) - la
         keep = valid & (logt_excl + la > math.log(T_THRESHOLD))
         if not bool(keep.any()):
             ctx.save_for_backward(means2d, conics, opac, colors)
@@ -361,11 +360,11 @@ class Composite(torch.autograd.Function):
             eid, pix, alpha, logt_excl = eid[idx], pix[idx], alpha[idx], logt_excl[idx]
             starts, ends, seg = _segments(pix)
         t_excl = torch.exp(logt_excl)
-        w = alpha.double() * t_excl
+        w = alpha.to(acc) * t_excl
         seg_pix = pix[starts]
-        col = _segment_sum(colors.index_select(0, eid).double() * w[:, None], starts, ends)
+        col = _segment_sum(colors.index_select(0, eid).to(acc) * w[:, None], starts, ends, seg)
         image[seg_pix] = col.to(dt)
-        t_final = t_excl[ends] * (1.0 - alpha[ends].double())
+        t_final = t_excl[ends] * (1.0 - alpha[ends].to(acc))
         alpha_img[seg_pix] = (1.0 - t_final).to(dt)
         ctx.save_for_backward(means2d, conics, opac, colors, eid, pix, alpha, t_excl.to(dt), ends, seg,
                               t_final.to(dt))
@@ -387,8 +386,13 @@ class Composite(torch.autograd.Function):
         c = params[:, 6:]
         w = alpha * t_excl
         gc = (gp * c).sum(1)
-        q = (gc * w).double()
-        cq = torch.cumsum(q, 0)
+        acc = accum_dtype(gp.device)
+        q = (gc * w).to(acc)
+        if acc == torch.float64:
+            cq = torch.cumsum(q, 0)
+        else:
+            starts = torch.cat([ends.new_zeros(1), ends[:-1] + 1])  # runs are contiguous
+            cq = segment_scan(q, starts, seg)
         suffix = (cq[ends][seg] - cq).to(dt)  # sum over the later pairs of the same pixel
         one_minus = 1.0 - alpha
         g_a = t_excl * gc - suffix / one_minus + gap * t_final[seg] / one_minus

@@ -54,11 +54,17 @@ def whiten(frames: torch.Tensor, width: int = 3) -> torch.Tensor:
 
 
 def whiten_video(video):
-    """A ``MultiViewVideo`` whose every view and frame is :func:`whiten`-ed (the same object when nothing
-    changes)."""
-    from .data import MultiViewVideo
+    """A ``MultiViewVideo`` whose every view and frame is :func:`whiten`-ed (the same object when nothing changes).
+    One view at a time from the uint8 pixels: never a float copy of the whole video."""
+    from .data import MultiViewVideo, to_float, to_uint8
 
-    out = whiten(video.frames)
-    if torch.equal(out, video.frames):
-        return video
-    return MultiViewVideo(out, video.rig, video.times)
+    px = video.pixels
+    out = None
+    for k in range(px.shape[0]):
+        white = to_uint8(whiten(to_float(px[k])))
+        if out is None:
+            if torch.equal(white, px[k]):
+                continue
+            out = px.clone()
+        out[k] = white
+    return video if out is None else MultiViewVideo(out, video.rig, video.times)

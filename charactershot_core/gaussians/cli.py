@@ -116,13 +116,14 @@ def frame_name(k: int, fi: int, video: bool) -> str:
 
 
 def cmd_fit4d(args) -> int:
-    from .data import load_multiview, write_png
+    from .data import check_character, load_multiview, write_png
     from .fit import FitConfig, fit, render_views
-    from .metrics import clip_boxes, clip_scores, motion_scores, score, summary_text
+    from .evaluation.metrics import clip_boxes, clip_scores, motion_scores, score, summary_text
 
     if args.threads:
         torch.set_num_threads(args.threads)
     video = load_multiview(args.frames, args.cameras)
+    check_character(video, "--frames")  # before any work, nothing written
     v, nt = video.num_views, video.num_frames
     holdout = sorted(set(_int_list(args.holdout, "holdout")))
     for k in holdout:
@@ -194,7 +195,7 @@ def cmd_fit4d(args) -> int:
 
     if holdout:
         pred_all = rend(holdout, all_t)
-        gt_all = video.frames[holdout][:, all_t]
+        gt_all = video.images(holdout, all_t)
         boxes = clip_boxes(gt_all)
         idx = [pos[f] for f in train_t]
         metrics["heldout"] = section(pred_all[:, idx], gt_all[:, idx], train_t, boxes)
@@ -213,8 +214,8 @@ def cmd_fit4d(args) -> int:
     t_frames = sorted(set(sub) | set(hold_t))
     tpos = {f: i for i, f in enumerate(t_frames)}
     pred_tr = rend(train_idx, t_frames)
-    gt_tr = video.frames[train_idx][:, t_frames]
-    tboxes = clip_boxes(video.frames[train_idx][:, all_t])
+    gt_tr = video.images(train_idx, t_frames)
+    tboxes = [clip_boxes(video.images([k], all_t))[0] for k in train_idx]  # one view at a time
     metrics["train"] = section(pred_tr[:, [tpos[f] for f in sub]], gt_tr[:, [tpos[f] for f in sub]], sub, tboxes)
     if hold_t:
         idx = [tpos[f] for f in hold_t]

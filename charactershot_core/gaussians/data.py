@@ -1,7 +1,8 @@
 """Multi-view videos with their cameras: the input of the 4D stage.
 
-``MultiViewVideo(frames, rig, times)`` holds ``frames`` (V, T, H, W, 3) float32 in [0, 1] on a white background,
-the ``CameraRig`` of the V views (its canvas is the frames' size) and the T frame times in [0, 1].
+``MultiViewVideo(frames, rig, times)`` holds the pixels (V, T, H, W, 3) as uint8 on a white background (float input
+in [0, 1] is rounded to uint8 once), the ``CameraRig`` of the V views (its canvas is the frames' size) and the T
+frame times in [0, 1]. Floats are made per selection (``images``) where they are used.
 
 Folder layouts read by :func:`read_frames_dir`:
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,16 +27,20 @@ _VIEW_DIR = re.compile(r"^view(\d+)$", re.IGNORECASE)
 _FRAME_PNG = re.compile(r"^frame_(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 
 
-@dataclass
 class MultiViewVideo:
-    """V synchronised views of T frames each, with cameras and frame times."""
+    """V synchronised views of T frames each, with cameras and frame times.
 
-    frames: torch.Tensor  # (V, T, H, W, 3) float32 in [0, 1]
-    rig: CameraRig
-    times: list[float]
+    The pixels are kept as uint8 (``pixels``, (V, T, H, W, 3) on the CPU: 21 x 25 frames at 720x480 are 0.54 GB,
+    float32 would be 2.2 GB); float input is rounded to the nearest of the 256 levels once. Whoever needs floats
+    converts only what it uses: ``images(views, frames)`` gives a float32 selection in [0, 1], ``frames`` the whole
+    video as float32 (a full copy; for small videos and old callers).
+    """
 
-    def __post_init__(self):
-        f = self.frames
+    def __init__(self, frames, rig: CameraRig, times=None):
+        self.rig = rig
+        if isinstance(frames, (list, tuple)):
+            frames = _stack_views(frames)
+        f = frames
         if isinstance(f, np.ndarray):
             f = torch.from_numpy(np.ascontiguousarray(f))
         if not isinstance(f, torch.Tensor):
@@ -45,16 +49,20 @@ class MultiViewVideo:
             f = f[:, None]
         if f.ndim != 5 or f.shape[-1] != 3:
             raise InputError("frames", f"expected shape (views, frames, height, width, 3), got {tuple(f.shape)}")
-        if f.dtype == torch.uint8:
-            f = f.float() / 255.0
-        f = f.detach().to("cpu", torch.float32)
         v, t, h, w, _ = f.shape
         if v == 0 or t == 0 or h == 0 or w == 0:
             raise InputError("frames", f"the multi-view video is empty (shape {tuple(f.shape)})")
         if v < 2:
             raise InputError("frames", f"expected at least 2 views to fit 3D/4D Gaussians, got {v}")
-        if not bool(torch.isfinite(f).all()):
-            raise InputError("frames", "the frames contain NaN or infinity")
+        if f.dtype == torch.uint8:
+            pixels = f.detach().to("cpu").contiguous()
+        else:
+            pixels = torch.empty((v, t, h, w, 3), dtype=torch.uint8)
+            for k in range(v):  # one view at a time: no whole-video float temporaries
+                x = f[k].detach().to("cpu", torch.float32)
+                if not bool(torch.isfinite(x).all()):
+                    raise InputError("frames", "the frames contain NaN or infinity")
+                pixels[k] = to_uint8(x)
         if not isinstance(self.rig, CameraRig):
             raise InputError("cameras", f"expected a CameraRig, got {type(self.rig).__name__}")
         if len(self.rig) != v:
@@ -65,7 +73,7 @@ class MultiViewVideo:
                 raise InputError("frames", f"frames are {w}x{h} but the cameras' canvas is "
                                            f"{self.rig.width}x{self.rig.height} (a different aspect ratio)")
             self.rig = self.rig.resized(w, h)
-        times = list(self.times) if self.times is not None else None
+        times = list(times) if times is not None else None
         if times is None or len(times) == 0:
             times = default_times(t)
         if len(times) != t:
@@ -75,48 +83,141 @@ class MultiViewVideo:
             raise InputError("times", f"frame times must lie in [0, 1], got {times}")
         if any(b <= a for a, b in zip(times, times[1:])):
             raise InputError("times", "frame times must increase strictly")
-        self.frames, self.times = f.clamp(0, 1), times
+        self.pixels, self.times = pixels, times
+
+    def __repr__(self) -> str:
+        v, t, h, w, _ = self.pixels.shape
+        return f"MultiViewVideo({v} views x {t} frames at {w}x{h})"
+
+    @property
+    def frames(self) -> torch.Tensor:
+        """The whole video as (V, T, H, W, 3) float32 in [0, 1]: a new full-size copy on every call."""
+        return to_float(self.pixels)
+
+    def images(self, views=None, frames=None) -> torch.Tensor:
+        """float32 (V', T', H, W, 3) in [0, 1] of the given view and frame indices (all when None)."""
+        x = self.pixels
+        if views is not None:
+            x = x[_index(views)]
+        if frames is not None:
+            x = x[:, _index(frames)]
+        return to_float(x)
 
     @property
     def num_views(self) -> int:
-        return self.frames.shape[0]
+        return self.pixels.shape[0]
 
     @property
     def num_frames(self) -> int:
-        return self.frames.shape[1]
+        return self.pixels.shape[1]
 
     @property
     def height(self) -> int:
-        return self.frames.shape[2]
+        return self.pixels.shape[2]
 
     @property
     def width(self) -> int:
-        return self.frames.shape[3]
+        return self.pixels.shape[3]
 
     @property
     def is_static(self) -> bool:
         return self.num_frames == 1
 
     def select_views(self, idx) -> "MultiViewVideo":
+        """The given views (sharing the pixels when that is all of them in order, else a copy of those views)."""
         idx = [int(i) for i in idx]
-        return MultiViewVideo(self.frames[idx], self.rig.select(idx), self.times)
+        px = self.pixels if idx == list(range(self.num_views)) else self.pixels[idx]
+        return MultiViewVideo(px, self.rig.select(idx), self.times)
 
     def select_frames(self, idx) -> "MultiViewVideo":
+        """The given frames (sharing the pixels when that is all of them in order, else a copy of those frames)."""
         idx = [int(i) for i in idx]
-        return MultiViewVideo(self.frames[:, idx], self.rig, [self.times[i] for i in idx])
+        px = self.pixels if idx == list(range(self.num_frames)) else self.pixels[:, idx]
+        return MultiViewVideo(px, self.rig, [self.times[i] for i in idx])
 
     def scaled(self, factor: float) -> "MultiViewVideo":
-        """Area-resized frames and matching intrinsics (``factor`` 0.25 turns 720x480 into 180x120)."""
+        """Area-resized frames and matching intrinsics (``factor`` 0.25 turns 720x480 into 180x120), one view at a
+        time."""
         if factor == 1.0:
             return self
         rig = self.rig.scaled(factor)
-        v, t, h, w, _ = self.frames.shape
-        x = self.frames.reshape(v * t, h, w, 3).permute(0, 3, 1, 2)
+        v, t, h, w, _ = self.pixels.shape
         mode = "area" if factor < 1 else "bilinear"
-        y = torch.nn.functional.interpolate(x, size=(rig.height, rig.width), mode=mode,
-                                            **({} if mode == "area" else {"align_corners": False}))
-        y = y.permute(0, 2, 3, 1).reshape(v, t, rig.height, rig.width, 3)
-        return MultiViewVideo(y.clamp(0, 1), rig, self.times)
+        out = torch.empty((v, t, rig.height, rig.width, 3), dtype=torch.uint8)
+        for k in range(v):
+            x = to_float(self.pixels[k]).permute(0, 3, 1, 2)
+            y = torch.nn.functional.interpolate(x, size=(rig.height, rig.width), mode=mode,
+                                                **({} if mode == "area" else {"align_corners": False}))
+            out[k] = to_uint8(y.permute(0, 2, 3, 1))
+        return MultiViewVideo(out, rig, self.times)
+
+
+def _index(idx):
+    if isinstance(idx, int):
+        return [idx]
+    return [int(i) for i in idx]
+
+
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1] (on the tensor's device)."""
+    return pixels.to(torch.float32) / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float in [0, 1] (clamped) -> the nearest uint8 level."""
+    return (x.clamp(0, 1) * 255.0).round_().to(torch.uint8)
+
+
+def _stack_views(frames) -> torch.Tensor:
+    """A list of per-view (T, H, W, 3) or (H, W, 3) arrays -> one (V, T, H, W, 3) tensor; every frame the same size."""
+    views = [torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x for x in frames]
+    if not views or not all(isinstance(x, torch.Tensor) for x in views):
+        raise InputError("frames", "expected one tensor or array per view")
+    views = [x[None] if x.ndim == 3 else x for x in views]
+    sizes = sorted({tuple(x.shape[-3:-1]) for x in views})
+    if len(sizes) != 1:
+        raise InputError("frames", f"all frames must have the same size, found {sizes} (height, width)")
+    counts = sorted({x.shape[0] for x in views})
+    if len(counts) != 1:
+        raise InputError("frames", f"every view must have the same number of frames, found {counts}")
+    dtypes = {x.dtype for x in views}
+    if len(dtypes) != 1:
+        views = [x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32) for x in views]
+    return torch.stack(views)
+
+
+#: a view whose every channel spans at most this many uint8 levels over all its frames is one flat colour
+FLAT_LEVELS = 4
+
+
+def check_character(video: "MultiViewVideo", input_name: str = "multiview") -> None:
+    """Refuse a video that cannot show a character, before any work: a view that is one colour in every frame (all
+    black, all white, all grey...) or that has no foreground pixel at all (the character is what is not white
+    background: its smallest channel below ``init.FG_THRESHOLD``). Raises ``InputError(input_name, ...)`` naming
+    the views."""
+    from .init import FG_THRESHOLD
+
+    fg_level = int(math.ceil(FG_THRESHOLD * 255.0)) - 1  # x / 255 < FG_THRESHOLD  <=>  x <= fg_level
+    flat, empty = [], []
+    for k in range(video.num_views):
+        px = video.pixels[k]  # (T, H, W, 3) uint8
+        lo = px.amin(dim=(0, 1, 2)).to(torch.int16)
+        hi = px.amax(dim=(0, 1, 2)).to(torch.int16)
+        if int((hi - lo).max()) <= FLAT_LEVELS:
+            flat.append((k, tuple(int(c) for c in px[0, 0, 0])))
+        elif not bool((px.amin(dim=-1) <= fg_level).any()):
+            empty.append(k)
+    if flat:
+        k, rgb = flat[0]
+        raise InputError(input_name, f"view{'s' if len(flat) > 1 else ''} {', '.join(str(x) for x, _ in flat)} of "
+                                     f"{video.num_views} {'are' if len(flat) > 1 else 'is'} one flat colour in every "
+                                     f"frame (view {k}: RGB {rgb}): no character can be fitted; expected a character "
+                                     "on a white background in every view")
+    if empty:
+        raise InputError(input_name, f"view{'s' if len(empty) > 1 else ''} {', '.join(str(x) for x in empty)} of "
+                                     f"{video.num_views} {'have' if len(empty) > 1 else 'has'} no foreground: every "
+                                     f"pixel is white background (smallest channel >= {FG_THRESHOLD}); expected a "
+                                     "character on a white background in every view")
 
 
 def default_times(num_frames: int) -> list[float]:
@@ -127,7 +228,7 @@ def default_times(num_frames: int) -> list[float]:
 
 
 def _read_image(path: str, what: str) -> np.ndarray:
-    import cv2
+    from ..opencv import cv2
 
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -159,10 +260,9 @@ def read_frames_dir(folder: str, input_name: str = "frames") -> np.ndarray:
     if idx != list(range(len(idx))):
         missing = sorted(set(range(idx[-1] + 1)) - set(idx))
         raise InputError(input_name, f"views must be numbered 0..{len(idx) - 1} without gaps; missing {missing}")
-    views = []
+    paths = []
     if files:
-        for k in idx:
-            views.append([_read_image(os.path.join(folder, files[k]), input_name)])
+        paths = [[os.path.join(folder, files[k])] for k in idx]
     else:
         counts = None
         for k in idx:
@@ -173,12 +273,18 @@ def read_frames_dir(folder: str, input_name: str = "frames") -> np.ndarray:
             if counts is not None and len(frames) != counts:
                 raise InputError(input_name, f"view {k} has {len(frames)} frames but view 0 has {counts}")
             counts = len(frames)
-            views.append([_read_image(os.path.join(sub, fn), input_name) for _, fn in frames])
-    shapes = {im.shape for v in views for im in v}
-    if len(shapes) != 1:
-        raise InputError(input_name, f"all frames must have the same size, found {sorted(s[:2] for s in shapes)} "
-                                     "(height, width)")
-    return np.stack([np.stack(v) for v in views])
+            paths.append([os.path.join(sub, fn) for _, fn in frames])
+    out = None  # filled in place: one copy of the video in memory
+    for k, row in enumerate(paths):
+        for i, path in enumerate(row):
+            im = _read_image(path, input_name)
+            if out is None:
+                out = np.empty((len(paths), len(row)) + im.shape, np.uint8)
+            if im.shape != out.shape[2:]:
+                raise InputError(input_name, f"all frames must have the same size, found {sorted({out.shape[2:4], im.shape[:2]})} "
+                                             f"(height, width): {path}")
+            out[k, i] = im
+    return out
 
 
 def load_multiview(frames_dir: str, cameras_path: str) -> MultiViewVideo:
@@ -195,7 +301,7 @@ def load_multiview(frames_dir: str, cameras_path: str) -> MultiViewVideo:
 
 def write_png(path: str, image) -> None:
     """Write an (H, W, 3) float [0, 1] or uint8 image as PNG, atomically."""
-    import cv2
+    from ..opencv import cv2
 
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.dtype != np.uint8:

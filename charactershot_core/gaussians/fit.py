@@ -11,9 +11,8 @@ Schedule (``FitConfig``; progress p in [0, 1] is the larger of iterations done /
    centres rebuilt after every densification) + optional rigidity / isometry.
    Optional progressive temporal windows grow from the middle frame (the paper's intent, §C.5).
 
-Densification and pruning use gsplat's ``DefaultStrategy`` (or, when gsplat is not importable, the same algorithm in
-``densify.DensifyStrategy``) on the canonical parameters, fed with the screen-space gradients of the (deformed)
-Gaussians; it works with both rasteriser backends.
+Densification and pruning use gsplat's ``DefaultStrategy`` (pure torch: any device, both rasteriser backends) on the
+canonical parameters, fed with the screen-space gradients of the (deformed) Gaussians.
 Every iteration checks the parameters, loss and gradients for NaN/inf on the device, without waiting for it; the
 host reads those flags every ``check_every`` iterations and before each snapshot of the last good state: on the first
 bad iteration the fit restores that state and raises :class:`FitDivergedError` (the exact iteration number and what
@@ -37,12 +36,14 @@ import torch
 
 from ..errors import CharacterShotError, InputError
 from . import losses
-from .data import MultiViewVideo
+from .data import MultiViewVideo, check_character, to_float
 from .init import visual_hull
 from .background import whiten_video
-from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, quat_mul, scene_bounds
+from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, scene_bounds
+from .precision import all_finite
 from .robust import DEFAULTS as ROBUST_DEFAULTS
 from .robust import ViewCorrections
+from .rotations import quat_mul
 from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
 
@@ -230,9 +231,21 @@ def render_views(model: Gaussians4D, rig, times=None, backend: str = "auto", dev
     return out
 
 
+def progress_text(state: FitState, seconds: float | None = None) -> str:
+    """One line for a progress display: the iteration (of the maximum), the stage, the time spent and, with a time
+    budget ``seconds``, the time left."""
+    line = f"iteration {state.iteration} of at most {state.max_iterations} ({state.stage}), {state.elapsed:.0f} s"
+    if seconds:
+        line += f", {max(0.0, seconds - state.elapsed):.0f} s left of {seconds:.0f} s"
+    else:
+        line += ", no time budget"
+    return line
+
+
 def _check_video(video: MultiViewVideo, cfg: FitConfig):
     if not isinstance(video, MultiViewVideo):
         raise InputError("multiview", f"expected a multi-view video, got {type(video).__name__}")
+    check_character(video, "multiview")  # views that cannot show a character: refused before any work
     if cfg.iterations < 1:
         raise InputError("iterations", f"expected at least 1 iteration, got {cfg.iterations}")
     if cfg.seconds is not None and not cfg.seconds > 0:
@@ -253,14 +266,14 @@ def initialize(video: MultiViewVideo, cfg: FitConfig, initial: Gaussians4D | Non
     """The initial model: Gaussians on the visual hull of the middle frame, or ``initial`` (static Gaussians, at most
     ``init_points`` of them) (+ for videos, identity trajectories, or an identity HexPlane field bounded by the
     Gaussians' box padded by a quarter; a static input gets no motion)."""
-    frames = video.frames
-    nt = frames.shape[1]
+    nt = video.num_frames
     mid = nt // 2
     if initial is None:
         res = cfg.hull_resolution or int(min(160, max(48, video.width, video.height)))
-        pts, cols, spacing = visual_hull(frames[:, mid], video.rig, cfg.init_points, res, seed=cfg.seed)
+        pts, cols, spacing = visual_hull(video.images(frames=[mid])[:, 0], video.rig, cfg.init_points, res,
+                                         seed=cfg.seed)
     else:
-        from .splat_type import subsample, with_motion
+        from .formats.splat_type import subsample, with_motion
 
         initial = subsample(initial, cfg.init_points, cfg.seed)
         pts = initial.splats["means"].detach().cpu()
@@ -305,9 +318,9 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
 
 
 def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D | None = None) -> FitResult:
-    from .densify import strategy_class
     from .render import GsplatUnavailableError, is_gsplat_failure, mark_gsplat_unusable, resolve_backend
 
+    DefaultStrategy = _default_strategy()  # first: without gsplat nothing else is worth starting
     t_start = time.perf_counter()
     device = pick_device(cfg.backend, cfg.device)
     backend = cfg.backend  # the user's choice reaches every render: "auto" can fall back to torch at any time
@@ -317,9 +330,9 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    frames = video.frames.clone()  # (V, T, H, W, 3), never modified in place
+    pixels = video.pixels  # (V, T, H, W, 3) uint8; each batch becomes float where it is used
     rig = video.rig
-    v, nt, h, w, _ = frames.shape
+    v, nt, h, w, _ = pixels.shape
     dynamic = nt > 1
     mid = nt // 2
 
@@ -337,7 +350,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
         scene_scale = float(np.linalg.norm(centres, axis=1).max()) * 1.1
     vm_all = rig.viewmats(device=device)
     ks_all = rig.Ks(device=device)
-    gt_all = frames.to(device)
+    gt_all = pixels.to(device)  # uint8 (no copy on the CPU)
 
     # 2) optimisers: one Adam per Gaussian parameter (DefaultStrategy's contract), one for the field
     base_lr = {"means": cfg.lr_means * scene_scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
@@ -354,7 +367,6 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
             {"params": model.deformation.grid_parameters(), "lr": cfg.lr_grid * scene_scale, "name": "grid"},
             {"params": model.deformation.mlp_parameters(), "lr": cfg.lr_mlp * scene_scale, "name": "mlp"},
         ], eps=1e-15)
-    DefaultStrategy = strategy_class()  # gsplat's when gsplat.strategy imports, else densify.DensifyStrategy
     strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, grow_scale3d=cfg.grow_scale3d,
                                refine_start_iter=0, refine_stop_iter=1 << 60, reset_every=1 << 60,
                                refine_every=1000, verbose=False)
@@ -416,9 +428,16 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
     it = 0
     stage = "coarse"
     loss_t = torch.full((), float("nan"))
+    t_prev, it_dt = None, 0.0  # the last iteration's duration: a budget stops before an iteration would overrun it
     while it < cfg.iterations:
+        now = time.perf_counter()
+        if t_prev is not None:
+            it_dt = now - t_prev
+        t_prev = now
         p = progress(it)
         if p >= 1.0:
+            break
+        if cfg.seconds is not None and it >= cfg.min_iterations and now - t_start + it_dt > cfg.seconds:
             break
         it += 1
         if dynamic and stage == "coarse" and p >= cfg.coarse_fraction:
@@ -426,12 +445,20 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
             if table:
                 stage = "sweep"
                 if cfg.flow_init:
-                    flow_stats = _table_flow_init(model, frames, rig, mid, sstate)
+                    allow = None
+                    if cfg.seconds is not None:  # at most a quarter of the budget, and what is left of it
+                        left = cfg.seconds - (time.perf_counter() - t_start)
+                        allow = max(0.0, min(0.25 * cfg.seconds, 0.5 * left))
+                    flow_stats = _table_flow_init(model, pixels, rig, mid, sstate, allow)
                     nb = flow_stats.pop("knn", None)
                     if nb is not None and nb.shape[0] == model.num_gaussians:  # reuse its neighbours for the graph
                         edges = losses.graph_from_knn(nb[:, :cfg.knn_k].to(device))
                         edges_n = model.num_gaussians
+                t_prev = None  # the flow initialisation is not an iteration's duration
                 p = progress(it)
+                if p >= 1.0 and it > 1:  # the budget is spent: no iteration past it
+                    it -= 1
+                    break
         if table and stage == "sweep" and (p >= cfg.coarse_fraction + cfg.sweep_fraction or not sweep_order):
             stage = "global"
         # --- learning rates
@@ -498,7 +525,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
         img, alpha, info = render_model(model, corr.viewmats(vm_all, cams), ks_all[cams], w, h, t, backend, sh_deg,
                                         packed=False, deformed=cur, check_finite=False)
         used_backend = info.get("backend", used_backend)
-        gt = gt_all[cams, fi]
+        gt = to_float(gt_all[cams, fi])
         img = corr.corrected(img, cams, fi)
         loss = corr.loss(img, gt)
         active = {fi}
@@ -618,12 +645,24 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
                                     f"(initialisation took {init_seconds:.1f} s); allow more time")
     for p_ in model.parameters():
         p_.requires_grad_(False)
-    model.eval()
+    model.train(False)  # eval mode
     sstate.pop("traj_init", None)
     result = FitResult(model, it, time.perf_counter() - t_start, init_seconds, used_backend, device, history,
                        cfg.to_dict())
     result.flow_stats = flow_stats
     return result
+
+
+def _default_strategy():
+    """gsplat's ``DefaultStrategy`` class: 3DGS densification and pruning (gsplat is a hard requirement)."""
+    try:
+        from gsplat.strategy import DefaultStrategy
+    except Exception as e:  # missing package, broken install, an error raised while importing it
+        raise CharacterShotError(f"the 4D fit needs the gsplat package (gsplat>=1.5, in requirements.txt) to densify "
+                                 f"the Gaussians, and `from gsplat.strategy import DefaultStrategy` failed "
+                                 f"({type(e).__name__}: {e}). Install it into ComfyUI's Python environment: "
+                                 f"python -m pip install \"gsplat>=1.5\"") from None
+    return DefaultStrategy
 
 
 def _coarse_l1(img: torch.Tensor, gt: torch.Tensor, k: int) -> torch.Tensor:
@@ -645,10 +684,10 @@ def _step_all(optims: dict, active) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def _table_flow_init(model: Gaussians4D, frames, rig, mid: int, sstate: dict) -> dict:
+def _table_flow_init(model: Gaussians4D, frames, rig, mid: int, sstate: dict, seconds: float | None = None) -> dict:
     """Fill the table from optical flow and keep the initial rows (densified with the Gaussians, in the strategy's
-    state) for the sweep's warm starts."""
-    stats = flow_init(model, frames, rig, mid)
+    state) for the sweep's warm starts. ``seconds``: its time allowance (``flow_init``)."""
+    stats = flow_init(model, frames, rig, mid, seconds=seconds)
     sstate["traj_init"] = torch.cat([model.splats["traj_means"].detach(), model.splats["traj_quats"].detach()], -1).clone()
     return stats
 
@@ -714,12 +753,9 @@ def _table_regularisers(model: Gaussians4D, cfg: FitConfig, cur, fi: int, other:
 
 
 def _finite_t(tensors) -> torch.Tensor:
-    """A 0-d bool tensor on the tensors' device, True when none holds NaN or infinity (one fused check: a float64
-    sum is non-finite iff an element is); no host sync."""
-    if not tensors:
-        return torch.ones((), dtype=torch.bool)
-    total = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors])
-    return torch.isfinite(total).all()
+    """A 0-d bool tensor on the tensors' device, True when none holds NaN or infinity; no host sync
+    (``precision.all_finite``: a float64 sum where the device has float64, per-tensor checks where it has not)."""
+    return all_finite(tensors)
 
 
 def json_copy(d):

@@ -32,10 +32,10 @@ def look_at_point(rig: CameraRig) -> np.ndarray:
 
 
 def _project(rig: CameraRig, pts: torch.Tensor):
-    w2c = torch.as_tensor(rig.w2c_cv(), dtype=torch.float32)
+    w2c = torch.from_numpy(rig.w2c_cv().astype(np.float32))
     cam = torch.einsum("vij,nj->vni", w2c[:, :3, :3], pts) + w2c[:, None, :3, 3]
     z = cam[..., 2]
-    fx, fy, cx, cy = (torch.as_tensor(a, dtype=torch.float32)[:, None] for a in (rig.fx, rig.fy, rig.cx, rig.cy))
+    fx, fy, cx, cy = (torch.from_numpy(np.asarray(a, np.float32))[:, None] for a in (rig.fx, rig.fy, rig.cx, rig.cy))
     u = fx * cam[..., 0] / z.clamp_min(1e-6) + cx
     v = fy * cam[..., 1] / z.clamp_min(1e-6) + cy
     return u, v, z
@@ -75,7 +75,7 @@ def visual_hull(frames: torch.Tensor, rig: CameraRig, num_points: int = 30000, r
         raise InputError("frames", "no character found: every pixel is white background (smallest channel >= "
                                    f"{threshold})")
     # 1) coarse carve in a cube around the orbit's centre, big enough to hold what the cameras see
-    centre = torch.as_tensor(look_at_point(rig), dtype=torch.float32)
+    centre = torch.from_numpy(np.asarray(look_at_point(rig), np.float32))
     dist = float(np.median(np.linalg.norm(rig.centers - centre.numpy(), axis=1)))
     half_fov = max(math.atan(0.5 * rig.width / float(np.min(rig.fx))), math.atan(0.5 * rig.height / float(np.min(rig.fy))))
     half = dist * math.tan(half_fov) * 1.05
@@ -136,7 +136,7 @@ def _normals(occ: torch.Tensor, surface: torch.Tensor) -> torch.Tensor:
 def _colour(frames, rig, pts, normals, masks, chunk: int = 65536) -> torch.Tensor:
     """Average colour of each point over the views whose camera faces its normal and sees it as foreground."""
     v, h, w, _ = frames.shape
-    centres = torch.as_tensor(rig.centers, dtype=torch.float32)
+    centres = torch.from_numpy(np.asarray(rig.centers, np.float32))
     flat = frames.reshape(v, -1, 3)
     mflat = masks.reshape(v, -1)
     out = torch.empty(pts.shape[0], 3)

@@ -202,8 +202,9 @@ def _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, heig
     tensors = (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities),
                ("colors", colors), ("viewmats", viewmats), ("Ks", Ks))
     if check_finite:  # one host sync for all inputs; the per-input check only when something is off
-        sums = torch.stack([t.detach().sum(dtype=torch.float64) for _, t in tensors])
-        if not bool(torch.isfinite(sums).all()):
+        from .precision import all_finite
+
+        if not bool(all_finite([t for _, t in tensors])):
             for name, t in tensors:
                 _check(bool(torch.isfinite(t.detach()).all()), name, "contains NaN or infinite values")
     if backgrounds is not None:

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from .init import FG_THRESHOLD
 from .losses import knn
+from .rotations import rotmat_to_quat
 
 #: forward-backward consistency: a flow vector is kept when going there and back misses by less than this many
 #: pixels plus this share of its length (looser than the usual 1 px + 5 %: at 180x120 a limb moves 10-30 px a frame)
@@ -44,7 +45,7 @@ class FrameAdam(torch.optim.Optimizer):
                 if "exp_avg" not in st:
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
-                    st["step"] = torch.zeros(p.shape[1], dtype=torch.float64)
+                    st["step"] = torch.zeros(p.shape[1], dtype=torch.int64)  # per frame, on the CPU
                 fr = list(range(p.shape[1])) if frames is None else sorted({int(f) for f in frames})
                 if not fr:
                     continue
@@ -55,45 +56,99 @@ class FrameAdam(torch.optim.Optimizer):
                 st["exp_avg"].index_copy_(1, idx, m)
                 st["exp_avg_sq"].index_copy_(1, idx, v)
                 st["step"][fr] += 1
-                k = st["step"][fr]
-                bc1 = (1 - b1 ** k).to(p.dtype).to(p.device).reshape(1, -1, 1)
-                bc2 = (1 - b2 ** k).to(p.dtype).to(p.device).reshape(1, -1, 1)
+                k = st["step"][fr].tolist()  # bias corrections in Python floats (float64 on the host)
+                bc1 = torch.tensor([1 - b1 ** c for c in k], dtype=p.dtype, device=p.device).reshape(1, -1, 1)
+                bc2 = torch.tensor([1 - b2 ** c for c in k], dtype=p.dtype, device=p.device).reshape(1, -1, 1)
                 upd = (m / bc1) / ((v / bc2).sqrt() + group["eps"]) * group["lr"]
                 p.index_copy_(1, idx, p.index_select(1, idx) - upd)
 
 
 # ------------------------------------------------------------------------------------------ optical flow
 def _gray(img: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8).mean(-1).astype(np.uint8))
+    """(H, W, 3) float in [0, 1] or uint8 -> (H, W) uint8 grey (the mean of the 8-bit channels)."""
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(img.mean(-1).astype(np.uint8))
+
+
+def flow_scale(height: int, width: int) -> float:
+    """Resampling factor of the images for the flow solve: 2 up to 360 px on the long side (DIS works on 8-bit grey
+    images and patches of 8 px: 180x120 is too small for its pyramid), else down to 360 px on the long side (the
+    flow of a 720x480 frame at 360x240 is plenty for an initialisation, and 4x cheaper per pair)."""
+    long = max(int(height), int(width))
+    return 2.0 if long <= 360 else 360.0 / long
+
+
+class PairFlows:
+    """Forward and backward DIS flow between two frames of each view, computed when asked (one frame pair of all
+    views at a time: nothing of the size of the whole video).
+
+    ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]); ``views`` the view indices to use (default all)."""
+
+    def __init__(self, frames: torch.Tensor, views=None, scale: float | None = None):
+        from ..opencv import cv2
+
+        self.frames = frames
+        v, nt, h, w, _ = frames.shape
+        self.h, self.w = h, w
+        self.views = list(range(v)) if views is None else [int(k) for k in views]
+        self.scale = flow_scale(h, w) if scale is None else float(scale)
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.dis.setFinestScale(0 if self.scale == 1.0 else 1)
+        self._grays = {}
+        self._last = ()
+
+    def gray(self, k: int, i: int) -> np.ndarray:
+        from ..opencv import cv2
+
+        key = (k, i)
+        if key not in self._grays:
+            if len(self._grays) > 4 * len(self.frames):  # keep the grey images of the last two frames only
+                self._grays = {kk: g for kk, g in self._grays.items() if kk[1] in self._last}
+            g = _gray(self.frames[k, i].numpy())
+            if self.scale != 1.0:
+                size = (max(8, round(self.w * self.scale)), max(8, round(self.h * self.scale)))
+                g = cv2.resize(g, size, interpolation=cv2.INTER_CUBIC if self.scale > 1 else cv2.INTER_AREA)
+            self._grays[key] = g
+        return self._grays[key]
+
+    def one(self, k: int, i: int, j: int):
+        """Flow of view ``k`` from frame i to frame j and back -> two (H, W, 2) float32 arrays (pixels x, y)."""
+        from ..opencv import cv2
+
+        self._last = (i, j)
+        a, b = self.gray(k, i), self.gray(k, j)
+        f = self.dis.calc(a, b, None)
+        r = self.dis.calc(b, a, None)
+        if self.scale != 1.0:
+            interp = cv2.INTER_AREA if self.scale > 1 else cv2.INTER_LINEAR
+            f = cv2.resize(f, (self.w, self.h), interpolation=interp) / self.scale
+            r = cv2.resize(r, (self.w, self.h), interpolation=interp) / self.scale
+        return f, r
+
+    def pair(self, i: int, j: int, views=None):
+        """Flows i -> j and j -> i of ``views`` (default: the chosen ones) -> two (V', H, W, 2) float32 tensors."""
+        views = self.views if views is None else views
+        fwd = np.empty((len(views), self.h, self.w, 2), np.float32)
+        bwd = np.empty_like(fwd)
+        for n, k in enumerate(views):
+            fwd[n], bwd[n] = self.one(k, i, j)
+        return torch.from_numpy(fwd), torch.from_numpy(bwd)
 
 
 def video_flows(frames: torch.Tensor, upsample: int = 2):
-    """Forward and backward DIS flow between consecutive frames of every view.
+    """Forward and backward DIS flow between consecutive frames of every view (whole-video arrays: for small videos
+    and tests; the fit uses :class:`PairFlows`, one pair at a time).
 
-    ``frames`` (V, T, H, W, 3) in [0, 1] -> ``(fwd, bwd)`` each (V, T-1, H, W, 2) float32 pixels (x, y), where
-    ``fwd[v, i]`` maps frame i to i+1 and ``bwd[v, i]`` frame i+1 to i. The images are upsampled ``upsample`` times
-    for the solve (DIS works on 8-bit grey images and patches of 8 px: 180x120 is too small for its pyramid)."""
-    import cv2
-
+    ``frames`` (V, T, H, W, 3) uint8 or in [0, 1] -> ``(fwd, bwd)`` each (V, T-1, H, W, 2) float32 pixels (x, y),
+    where ``fwd[v, i]`` maps frame i to i+1 and ``bwd[v, i]`` frame i+1 to i."""
     v, nt, h, w, _ = frames.shape
     fwd = np.zeros((v, max(0, nt - 1), h, w, 2), np.float32)
     bwd = np.zeros_like(fwd)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    dis.setFinestScale(0 if upsample <= 1 else 1)
-    arr = frames.numpy()
-    size = (w * upsample, h * upsample)
+    pf = PairFlows(frames, scale=float(upsample))
     for k in range(v):
-        grays = [_gray(arr[k, i]) for i in range(nt)]
-        if upsample > 1:
-            grays = [cv2.resize(g, size, interpolation=cv2.INTER_CUBIC) for g in grays]
         for i in range(nt - 1):
-            a, b = grays[i], grays[i + 1]
-            f = dis.calc(a, b, None)
-            r = dis.calc(b, a, None)
-            if upsample > 1:
-                f = cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) / upsample
-                r = cv2.resize(r, (w, h), interpolation=cv2.INTER_AREA) / upsample
-            fwd[k, i], bwd[k, i] = f, r
+            fwd[k, i], bwd[k, i] = pf.one(k, i, i + 1)
     return torch.from_numpy(fwd), torch.from_numpy(bwd)
 
 
@@ -140,28 +195,48 @@ def _kabsch(p: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None = None) -> 
     return vt.transpose(1, 2) @ dm @ u.transpose(1, 2)
 
 
-def _rotmat_to_quat(m: torch.Tensor) -> torch.Tensor:
-    from .synthetic import rotmat_to_quat
+def _foreground(frames: torch.Tensor, i: int, views) -> torch.Tensor:
+    """(V', H, W) bool: the character pixels (smallest channel below ``FG_THRESHOLD``) of frame i of ``views``."""
+    x = frames[views, i]
+    if x.dtype == torch.uint8:
+        x = x.to(torch.float32) / 255.0
+    return x.min(-1).values < FG_THRESHOLD
 
-    return torch.from_numpy(rotmat_to_quat(m.double().numpy())).float()
+
+def spread_views(num_views: int, n: int) -> list[int]:
+    """``n`` evenly spread view indices of ``num_views`` (all when n >= num_views; at least 2)."""
+    n = int(max(2, min(num_views, n)))
+    if n >= num_views:
+        return list(range(num_views))
+    return sorted({int(round(x)) for x in np.linspace(0, num_views, n, endpoint=False)})
 
 
 @torch.no_grad()
 def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: int = 12, min_views: int = 2,
-              huber_px: float = 1.5, log=None) -> dict:
+              huber_px: float = 1.5, log=None, seconds: float | None = None) -> dict:
     """Fill the trajectory table of ``model`` (a table model whose canonical Gaussians fit frame ``reference``)
-    from the flow of the training ``frames`` (V, T, H, W, 3) seen by ``rig``; see the module docstring.
+    from the flow of the training ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]) seen by ``rig``; see the
+    module docstring. The flow is computed one frame pair at a time (:class:`PairFlows`). ``seconds``: a time
+    allowance. With one, each frame pair uses as many evenly spread views as the time left allows for the pairs left
+    (from the measured cost per view of the pair before; the first pair uses up to 6), and once it is spent the
+    remaining frames keep their neighbour's position (the photometric sweep then moves them).
 
-    Returns statistics: per frame, the share of Gaussians with a triangulated displacement and the median move;
-    ``"knn"``: the (N, k) nearest neighbours of the canonical centres it used."""
+    Returns statistics: per frame, the share of Gaussians with a triangulated displacement, the median move and the
+    number of views used; ``"knn"``: the (N, k) nearest neighbours of the canonical centres it used."""
+    import time
+
     v, nt, h, w, _ = frames.shape
     dev = model.splats["means"].device
     if nt < 2:
         return {}
-    fwd, bwd = video_flows(frames.cpu())
-    fg = frames.cpu().min(-1).values < FG_THRESHOLD  # (V, T, H, W)
-    w2c = torch.as_tensor(rig.w2c_cv(), dtype=torch.float32)
-    ks = rig.Ks(device="cpu").float()
+    frames = frames.cpu()
+    t_begin = time.perf_counter()
+    deadline = None if seconds is None else t_begin + float(seconds)
+    v_all = v
+    views = list(range(v_all)) if deadline is None else spread_views(v_all, 6)
+    flows = PairFlows(frames)
+    w2c_all = torch.from_numpy(rig.w2c_cv().astype(np.float32))
+    ks_all = rig.Ks(device="cpu").float()
     canon = model.splats["means"].detach().float().cpu()
     n = canon.shape[0]
     ext = float((canon.max(0).values - canon.min(0).values).norm())
@@ -172,12 +247,22 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
     pos = {reference: canon.clone()}
     rot = {reference: torch.eye(3).expand(n, 3, 3).clone()}
     order = [(f, f - 1) for f in range(reference + 1, nt)] + [(f, f + 1) for f in range(reference - 1, -1, -1)]
-    for f, g in order:  # frame f from its (already placed) neighbour g
+    last = None  # (seconds, views) of the pair before
+    for step, (f, g) in enumerate(order):  # frame f from its (already placed) neighbour g
         x = pos[g]
-        if f > g:  # flow g -> f = forward flow of pair g; check with the backward flow
-            flow, back = fwd[:, g], bwd[:, g]
-        else:
-            flow, back = bwd[:, f], fwd[:, f]
+        t_pair = time.perf_counter()
+        if deadline is not None:
+            left = deadline - t_pair
+            if left <= 0:  # allowance spent: the frame starts where its neighbour is
+                pos[f], rot[f] = x, rot[g]
+                stats[f] = {"triangulated": 0.0, "median_move": 0.0, "views": 0}
+                continue
+            if last is not None:
+                per_view = max(1e-6, last[0] / last[1])
+                views = spread_views(v_all, int(left / (len(order) - step) / per_view))
+        w2c, ks, v = w2c_all[views], ks_all[views], len(views)
+        flow, back = flows.pair(g, f, views)  # g -> f, checked with f -> g
+        fg_g, fg_f = _foreground(frames, g, views), _foreground(frames, f, views)
         u, vv, z, _ = _project(w2c, ks, x)
         vis = _visible(u, vv, z, h, w, tol)
         fl = _sample(flow, u, vv)  # (V, N, 2)
@@ -185,8 +270,8 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
         bk = _sample(back, tu, tv)
         err = (fl + bk).norm(dim=-1)
         ok = vis & (err < FB_PX + FB_REL * fl.norm(dim=-1))
-        ok &= _sample(fg[:, g].float()[..., None], u, vv)[..., 0] > 0.5
-        ok &= _sample(fg[:, f].float()[..., None], tu, tv)[..., 0] > 0.5
+        ok &= _sample(fg_g.float()[..., None], u, vv)[..., 0] > 0.5
+        ok &= _sample(fg_f.float()[..., None], tu, tv)[..., 0] > 0.5
         ok &= (tu >= 0) & (tu < w) & (tv >= 0) & (tv < h)
         # damped Gauss-Newton for delta: sum_v ||pi_v(x + delta) - target_v||^2, 3 steps, Huber weights
         delta = torch.zeros(n, 3)
@@ -223,12 +308,14 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
         q = xf[nbr] - xf[:, None]
         rr = _kabsch(p, q) @ rot[g]
         pos[f], rot[f] = xf, rr
-        stats[f] = {"triangulated": float(good.float().mean()), "median_move": float(med.norm(dim=-1).median())}
+        stats[f] = {"triangulated": float(good.float().mean()), "median_move": float(med.norm(dim=-1).median()),
+                    "views": v}
+        last = (time.perf_counter() - t_pair, v)
         if log is not None:
             log(f"flow init: frame {f} from {g}: {stats[f]['triangulated'] * 100:.0f}% triangulated, median move "
                 f"{stats[f]['median_move']:.4f}")
     tm = torch.stack([pos[f] - canon for f in range(nt)], 1)
-    tq = torch.stack([_rotmat_to_quat(rot[f]) for f in range(nt)], 1)
+    tq = torch.stack([rotmat_to_quat(rot[f]) for f in range(nt)], 1)
     model.splats["traj_means"].data.copy_(tm.to(dev))
     model.splats["traj_quats"].data.copy_(tq.to(dev))
     return stats
@@ -281,4 +368,4 @@ def temporal_smoothness(prev: torch.Tensor, cur: torch.Tensor, nxt: torch.Tensor
     return (prev - 2 * cur + nxt).square().sum(-1).mean()
 
 
-__all__ = ["FrameAdam", "flow_init", "video_flows", "edge_weights", "temporal_smoothness"]
+__all__ = ["FrameAdam", "PairFlows", "flow_init", "video_flows", "edge_weights", "temporal_smoothness"]

@@ -1,7 +1,7 @@
 """Reading and writing checkpoint files without pickle.
 
-* :class:`SafetensorsFile`: a safetensors file whose header is parsed and checked up front (not safetensors,
-  truncated, bad offsets: a :class:`CheckpointError` naming the file) and whose tensors are memory-mapped and read one
+* :class:`SafetensorsFile`: a safetensors file whose header is read and checked up front by ``safetensors.safe_open``
+  (not safetensors, truncated, bad offsets: a :class:`CheckpointError` naming the file) and whose tensors are memory-mapped and read one
   at a time, in the dtype asked for.
 * :class:`TensorStore`: a read-only mapping ``name -> lazily read tensor`` over one file, several shards, a ``.pt``
   state dict (``torch.load(weights_only=True)``) or tensors in memory, with key prefixes stripped or added.
@@ -32,7 +32,6 @@ ST_TO_TORCH: dict[str, torch.dtype] = {
 TORCH_TO_ST: dict[torch.dtype, str] = {v: k for k, v in ST_TO_TORCH.items()}
 ST_ITEMSIZE: dict[str, int] = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                                "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-MAX_HEADER = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -90,55 +89,39 @@ class SafetensorsFile:
 
 
 def read_safetensors_header(path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Parse and check a safetensors header: ``({name: TensorInfo}, metadata)``.
+    """Read and check a safetensors header with ``safetensors.safe_open``: ``({name: TensorInfo}, metadata)``.
 
-    Raises :class:`CheckpointError` naming the file when it is missing, not safetensors, truncated, or has offsets
-    that do not tile its data.
+    The library validates the header (JSON, dtypes, offsets that tile the data, the file's length); its errors become
+    a :class:`CheckpointError` naming the file and saying what to do (missing, not safetensors, truncated).
     """
+    from safetensors import safe_open
+
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: file not found")
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes); expected an 8-byte header "
-                                  "length followed by a JSON header")
-        (n,) = struct.unpack("<Q", head)
-        if n < 2 or n > MAX_HEADER or n > size - 8:
-            raise CheckpointError(
-                f"{path}: not a safetensors file (header length field {n} does not fit a {_fmt_size(size)} file); "
-                "expected a .safetensors checkpoint (pickled .ckpt/.bin files are not loaded)")
-        raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a safetensors file (its header is not valid JSON: {e})") from None
-    metadata = header.pop("__metadata__", None) or {}
+        with safe_open(path, framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            raw = {name: (f.get_slice(name).get_dtype(), f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type (SafetensorError)
+        raise _header_error(path, e) from None
     tensors: dict[str, TensorInfo] = {}
-    data_len = size - 8 - n
-    end_max = 0
-    spans = []
-    for name, info in header.items():
-        try:
-            dt = info["dtype"]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: malformed safetensors header entry for {name!r}") from None
+    for name, (dt, shape) in raw.items():
         if dt not in ST_TO_TORCH:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dt}")
-        if end - begin != math.prod(shape) * ST_ITEMSIZE[dt] or begin < 0:
-            raise CheckpointError(f"{path}: tensor {name!r} has offsets that do not match its shape {list(shape)}")
-        end_max = max(end_max, end)
-        spans.append((begin, end))
-        tensors[name] = TensorInfo(ST_TO_TORCH[dt], shape)
-    if end_max > data_len:
-        raise CheckpointError(
-            f"{path}: truncated: the header describes {_fmt_size(end_max)} of tensor data but the file holds only "
-            f"{_fmt_size(max(data_len, 0))}; the download or copy was probably interrupted, get the file again")
+        tensors[name] = TensorInfo(ST_TO_TORCH[dt], tuple(int(s) for s in shape))
     return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _header_error(path: str, e: Exception) -> CheckpointError:
+    """The user's words for a header safetensors refused."""
+    size = os.path.getsize(path)
+    msg = str(e)
+    if "incomplete metadata" in msg or "not fully covered" in msg:
+        return CheckpointError(
+            f"{path}: truncated: its {_fmt_size(size)} do not hold the tensor data its header describes; the "
+            "download or copy was probably interrupted, get the file again")
+    return CheckpointError(f"{path}: not a safetensors file ({msg}); expected a .safetensors checkpoint (pickled "
+                           ".ckpt/.bin files are not loaded)")
 
 
 # ------------------------------------------------------------------------------------------------------ stores
@@ -298,6 +281,9 @@ class StreamingSafetensorsWriter:
     ``plan`` gives every tensor's name, dtype and shape in file order; ``write(name, tensor)`` must then be called
     in that order.  The data goes to ``path + '.partial'``; ``close()`` checks everything was written and renames
     it into place; ``abort()`` (or an exception inside ``with``) removes it.
+
+    Hand-written on purpose: safetensors' own writers (``save_file``, ``serialize``) take all tensors at once, so
+    converting a model larger than the memory cannot use them; this writes the standard header and streams the data.
     """
 
     def __init__(self, path: str, plan: list[tuple[str, torch.dtype, tuple[int, ...]]],

@@ -431,7 +431,7 @@ def assign_weights(model: nn.Module, store: TensorStore, dtype: torch.dtype, wha
         raise CheckpointError(f"{store.source}: the {what} still has unloaded tensors after loading: "
                               f"{_few(leftovers)}")
     model.requires_grad_(False)
-    model.eval()
+    model.train(False)  # eval mode
     return model
 
 

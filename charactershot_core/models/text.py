@@ -150,7 +150,7 @@ class T5FolderEncoder:
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{enc_dir}: cannot load the T5 encoder ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
-        self.model.requires_grad_(False).eval().to(device)
+        self.model.requires_grad_(False).train(False).to(device)  # eval mode
         self.device = torch.device(device)
         self.identity = folder_identity(self.path)
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
+from ..opencv import cv2
 from .keypoints import Pose
 
 REF_SIZE = 2160

@@ -204,6 +204,24 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
     previous frame's pose (leading empty frames take the first detected pose) and warns.
     ``canvas_size`` (width, height) is used where a frame has no canvas_width / canvas_height.
     """
+    min_score = _check_options(coords, missing, min_score)
+    frames = _as_frames(data, name)
+    warnings: list[str] = []
+    counts = _Counts()
+    raw, max_coord = _read_people(frames, name, canvas_size, min_score, counts)
+    pixels = coords == "pixels" or (coords == "auto" and max_coord > PIXEL_EVIDENCE)
+    poses, far_off = _frame_poses(raw, pixels, name, warnings)
+    _fill_empty_frames(poses, missing, name, min_score, counts, warnings)
+    if far_off is not None:
+        warnings.append(f"{name}: frame {far_off} has keypoints more than a whole canvas outside the frame (read as "
+                        f"pixels on {raw[far_off][1]}x{raw[far_off][2]}); check canvas_width / canvas_height, or "
+                        "set coordinates to normalized")
+    return PoseSequence([p for p in poses if p is not None], warnings, pixels, counts.low, counts.not_found,
+                        counts.feet)
+
+
+def _check_options(coords: str, missing: str, min_score) -> float:
+    """Check the choices; returns ``min_score`` as a float in [0, 1]."""
     if coords not in COORDS:
         raise InputError("coordinates", f"expected one of {list(COORDS)}, got {coords!r}")
     if missing not in MISSING:
@@ -214,11 +232,13 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
         raise InputError("min_score", f"expected a number from 0 to 1, got {min_score!r}") from None
     if not 0.0 <= min_score <= 1.0:
         raise InputError("min_score", f"expected a number from 0 to 1, got {min_score}")
-    frames = _as_frames(data, name)
-    warnings: list[str] = []
-    counts = _Counts()
+    return min_score
 
-    raw: list[list[tuple[list[np.ndarray], int, int]]] = []
+
+def _read_people(frames: list, name: str, canvas_size, min_score: float, counts: _Counts):
+    """Per frame: (people, canvas width, canvas height), each person the checked parts (body, face, hands) as
+    read; people with no detected point are dropped. Also the largest detected coordinate (pixels or not)."""
+    raw: list[tuple[list[list[np.ndarray]], int, int]] = []
     max_coord = 0.0
     for i, fr in enumerate(frames):
         w = fr.get("canvas_width", canvas_size[0] if canvas_size else None)
@@ -230,7 +250,7 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
             parts = [_points(p.get(key), n, key, name, i, min_score, counts) for key, n in
                      (("pose_keypoints_2d", N_BODY), ("face_keypoints_2d", N_FACE),
                       ("hand_left_keypoints_2d", N_HAND), ("hand_right_keypoints_2d", N_HAND))]
-            if p.get("foot_keypoints_2d") is not None:  # validated, then left out (see the docstring)
+            if p.get("foot_keypoints_2d") is not None:  # validated, then left out (see parse_pose_keypoints)
                 _points(p["foot_keypoints_2d"], N_FEET, "foot_keypoints_2d", name, i, min_score, counts)
                 counts.feet = True
             if sum(int((q[:, 2] > 0).sum()) for q in parts) == 0:
@@ -241,9 +261,12 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
                     max_coord = max(max_coord, float(np.abs(det).max()))
             people.append(parts)
         raw.append((people, w, h))
+    return raw, max_coord
 
-    pixels = coords == "pixels" or (coords == "auto" and max_coord > PIXEL_EVIDENCE)
 
+def _frame_poses(raw: list, pixels: bool, name: str, warnings: list[str]) -> tuple[list, int | None]:
+    """One pose per frame (None where nobody is): coordinates normalised when read as pixels, the largest person
+    kept. Also the first frame with a point more than a whole canvas outside it (a likely wrong canvas size)."""
     poses: list[Pose | None] = []
     far_off: int | None = None
     for i, (people, w, h) in enumerate(raw):
@@ -276,35 +299,35 @@ def parse_pose_keypoints(data, *, name: str = "pose_keypoint", coords: str = "au
                             f"{areas[k]:.0f} px²)")
             cands = [cands[k]]
         poses.append(cands[0])
+    return poses, far_off
 
+
+def _fill_empty_frames(poses: list, missing: str, name: str, min_score: float, counts: _Counts,
+                       warnings: list[str]) -> None:
+    """Frames with nobody (None in ``poses``): an error naming them (``missing="error"``, or no person at all),
+    else the previous frame's pose repeated there, in place, with a warning."""
     empty = [i for i, p in enumerate(poses) if p is None]
-    if empty:
-        if missing == "error" or len(empty) == len(poses):
-            which = "every frame" if len(empty) == len(poses) else f"frame {empty[0]}" + (
-                f" (and {len(empty) - 1} more: {empty[1:6]}{'…' if len(empty) > 6 else ''})" if len(empty) > 1 else "")
-            hint = []
-            if counts.low:
-                hint.append(f"{counts.low} point(s) scored below min_score {min_score:g} were left out")
-            if counts.not_found:
-                hint.append(f"{counts.not_found} point(s) are marked -1 (not found)")
-            raise InputError(name, f"no person detected in {which}; expected one person per frame"
-                             + ("" if len(empty) == len(poses) else
-                                " (or set missing_person to repeat_previous to carry the previous frame's pose)")
-                             + (f" [{'; '.join(hint)}]" if hint else ""))
-        first = next(p for p in poses if p is not None)
-        prev = first
-        for i in range(len(poses)):
-            if poses[i] is None:
-                poses[i] = prev.copy()
-            prev = poses[i]
-        warnings.append(f"{name}: no person in frames {empty[:10]}{'…' if len(empty) > 10 else ''}; the previous "
-                        "frame's pose was repeated there")
-    if far_off is not None:
-        warnings.append(f"{name}: frame {far_off} has keypoints more than a whole canvas outside the frame (read as "
-                        f"pixels on {raw[far_off][1]}x{raw[far_off][2]}); check canvas_width / canvas_height, or "
-                        "set coordinates to normalized")
-    return PoseSequence([p for p in poses if p is not None], warnings, pixels, counts.low, counts.not_found,
-                        counts.feet)
+    if not empty:
+        return
+    if missing == "error" or len(empty) == len(poses):
+        which = "every frame" if len(empty) == len(poses) else f"frame {empty[0]}" + (
+            f" (and {len(empty) - 1} more: {empty[1:6]}{'…' if len(empty) > 6 else ''})" if len(empty) > 1 else "")
+        hint = []
+        if counts.low:
+            hint.append(f"{counts.low} point(s) scored below min_score {min_score:g} were left out")
+        if counts.not_found:
+            hint.append(f"{counts.not_found} point(s) are marked -1 (not found)")
+        raise InputError(name, f"no person detected in {which}; expected one person per frame"
+                         + ("" if len(empty) == len(poses) else
+                            " (or set missing_person to repeat_previous to carry the previous frame's pose)")
+                         + (f" [{'; '.join(hint)}]" if hint else ""))
+    prev = next(p for p in poses if p is not None)
+    for i in range(len(poses)):
+        if poses[i] is None:
+            poses[i] = prev.copy()
+        prev = poses[i]
+    warnings.append(f"{name}: no person in frames {empty[:10]}{'…' if len(empty) > 10 else ''}; the previous "
+                    "frame's pose was repeated there")
 
 
 def to_pose_keypoint(poses: list[Pose]) -> list[dict]:

@@ -7,6 +7,9 @@
     OUT/view<XX>/frame_<NNNNN>.png         the assembled views, once every group is there
     OUT/cameras.json                       their cameras (the 4D stage reads OUT directly: fit4d --frames OUT)
 
+``groups`` reports the size of a group store (a ComfyUI's, ``--comfyui DIR``, or any folder, ``--store DIR``) and
+clears it (``--clear``; ``--dry-run`` lists what would go; ``--older-than-days N`` keeps recently used groups).
+
 ``--groups 0,2`` samples only those groups (run another process, on another GPU or machine, with the others), and
 ``merge OUT RUN1 RUN2 ...`` gathers the groups of several runs of the same job and assembles them.  Nothing is
 downloaded: models come from local paths.
@@ -341,6 +344,48 @@ def _common(p, model_help: str) -> None:
     p.add_argument("--out", required=True, help="output folder")
 
 
+def store_from_args(args):
+    """The group store named by ``--store`` (a folder) or ``--comfyui`` (a ComfyUI folder, or ``--user-directory``)."""
+    from .store import COMFY_STORE, GroupStore, comfy_store_root
+
+    if bool(args.store) == bool(args.comfyui or args.user_directory):
+        raise InputError("store", "give the store folder (--store DIR) or the ComfyUI it belongs to (--comfyui DIR "
+                                  "or --user-directory DIR)")
+    if args.store:
+        root = args.store
+    else:
+        user = args.user_directory or os.path.join(args.comfyui, "user")
+        if not os.path.isdir(user):
+            raise InputError("comfyui", f"{user} is not a folder (ComfyUI's user directory is expected there; "
+                                        "with --user-directory give that folder)")
+        root = comfy_store_root(user)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise InputError("store", f"{root} is not a folder")
+    if args.store and os.path.isdir(root) and any(os.path.isfile(os.path.join(root, n)) for n in os.listdir(root)):
+        raise InputError("store", f"{root} holds files, so it is not a group store (one folder per group); "
+                                  f"a ComfyUI's store is <user directory>/{'/'.join(COMFY_STORE)}")
+    return GroupStore(root)
+
+
+def cmd_groups(args) -> int:
+    from .store import human_size
+
+    store = store_from_args(args)
+    if args.older_than_days < 0:
+        raise InputError("older-than-days", f"expected 0 or more days, got {args.older_than_days}")
+    if args.clear:
+        rep = store.clear(dry_run=args.dry_run, older_than_days=args.older_than_days)
+        verb = "would free" if args.dry_run else "freed"
+        print(rep.text("would lose" if args.dry_run else "lost"))
+        print(f"{verb} {human_size(rep.bytes)}")
+    else:
+        rep = store.report(args.older_than_days)
+        for key, size, used in rep.groups:
+            print(f"{key}  {human_size(size):>9}  last used {time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}")
+        print(rep.text())
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="multi-view videos of a character (any subset of its view groups)")
     p.add_argument("--views", required=True, help="folder with view0.png ... (or viewXX/frame_00001.png)")
@@ -359,6 +404,16 @@ def register(subparsers) -> None:
     m.add_argument("--out", required=True, help="output folder (may be one of the runs)")
     m.add_argument("runs", nargs="+", help="'sample' output folders")
     m.set_defaults(func=cmd_merge)
+
+    g = subparsers.add_parser("groups", help="size of a store of finished view groups; --clear empties it")
+    g.add_argument("--store", default=None, help="the store folder (e.g. a 'sample' run's OUT/groups)")
+    g.add_argument("--comfyui", default=None, help="a ComfyUI folder: its store, user/__charactershot/cache/groups")
+    g.add_argument("--user-directory", default=None, help="a ComfyUI's --user-directory, if it was moved")
+    g.add_argument("--clear", action="store_true", help="remove the groups (and unfinished writes left by a crash)")
+    g.add_argument("--dry-run", action="store_true", help="with --clear: list what would be removed, remove nothing")
+    g.add_argument("--older-than-days", type=float, default=0.0,
+                   help="only groups last used more than N days ago (0: all)")
+    g.set_defaults(func=cmd_groups)
 
     a = subparsers.add_parser("animate2d", help="2D pose-driven animation of one image (Character2D model)")
     a.add_argument("--image", required=True, help="the reference image")

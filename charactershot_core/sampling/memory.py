@@ -5,7 +5,10 @@ run, and the host's VRAM manager (ComfyUI's ``load_models_gpu(memory_required=..
 beside the weights.
 
 Estimates, not measurements: the constants below come from counting the tensors our code keeps alive at its peak
-(see the docs); no GPU has measured them yet.
+(see the docs); no GPU has measured them yet.  So they advise and do not forbid: the estimate (with its margin) is
+what ComfyUI is told to keep free beside the weights, and a run is refused only when even a fully offloaded one
+cannot fit (:class:`Floor`: the counted activations without margin plus the largest layer in flight, against all the
+memory the device can give).
 """
 
 from __future__ import annotations
@@ -67,14 +70,8 @@ def video_tokens(shape: JobShape, patch: int) -> int:
     return shape.batch * shape.views * shape.latent_frames * (shape.latent_h // patch) * (shape.latent_w // patch)
 
 
-def transformer_activation_bytes(config: dict, shape: JobShape, dtype: torch.dtype) -> int:
-    """Peak activation bytes of one 4D transformer call (docs/sampling.md):
-
-    ``SAFETY x e x D x (LIVE_STREAMS x (T + B·max(V, F)·S) + FF_STREAMS x min(T, FF_CHUNK))
-    + 2 x min(ROPE_CHUNK_BYTES, 12 x (T + B·max(V, F)·S) x D)``
-
-    T video tokens of the call, B its batch, D the width, S = 226 text tokens, e bytes per element.  For the 2D
-    model pass views = 1.  Low-memory CFG halves B and so T."""
+def _transformer_counted(config: dict, shape: JobShape, dtype: torch.dtype) -> tuple:
+    """(bytes of the token streams counted at the peak, bytes of the RoPE temporaries), without any margin."""
     p = int(config["patch_size"])
     d = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
     e = dtype_bytes(dtype)
@@ -82,7 +79,56 @@ def transformer_activation_bytes(config: dict, shape: JobShape, dtype: torch.dty
     text = shape.batch * max(shape.views, shape.latent_frames) * TEXT_TOKENS
     streams = LIVE_STREAMS * (t + text) + FF_STREAMS * min(t, FF_CHUNK)
     rope = 2 * min(ROPE_CHUNK_BYTES, 12 * (t + text) * d)  # float32 rotation temporaries of q and k, chunked
-    return int(SAFETY * e * d * streams) + rope
+    return e * d * streams, rope
+
+
+def transformer_activation_bytes(config: dict, shape: JobShape, dtype: torch.dtype) -> int:
+    """Peak activation bytes of one 4D transformer call (docs/sampling.md):
+
+    ``SAFETY x e x D x (LIVE_STREAMS x (T + B·max(V, F)·S) + FF_STREAMS x min(T, FF_CHUNK))
+    + 2 x min(ROPE_CHUNK_BYTES, 12 x (T + B·max(V, F)·S) x D)``
+
+    T video tokens of the call, B its batch, D the width, S = 226 text tokens, e bytes per element.  For the 2D
+    model pass views = 1.  Low-memory CFG halves B and so T.  This is the estimate the host is told to keep free
+    (``memory_required``): advice for how much of the weights to load, never a reason to refuse a run."""
+    streams, rope = _transformer_counted(config, shape, dtype)
+    return int(SAFETY * streams) + rope
+
+
+def transformer_counted_bytes(config: dict, shape: JobShape, dtype: torch.dtype) -> int:
+    """The tensors counted at the peak of one call, without the ``SAFETY`` margin (the least the call needs)."""
+    streams, rope = _transformer_counted(config, shape, dtype)
+    return int(streams) + rope
+
+
+def largest_layer_bytes(module: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Bytes of the largest single layer's own weights in the compute dtype: what a fully offloaded run copies to
+    the device at once (an fp8 layer is dequantised there to the compute dtype)."""
+    e = dtype_bytes(dtype)
+    best = 0
+    for m in module.modules():
+        n = sum(t.numel() for t in list(m._parameters.values()) + list(m._buffers.values()) if t is not None)
+        best = max(best, n * e)
+    return best
+
+
+@dataclass
+class Floor:
+    """What a fully offloaded run needs on the device at least: the counted activations of one call (no margin)
+    plus the layers in flight (``streams`` copies of the largest one).  A run is refused only above this."""
+
+    activations: int
+    layer: int
+    streams: int = 1
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.streams * self.layer
+
+    def text(self) -> str:
+        layers = f"{self.streams} x " if self.streams > 1 else ""
+        return (f"{fmt(self.total)} (activations counted without margin {fmt(self.activations)} + {layers}the "
+                f"largest layer streamed in {fmt(self.layer)})")
 
 
 def vae_decode_bytes(vae_config: dict, height: int, width: int, dtype: torch.dtype, tiling: bool = True,
@@ -136,7 +182,9 @@ class Plan:
     reserve: int = 0                                # what the host keeps free besides (ComfyUI's reserve)
     offloaded: int = 0                              # transformer weight bytes that will stay on the CPU
     seconds_per_step: Optional[float] = None
-    fits: bool = True
+    fits: bool = True                               # False only when even a fully offloaded run cannot fit
+    floor: Optional[Floor] = None                   # what a fully offloaded run needs at least
+    advised_full_offload: bool = False              # the estimate leaves no room for weights: all streamed
     lines: list = field(default_factory=list)
 
     def text(self) -> str:
@@ -144,18 +192,24 @@ class Plan:
 
 
 def fmt(n: float) -> str:
-    return f"{n / GiB:.2f} GiB"
+    """Bytes for people: GiB with two decimals, MiB below 1 GiB (a small job must not read '0.00 GiB')."""
+    if abs(n) >= GiB:
+        return f"{n / GiB:.2f} GiB"
+    return f"{n / 1024 ** 2:.1f} MiB"
 
 
 def make_plan(config: dict, transformer: torch.nn.Module, dtype: torch.dtype, shape: JobShape,
               vae=None, vae_dtype: Optional[torch.dtype] = None, vae_tiling: bool = True, height: int = 480,
               width: int = 720, free: Optional[int] = None, reserve: int = 0, speed: Optional[float] = None,
-              device_name: str = "this device") -> Plan:
-    """The plan for ``transformer`` (+ optional VAE) on a device with ``free`` bytes for our models."""
+              device_name: str = "this device", streams: int = 1) -> Plan:
+    """The plan for ``transformer`` (+ optional VAE) on a device with ``free`` bytes for our models (``reserve``
+    of them kept free by the host; ``streams``: layers in flight when offloaded)."""
     plan = Plan()
     plan.weights["transformer"] = weights_by_dtype(transformer)
     t_bytes = sum(plan.weights["transformer"].values())
     plan.activation = transformer_activation_bytes(config, shape, dtype)
+    plan.floor = Floor(transformer_counted_bytes(config, shape, dtype), largest_layer_bytes(transformer, dtype),
+                       streams)
     if vae is not None:
         plan.weights["vae"] = weights_by_dtype(vae.vae)
         plan.decode = vae_decode_bytes(vae.config, height, width, vae_dtype or vae.dtype, vae_tiling)
@@ -163,7 +217,8 @@ def make_plan(config: dict, transformer: torch.nn.Module, dtype: torch.dtype, sh
     if free is not None:
         room = free - reserve - plan.activation
         plan.offloaded = max(0, t_bytes - max(room, 0))
-        plan.fits = room > 0
+        plan.advised_full_offload = room <= 0
+        plan.fits = plan.floor.total <= free
     if speed is not None:
         plan.seconds_per_step = step_seconds(config, shape, speed, plan.offloaded)
     w = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(plan.weights["transformer"].items()))
@@ -176,10 +231,15 @@ def make_plan(config: dict, transformer: torch.nn.Module, dtype: torch.dtype, sh
         plan.lines.append(f"  VAE weights {fmt(v)}; decode peak {fmt(plan.decode)} "
                           f"({'tiled' if vae_tiling else 'untiled'}, {height}x{width})")
     if free is not None:
+        plan.lines.append(f"  least a fully offloaded call needs: {plan.floor.text()}")
         if not plan.fits:
-            plan.lines.append(f"  free {fmt(free)} minus reserve {fmt(reserve)} is less than the activations alone: "
-                              "this job cannot run here; use low_memory, fewer frames or views per group, or "
-                              "free other models")
+            plan.lines.append(f"  free {fmt(free)} (reserve included) is less than that least: this job cannot run "
+                              "here; use low_memory, fewer frames or views per group, or free other models")
+        elif plan.advised_full_offload:
+            plan.lines.append(f"  free {fmt(free)} minus reserve {fmt(reserve)} is below the activation estimate: "
+                              "an estimate, so the job runs on ComfyUI's partial loading, the weights that do not "
+                              "fit streamed from the CPU (slower); if it runs out of memory, use low_memory or fewer "
+                              "frames")
         elif plan.offloaded:
             plan.lines.append(f"  free {fmt(free)}: {fmt(t_bytes - plan.offloaded)} of the weights on the GPU, "
                               f"{fmt(plan.offloaded)} offloaded to the CPU and copied per call")
@@ -191,8 +251,9 @@ def make_plan(config: dict, transformer: torch.nn.Module, dtype: torch.dtype, sh
     return plan
 
 
-def too_big_message(free: int, needed: int, shape: JobShape, weight_storage: str = "default") -> str:
-    """The error when even a partial load cannot run: the activations alone exceed what the device has."""
+def too_big_message(free: int, needed, shape: JobShape, weight_storage: str = "default") -> str:
+    """The error when even a fully offloaded run cannot fit: ``needed`` (a :class:`Floor`, or bytes) exceeds the
+    ``free`` bytes the device can give with every weight offloaded."""
     fixes = []
     if shape.cfg and not shape.low_memory:
         fixes.append("turn on low_memory (halves the activations, same result)")
@@ -201,15 +262,17 @@ def too_big_message(free: int, needed: int, shape: JobShape, weight_storage: str
     if weight_storage == "default":
         fixes.append("then load the model with weight_storage fp8_e4m3fn, so that more of the weights fit beside the "
                      "activations (fewer copies per step)")
-    return (f"not enough GPU memory for this job: the device has {fmt(free)} free for it, but the transformer's "
-            f"activations alone need about {fmt(needed)} (estimate, {shape.views} views x {shape.latent_frames} "
-            f"latent frames x {shape.latent_h}x{shape.latent_w} latents, batch {shape.batch}); "
+    what = needed.text() if isinstance(needed, Floor) else fmt(needed)
+    return (f"not enough GPU memory for this job: the device has {fmt(free)} free for it with every weight "
+            f"offloaded, but one transformer call needs at least {what}, for {shape.views} views x "
+            f"{shape.latent_frames} latent frames x {shape.latent_h}x{shape.latent_w} latents, batch {shape.batch}; "
             + "; ".join(fixes))
 
 
-def vae_too_big_message(free: int, needed: int, tiling: bool) -> str:
-    """The error when the VAE's tiled (or untiled) pass alone exceeds what the device has."""
+def vae_too_big_message(free: int, needed, tiling: bool) -> str:
+    """The error when even a fully offloaded VAE pass cannot fit (``needed``: a :class:`Floor`, or bytes)."""
     fix = ("turn tiling on in the CharacterShot VAE Loader (a quarter of the peak), or free other models"
            if not tiling else "free other models or start ComfyUI with a smaller --reserve-vram")
-    return (f"not enough GPU memory for the VAE: the device has {fmt(free)} free for it, but a "
-            f"{'tiled' if tiling else 'untiled'} decode needs about {fmt(needed)} (estimate); {fix}")
+    what = needed.text() if isinstance(needed, Floor) else fmt(needed)
+    return (f"not enough GPU memory for the VAE: the device has {fmt(free)} free for it with every weight "
+            f"offloaded, but {'a tiled' if tiling else 'an untiled'} decode needs at least {what}; {fix}")

@@ -8,7 +8,11 @@ is ignored and cleaned up)::
     <root>/<key>/latents.safetensors            final latents (1, Vg, L + 1, C, h, w) float32
     <root>/<key>/view<XX>/frame_<NNNNN>.png     decoded frames (XX = view index in the rig, NNNNN from 00001)
 
-PNG is lossless: a reused group gives exactly the frames a fresh run gives.
+PNG is lossless: a reused group gives exactly the frames a fresh run gives.  Loading a group touches its
+``group.json``, so its modification time is the group's last use (:meth:`GroupStore.clear` can keep recent ones).
+
+In ComfyUI the store lives in the user directory, ``<user>/__charactershot/cache/groups`` (``COMFY_STORE``), which
+ComfyUI keeps across restarts (its temp folder is emptied at every start) and does not serve over HTTP.
 
 Saved multi-view layout (``write_multiview_folder``), the one the 4D CLI and the official ``prepare_data.py`` use::
 
@@ -21,7 +25,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -31,9 +37,63 @@ from ..cameras import CameraRig
 from ..errors import InputError
 from .job import GroupResult
 
+# The group store inside ComfyUI's user directory (folder names; nodes/sampling.py and ``groups --comfyui``).
+COMFY_STORE = ("__charactershot", "cache", "groups")
+STALE_PARTIAL_SECONDS = 6 * 3600  # an unfinished write older than this is left over from a crash
+
+
+def comfy_store_root(user_directory: str) -> str:
+    """The group store of a ComfyUI whose user directory is ``user_directory``."""
+    return os.path.join(os.path.abspath(user_directory), *COMFY_STORE)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def folder_bytes(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for fn in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, fn)).st_size
+            except OSError:
+                continue
+    return total
+
+
+@dataclass
+class StoreReport:
+    """What a store holds (or what :meth:`GroupStore.clear` removed / would remove)."""
+
+    root: str
+    groups: list = field(default_factory=list)      # [(key, bytes, last used: seconds since the epoch)]
+    partial: list = field(default_factory=list)     # [(folder name, bytes)] unfinished writes
+    kept: int = 0                                   # groups kept by ``older_than_days``
+    removed: bool = False                           # True: the groups and partial folders listed are gone
+
+    @property
+    def bytes(self) -> int:
+        return sum(b for _, b, _ in self.groups) + sum(b for _, b in self.partial)
+
+    def text(self, verb: str = "holds") -> str:
+        n = len(self.groups)
+        head = f"{self.root} {verb} {n} finished view group{'s' if n != 1 else ''}"
+        if self.partial:
+            head += f" and {len(self.partial)} unfinished write{'s' if len(self.partial) != 1 else ''}"
+        head += f": {human_size(self.bytes)}"
+        if self.kept:
+            head += f" (and {self.kept} used more recently, left alone)"
+        return head
+
+
 
 def _write_png(path: str, rgb: np.ndarray) -> None:
-    import cv2
+    from ..opencv import cv2
 
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
@@ -43,7 +103,7 @@ def _write_png(path: str, rgb: np.ndarray) -> None:
 
 
 def _read_png(path: str) -> np.ndarray:
-    import cv2
+    from ..opencv import cv2
 
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
@@ -118,6 +178,10 @@ class GroupStore:
         except (OSError, ValueError, KeyError) as e:
             raise InputError("groups", f"the stored group {d} is damaged ({type(e).__name__}: {e}); delete that "
                                        "folder to sample the group again") from None
+        try:
+            os.utime(os.path.join(d, "group.json"))  # last use, for clear(older_than_days=...)
+        except OSError:
+            pass
         return GroupResult(int(meta["index"]), [int(v) for v in meta["views"]], key, latents,
                            torch.from_numpy(np.stack(frames)), reused=True, path=d)
 
@@ -125,6 +189,51 @@ class GroupStore:
         if not os.path.isdir(self.root):
             return []
         return sorted(k for k in os.listdir(self.root) if not k.startswith(".") and self.has(k))
+
+    def report(self, older_than_days: float = 0.0, stale_partial: float = STALE_PARTIAL_SECONDS,
+               now: Optional[float] = None) -> StoreReport:
+        """The finished groups (all, or those last used more than ``older_than_days`` ago) and the unfinished
+        writes older than ``stale_partial`` seconds, with their sizes."""
+        now = time.time() if now is None else now
+        rep = StoreReport(self.root)
+        if not os.path.isdir(self.root):
+            return rep
+        for key in self.keys():
+            d = self.path(key)
+            used = os.path.getmtime(os.path.join(d, "group.json"))
+            if older_than_days > 0 and now - used < older_than_days * 86400:
+                rep.kept += 1
+                continue
+            rep.groups.append((key, folder_bytes(d), used))
+        for name in sorted(os.listdir(self.root)):
+            d = os.path.join(self.root, name)
+            if not (name.startswith(".") and os.path.isdir(d)):
+                continue
+            if ".removing-" in name or ".partial-" in name and now - os.path.getmtime(d) >= stale_partial:
+                rep.partial.append((name, folder_bytes(d)))
+        return rep
+
+    def clear(self, dry_run: bool = True, older_than_days: float = 0.0,
+              stale_partial: float = STALE_PARTIAL_SECONDS) -> StoreReport:
+        """Remove the finished groups (all, or those last used more than ``older_than_days`` days ago) and
+        unfinished writes left by a crash; ``dry_run`` only reports what would go.  Writes in progress (younger
+        than ``stale_partial`` seconds) are never touched."""
+        rep = self.report(older_than_days, stale_partial)
+        if dry_run:
+            return rep
+        for key, _, _ in rep.groups:
+            # rename first: a half-deleted group must never look finished
+            d = self.path(key)
+            gone = os.path.join(self.root, f".{key}.removing-{uuid.uuid4().hex[:8]}")
+            try:
+                os.replace(d, gone)
+            except OSError:
+                continue
+            shutil.rmtree(gone, ignore_errors=True)
+        for name, _ in rep.partial:
+            shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+        rep.removed = True
+        return rep
 
 
 def write_multiview_folder(folder: str, frames: torch.Tensor, rig: Optional[CameraRig],
@@ -162,7 +271,7 @@ def read_official_mp4(path: str, groups: list, frames_per_view: int = 25) -> np.
 
     Each view is taken from the first group that lists it (view 0 from group 0), as ``prepare_data.py`` does.
     """
-    import cv2
+    from ..opencv import cv2
 
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():

@@ -1,0 +1,93 @@
+"""Views like a video model's: degrade a consistent multi-view video the way generated views differ from a render.
+
+A video diffusion model's views of one character are not a consistent render: each view has its own colour and
+exposure, sits a little off the camera rig, flickers from frame to frame and invents details that other views do not
+share. :func:`degrade` applies those four effects, seeded and deterministic, to a clean clip ``(V, T, H, W, 3)`` in
+[0, 1] (white background), at a ``strength`` where 1 is the middle setting:
+
+* ``colour``: per view, a gain per channel ``1 + N(0, 0.03 s)``, an exposure ``exp(N(0, 0.06 s))`` and an offset per
+  channel ``N(0, 0.015 s)``, on the whole image (the background is no longer pure white);
+* ``misalign``: per view, a similarity transform against the rig: shift ``N(0, 0.6 s)`` px per axis, rotation
+  ``N(0, 0.4 s)`` degrees and scale ``1 + N(0, 0.005 s)`` about the image centre, the same for all frames;
+* ``flicker``: per view and frame, a brightness factor ``1 + N(0, 0.02 s)``;
+* ``detail``: per view, a smooth random colour field (a 4x6 grid of ``N(0, 0.06 s)`` per channel, upsampled
+  bicubically) multiplied into the character only (pixels darker than the white background), so details disagree
+  between views.
+
+``strength=0`` returns the clip unchanged. Used by ``benchmarks/bench_degraded.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import InputError
+
+EFFECTS = ("colour", "misalign", "flicker", "detail")
+
+
+def _as_clip(clip) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(clip) if not isinstance(clip, torch.Tensor) else clip)
+    if x.dim() != 5 or x.shape[-1] != 3:
+        raise InputError("clip", f"expected a clip of shape (views, frames, H, W, 3), got {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    return x.float()
+
+
+def _warp(img: torch.Tensor, dx: float, dy: float, angle_deg: float, scale: float) -> torch.Tensor:
+    """Images (T, H, W, 3) moved by a similarity about the centre (pixels, degrees); white where nothing maps."""
+    t, h, w, _ = img.shape
+    a = math.radians(angle_deg)
+    c, s = math.cos(a) / scale, math.sin(a) / scale
+    # grid_sample's normalised coordinates: x in [-1, 1] over W, y over H; the inverse map output -> input
+    theta = torch.tensor([[c, -s * h / w, -2.0 * dx / w], [s * w / h, c, -2.0 * dy / h]], dtype=torch.float32)
+    grid = F.affine_grid(theta.expand(t, 2, 3), (t, 3, h, w), align_corners=False)
+    x = img.permute(0, 3, 1, 2) - 1.0  # white -> 0, so the padding is white
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
+    return out.permute(0, 2, 3, 1)
+
+
+def degrade(clip, strength: float = 1.0, seed: int = 0, effects=EFFECTS) -> torch.Tensor:
+    """The clip ``(V, T, H, W, 3)`` with the chosen ``effects`` at ``strength`` (module docstring), as float32 in
+    [0, 1]. Deterministic for a seed."""
+    x = _as_clip(clip).clone()
+    if not strength >= 0:
+        raise InputError("strength", f"expected a strength of 0 or more, got {strength}")
+    unknown = [e for e in effects if e not in EFFECTS]
+    if unknown:
+        raise InputError("effects", f"expected some of {', '.join(EFFECTS)}, got {unknown}")
+    if strength == 0:
+        return x
+    v, t, h, w, _ = x.shape
+    rng = np.random.default_rng(seed)
+    s = float(strength)
+    # draw every random number whatever the effects, so one effect's numbers do not depend on the others chosen
+    gain = 1.0 + rng.normal(0, 0.03 * s, (v, 3))
+    exposure = np.exp(rng.normal(0, 0.06 * s, v))
+    offset = rng.normal(0, 0.015 * s, (v, 3))
+    shift = rng.normal(0, 0.6 * s, (v, 2))
+    angle = rng.normal(0, 0.4 * s, v)
+    zoom = 1.0 + rng.normal(0, 0.005 * s, v)
+    flick = 1.0 + rng.normal(0, 0.02 * s, (v, t))
+    detail = rng.normal(0, 0.06 * s, (v, 3, 4, 6))
+    for k in range(v):
+        img = x[k]
+        if "misalign" in effects:
+            img = _warp(img, float(shift[k, 0]), float(shift[k, 1]), float(angle[k]), float(zoom[k]))
+        if "detail" in effects:
+            field = F.interpolate(torch.tensor(detail[k], dtype=torch.float32)[None], size=(h, w), mode="bicubic",
+                                  align_corners=False)[0].permute(1, 2, 0)  # (H, W, 3)
+            character = (img.amin(-1, keepdim=True) < 0.97).float()
+            img = img * (1.0 + field * character)
+        if "colour" in effects:
+            img = img * torch.tensor(gain[k] * exposure[k], dtype=torch.float32) + torch.tensor(offset[k],
+                                                                                               dtype=torch.float32)
+        if "flicker" in effects:
+            img = img * torch.tensor(flick[k], dtype=torch.float32)[:, None, None, None]
+        x[k] = img.clamp(0.0, 1.0)
+    return x

@@ -98,14 +98,15 @@ def main(argv=None) -> int:
             if not hasattr(cfg, k):
                 raise SystemExit(f"--fit-args: FitConfig has no field {k!r}")
             setattr(cfg, k, v)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = fit(video, cfg)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         pred = render_views(res.model, rig.select(list(HOLDOUT)), times, "torch")
         gt = clean[list(HOLDOUT)]
         s = clip_scores(pred, gt)
         row = {"label": args.label or args.fit_args or "default", "strength": strength, "iterations": res.iterations,
-               "wall_s": round(wall, 1), "tight_psnr": round(s["tight_psnr"], 2),
+               "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+               "it_per_cpu_s": round(res.iterations / max(cpu, 1e-9), 2), "tight_psnr": round(s["tight_psnr"], 2),
                "tight_psnr_worst": round(s["tight_psnr_worst"], 2), "box_psnr": round(s["box_psnr"], 2),
                "coverage_worst": round(s["coverage_worst"], 4),
                "moving_coverage_worst": None if s["moving_coverage_worst"] is None else round(s["moving_coverage_worst"], 4),
@@ -116,10 +117,11 @@ def main(argv=None) -> int:
             json.dump(results, f, indent=1)
         os.replace(path + ".partial", path)
         print(json.dumps(row), flush=True)
-    print("| label | strength | iterations | tight PSNR mean / worst | box PSNR | coverage worst | moving coverage worst "
-          "| outside |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| label | strength | iterations | it/CPU-s | tight PSNR mean / worst | box PSNR | coverage worst "
+          "| moving coverage worst | outside |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['label']} | {r['strength']} | {r['iterations']} | {r['tight_psnr']} / {r['tight_psnr_worst']} | "
+        print(f"| {r['label']} | {r['strength']} | {r['iterations']} | {r.get('it_per_cpu_s', '')} | "
+              f"{r['tight_psnr']} / {r['tight_psnr_worst']} | "
               f"{r['box_psnr']} | {r['coverage_worst']} | {r['moving_coverage_worst']} | {r['outside']} |")
     return 0
 

@@ -16,6 +16,8 @@ from comfy_api.latest import io, ui
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
 from ..charactershot_core.gaussians.data import MultiViewVideo
+from ..charactershot_core.gaussians.robust import DEFAULTS as ROBUST_DEFAULTS
+from ..charactershot_core.gaussians.robust import HELP_ROBUST, ROBUST_LOSSES
 from ..charactershot_core.gaussians.threads import cpu_threads
 from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, Splat, advanced
 from .gaussians_common import PREVIEW_KEY, framed_orbit, patcher_for, times_from_text, training_rig
@@ -210,6 +212,15 @@ class Fit4DGaussians(io.ComfyNode):
                             tooltip="Optional: a splat to start from instead of carving the character out of the "
                                     "views (core SPLAT, y down, in the cameras' world); its first splat is used, at "
                                     "most initial_gaussians of it. Leave empty for the usual start."),
+                # views like a video model's (docs/4d.md): each says what it trades
+                advanced(io.Boolean.Input("background_estimate", default=ROBUST_DEFAULTS["background_estimate"], optional=True,
+                                 tooltip=HELP_ROBUST["background_estimate"])),
+                advanced(io.Boolean.Input("appearance_correction", default=ROBUST_DEFAULTS["appearance"], optional=True,
+                                 tooltip=HELP_ROBUST["appearance"])),
+                advanced(io.Boolean.Input("camera_refinement", default=ROBUST_DEFAULTS["pose_refine"], optional=True,
+                                 tooltip=HELP_ROBUST["pose_refine"])),
+                advanced(io.Combo.Input("robust_loss", options=list(ROBUST_LOSSES), default=ROBUST_DEFAULTS["robust_loss"],
+                               optional=True, tooltip=HELP_ROBUST["robust_loss"])),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + motion."),
                      io.String.Output(display_name="summary",
@@ -221,7 +232,9 @@ class Fit4DGaussians(io.ComfyNode):
     @classmethod
     def execute(cls, multiview, iterations, seconds, scale=1.0, sh_degree=0, batch_views=2, initial_gaussians=20000,
                 neighbour_weight=1.0, rigidity_weight=-1.0, densify=True, backend="auto", seed=0, preview_every=100,
-                motion_model="table", initial_splat=None):
+                motion_model="table", initial_splat=None, background_estimate=ROBUST_DEFAULTS["background_estimate"],
+                appearance_correction=ROBUST_DEFAULTS["appearance"], camera_refinement=ROBUST_DEFAULTS["pose_refine"],
+                robust_loss=ROBUST_DEFAULTS["robust_loss"]):
         import comfy.model_management as mm
 
         from ..charactershot_core.gaussians.fit import FitConfig, fit, progress_text
@@ -236,7 +249,9 @@ class Fit4DGaussians(io.ComfyNode):
         cfg = FitConfig(iterations=iterations, seconds=seconds if seconds > 0 else None, sh_degree=sh_degree,
                         batch_views=batch_views, init_points=initial_gaussians, neighbour_weight=neighbour_weight,
                         rigidity_weight=None if rigidity_weight < 0 else rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed,
-                        motion=motion_model)
+                        motion=motion_model, background_estimate=bool(background_estimate),
+                        appearance=bool(appearance_correction), pose_refine=bool(camera_refinement),
+                        robust_loss=robust_loss)
         bar = Progress(iterations)
         last_text = [0.0]
 

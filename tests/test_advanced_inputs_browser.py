@@ -28,7 +28,9 @@ FOLDED = {
     "CharacterShotMultiViewSampler": ["cfg", "scheduler", "num_frames", "dynamic_cfg", "group_size", "groups",
                                       "low_memory", "camera_source", "reuse_finished", "ray_address", "execution"],
     "CharacterShotFit4DGaussians": ["sh_degree", "batch_views", "initial_gaussians", "neighbour_weight",
-                                    "rigidity_weight", "densify", "backend", "seed", "preview_every", "motion_model"],
+                                    "rigidity_weight", "densify", "backend", "seed", "preview_every", "motion_model",
+                                    "background_estimate", "appearance_correction", "camera_refinement",
+                                    "robust_loss"],
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -10,6 +11,7 @@ import time
 import torch
 
 from ..errors import InputError
+from .robust import HELP_ROBUST, ROBUST_LOSSES
 
 WEIGHTS_NAME = "gaussians.safetensors"
 
@@ -59,6 +61,14 @@ def register(subparsers) -> None:
     p.add_argument("--no-temporal-windows", action="store_true", help="hexplane: train every frame from the start "
                                                                       "instead of windows growing from the middle frame")
     p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
+    # views like a video model's (docs/4d.md): what each option costs and gains
+    p.add_argument("--background-estimate", action=argparse.BooleanOptionalAction, default=None,
+                   help=HELP_ROBUST["background_estimate"].replace("%", "%%"))
+    p.add_argument("--appearance", action=argparse.BooleanOptionalAction, default=None,
+                   help=HELP_ROBUST["appearance"].replace("%", "%%"))
+    p.add_argument("--pose-refine", action=argparse.BooleanOptionalAction, default=None,
+                   help=HELP_ROBUST["pose_refine"].replace("%", "%%"))
+    p.add_argument("--robust-loss", default=None, choices=list(ROBUST_LOSSES), help=HELP_ROBUST["robust_loss"].replace("%", "%%"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster "
                                                           "on a CPU shared with other busy processes")
     p.add_argument("--quiet", action="store_true")
@@ -135,7 +145,9 @@ def cmd_fit4d(args) -> int:
                     motion=getattr(args, "motion_model", "table"))
     for name, attr in (("sh_degree", "sh_degree"), ("batch_views", "batch_views"), ("points", "init_points"),
                        ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
-                       ("isometry_weight", "isometry_weight"), ("table_smoothness", "table_smoothness_weight")):
+                       ("isometry_weight", "isometry_weight"), ("table_smoothness", "table_smoothness_weight"),
+                       ("background_estimate", "background_estimate"), ("appearance", "appearance"),
+                       ("pose_refine", "pose_refine"), ("robust_loss", "robust_loss")):
         val = getattr(args, name)
         if val is not None:
             setattr(cfg, attr, val)

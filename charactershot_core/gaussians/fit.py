@@ -38,8 +38,11 @@ from ..errors import CharacterShotError, InputError
 from . import losses
 from .data import MultiViewVideo, check_character, to_float
 from .init import visual_hull
+from .background import whiten_video
 from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, scene_bounds
 from .precision import all_finite
+from .robust import DEFAULTS as ROBUST_DEFAULTS
+from .robust import ViewCorrections
 from .rotations import quat_mul
 from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
@@ -112,6 +115,17 @@ class FitConfig:
     lr_traj_quats: float = 4e-3
     table_smoothness_weight: float = 1.0   # second difference of positions over consecutive frames
     coarse_image_weight: float = 1.0  # table: + L1 of 8x-downsampled images (a wider basin for limbs far off)
+    # views like a video model's (robust.py): the background estimated from each image's border (background.py),
+    # a per-view affine colour + per-view-and-frame gain applied to the render in the loss only (appearance.py),
+    # a per-view SE(3) refinement of the training cameras (camera_refine.py), the per-pixel penalty
+    background_estimate: bool = ROBUST_DEFAULTS["background_estimate"]
+    appearance: bool = ROBUST_DEFAULTS["appearance"]
+    lr_appearance: float = 5e-3
+    appearance_reg: float = 1e-2
+    pose_refine: bool = ROBUST_DEFAULTS["pose_refine"]
+    lr_pose: float = 2e-4
+    pose_reg: float = 1e-2
+    robust_loss: str = ROBUST_DEFAULTS["robust_loss"]  # "l1", "charbonnier" or "trimmed"
     # rendering
     backend: str = "auto"
     device: str | None = None         # where the fit runs; None = the first CUDA GPU if there is one, else the CPU
@@ -292,6 +306,8 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
     Gaussians to start from instead of the visual hull (``splat_type.splat_to_gaussians`` makes them from a SPLAT)."""
     cfg = config or FitConfig()
     _check_video(video, cfg)
+    if cfg.background_estimate:
+        video = whiten_video(video)
     if cfg.rigidity_weight is None:
         import dataclasses
 
@@ -355,6 +371,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
                                refine_start_iter=0, refine_stop_iter=1 << 60, reset_every=1 << 60,
                                refine_every=1000, verbose=False)
     strategy.check_sanity(model.splats, optims)
+    corr = ViewCorrections(cfg, v, nt, scene_scale, device)
     sstate = strategy.initialize_state(scene_scale=scene_scale)
     refine_count = 0
     # trajectory table: the outward sweep's frame order and the per-frame error estimates of the global stage
@@ -506,11 +523,12 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
             cur = model.frame_state(fi)
         else:
             cur = model.deformed(t) if t is not None else None  # computed once: rendered and constrained
-        img, alpha, info = render_model(model, vm_all[cams], ks_all[cams], w, h, t, backend, sh_deg, packed=False,
-                                        deformed=cur, check_finite=False)
+        img, alpha, info = render_model(model, corr.viewmats(vm_all, cams), ks_all[cams], w, h, t, backend, sh_deg,
+                                        packed=False, deformed=cur, check_finite=False)
         used_backend = info.get("backend", used_backend)
         gt = to_float(gt_all[cams, fi])
-        loss = losses.photometric_loss(img, gt, cfg.lambda_dssim)
+        img = corr.corrected(img, cams, fi)
+        loss = corr.loss(img, gt)
         active = {fi}
         if table and t is not None:
             pending_err.append((fi, loss.detach()))
@@ -575,6 +593,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
                 raise GsplatUnavailableError(reason) from e
             for opt in [*optims.values(), *([field_opt] if field_opt is not None else [])]:
                 opt.zero_grad(set_to_none=True)
+            corr.zero_grad()
             flags[it - flag_from] = 0
             used_backend = "torch"
             it -= 1
@@ -594,6 +613,7 @@ def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D |
             strategy.step_post_backward(model.splats, optims, sstate, vstep, info, packed=False)
         else:
             _step_all(optims, active)
+        corr.step()
         if field_opt is not None:
             if stage == "fine":
                 field_opt.step()

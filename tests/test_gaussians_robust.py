@@ -1,0 +1,243 @@
+"""A fit robust to views like a video model's: appearance correction, camera refinement, robust penalties, the
+background estimated from the border, and the fit with them (tiny sizes, CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from charactershot_core.cameras import orbit_rig
+from charactershot_core.errors import InputError
+from charactershot_core.gaussians.appearance import ViewAppearance
+from charactershot_core.gaussians.background import border_background, whiten, whiten_video
+from charactershot_core.gaussians.camera_refine import PoseRefine, se3_exp
+from charactershot_core.gaussians.data import MultiViewVideo
+from charactershot_core.gaussians.synthetic.degrade import degrade
+from charactershot_core.gaussians.fit import FitConfig, fit, render_views
+from charactershot_core.gaussians.robust import ViewCorrections, photometric, pixel_penalty
+
+
+# ------------------------------------------------------------------------------------------------ appearance
+def test_appearance_is_identity_at_start_and_its_regulariser_zero():
+    app = ViewAppearance(4, 3)
+    img = torch.rand(2, 8, 10, 3)
+    assert torch.equal(app(img, [1, 3], 2), img)
+    assert float(app.regulariser().detach()) == 0.0
+
+
+def test_appearance_learns_each_views_affine_colour_and_gain():
+    torch.manual_seed(0)
+    v, t = 3, 2
+    true_a = torch.eye(3) + 0.05 * torch.randn(v, 3, 3)
+    true_a -= true_a.mean(0) - torch.eye(3)  # centred, as the module is (its gauge)
+    true_b = 0.02 * torch.randn(v, 3)
+    true_b -= true_b.mean(0)
+    gain = torch.tensor([[1.05, 0.97], [0.95, 1.0], [1.0, 1.03]])
+    gain = gain / gain.log().mean(0).exp()  # centred over the views (the module's gauge)
+    app = ViewAppearance(v, t)
+    opt = torch.optim.Adam(app.parameters(), lr=1e-2)
+    imgs = torch.rand(16, 6, 6, 3) * 0.8 + 0.1
+    for _ in range(600):
+        loss = 0.0
+        for k in range(v):
+            for f in range(t):
+                target = 1 + true_b[k] - gain[k, f] * torch.einsum("ij,nhwj->nhwi", true_a[k], 1 - imgs)
+                loss = loss + (app(imgs, [k] * 16, f) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for f in range(t):  # what the views show is gain x matrix (the module keeps a view's level in its matrix)
+        a, b, g = app.transforms([0, 1, 2], f)
+        assert torch.allclose(a * g[:, None, None], true_a * gain[:, f, None, None], atol=0.01)
+        assert torch.allclose(b, true_b, atol=0.01)
+
+
+def test_appearance_white_renders_as_the_views_background_without_a_clamp():
+    """No clamp: a view whose background is above white in a channel still penalises a bright floater there."""
+    app = ViewAppearance(2, 1)
+    with torch.no_grad():
+        app.offset[0] = torch.tensor([0.05, -0.03, 0.0])
+        app.offset[1] = -app.offset[0]
+    white = app(torch.ones(1, 2, 2, 3), [0], 0)[0, 0, 0]
+    assert torch.allclose(white, torch.tensor([1.05, 0.97, 1.0]))
+    light = app(torch.full((1, 1, 1, 3), 0.98), [0], 0)[0, 0, 0]
+    assert (light < white).all()  # a light floater stays distinguishable from the background
+
+
+def test_appearance_gauge_a_shift_common_to_every_view_changes_nothing():
+    app = ViewAppearance(3, 2)
+    with torch.no_grad():
+        app.matrix.normal_(0, 0.05)
+        app.offset.normal_(0, 0.02)
+        app.log_gain.normal_(0, 0.02)
+    img = torch.rand(3, 5, 5, 3)
+    before = app(img, [0, 1, 2], 1)
+    with torch.no_grad():
+        app.matrix += 0.1
+        app.offset -= 0.05
+        app.log_gain += 0.2
+    assert torch.allclose(app(img, [0, 1, 2], 1), before, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- camera refinement
+def test_se3_exp_is_the_matrix_exponential_and_smooth_at_zero():
+    torch.manual_seed(1)
+    xi = torch.randn(5, 6) * torch.tensor([0.3, 0.3, 0.3, 1, 1, 1])
+    xi[0] = 0.0
+    xi[1, :3] = 1e-5
+    from charactershot_core.gaussians.camera_refine import _skew
+
+    hat = torch.zeros(5, 4, 4)
+    hat[:, :3, :3] = _skew(xi[:, :3])
+    hat[:, :3, 3] = xi[:, 3:]
+    assert torch.allclose(se3_exp(xi), torch.linalg.matrix_exp(hat), atol=1e-5)
+    z = torch.zeros(1, 6, requires_grad=True)
+    se3_exp(z).sum().backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def _project(vm, pts, f=100.0):
+    cam = pts @ vm[:, :3, :3].transpose(1, 2) + vm[:, None, :3, 3]
+    return f * cam[..., :2] / cam[..., 2:]
+
+
+def test_pose_refine_recovers_a_cameras_offset_against_the_rig():
+    torch.manual_seed(2)
+    rig = orbit_rig(num_views=4, width=64, height=48, square_size=48)
+    vm = rig.viewmats().float()
+    pts = torch.randn(200, 3) * 0.3
+    true = torch.zeros(4, 6)
+    true[1] = torch.tensor([0.01, -0.008, 0.012, 0.02, -0.01, 0.015])
+    true[2] = torch.tensor([-0.006, 0.01, 0.0, -0.01, 0.02, 0.0])
+    true -= true.mean(0)  # the module's gauge: the rig as a whole stays
+    target = _project(se3_exp(true) @ vm, pts)
+    ref = PoseRefine(4, scale=1.0)
+    assert torch.equal(ref(vm, [0, 1, 2, 3]), vm)
+    opt = torch.optim.Adam(ref.parameters(), lr=2e-3)
+    for _ in range(500):
+        loss = (_project(ref(vm, [0, 1, 2, 3]), pts) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 1e-3
+    assert torch.allclose(ref.twists(), true, atol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------- robust penalties
+def test_penalties_l1_charbonnier_and_a_bounded_tail_for_the_largest_residuals():
+    torch.manual_seed(3)
+    gt = torch.rand(2, 16, 16, 3)
+    pred = gt + 0.01 * torch.randn_like(gt)
+    assert torch.allclose(pixel_penalty(pred, gt, "l1"), (pred - gt).abs().mean())
+    assert abs(float(pixel_penalty(pred, gt, "charbonnier")) - float((pred - gt).abs().mean())) < 2e-3
+    # a detail one view invents: a few pixels far off. Under L1 their pull grows with the residual; trimmed, it is
+    # bounded by twice the 90th percentile of the image's residuals
+    bad = pred.clone()
+    bad[0, :2, :2] = 1.0 - gt[0, :2, :2]
+    far = bad.clone()
+    far[0, :2, :2] = (bad[0, :2, :2] * 50).clamp(-10, 10)
+    l1_gap = float(pixel_penalty(far, gt, "l1") - pixel_penalty(bad, gt, "l1"))
+    tr_gap = float(pixel_penalty(far, gt, "trimmed") - pixel_penalty(bad, gt, "trimmed"))
+    assert l1_gap > 0.05 and abs(tr_gap) < 0.1 * l1_gap
+    with pytest.raises(InputError, match="robust_loss"):
+        pixel_penalty(pred, gt, "huber?")
+    assert float(photometric(gt, gt, 0.2, "trimmed")) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------------ background
+def test_border_background_and_whiten_bring_a_drifted_background_back_to_white():
+    img = torch.ones(2, 30, 40, 3)
+    img[:, 8:22, 12:28] = torch.tensor([0.4, 0.5, 0.6])
+    tint = torch.tensor([[0.92, 0.95, 0.88], [1.0, 1.0, 1.0]])
+    seen = img * tint[:, None, None, :]
+    bg, ok = border_background(seen)
+    assert ok.all() and torch.allclose(bg, tint, atol=1e-6)
+    out = whiten(seen)
+    assert torch.allclose(out, img, atol=1e-5)
+    assert torch.equal(whiten(img), img)  # a white background stays exactly as it was
+
+
+def test_whiten_leaves_a_real_backdrop_or_a_busy_border_alone():
+    dark = torch.full((1, 20, 20, 3), 0.3)
+    busy = torch.rand(1, 20, 20, 3, generator=torch.Generator().manual_seed(0))
+    for img in (dark, busy):
+        _, ok = border_background(img)
+        assert not ok.any()
+        assert torch.equal(whiten(img), img)
+    with pytest.raises(InputError, match="frames"):
+        border_background(torch.ones(4, 4))
+
+
+# ------------------------------------------------------------------------------------------------------ fit
+@pytest.fixture(scope="module")
+def degraded_video():
+    """8 views x 3 frames of the synthetic 'wave' at 64x48, clean and degraded at strength 1."""
+    from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+    rig = orbit_rig(num_views=8, width=64, height=48, square_size=48)
+    times = [0.0, 0.5, 1.0]
+    clean = torch.from_numpy(SyntheticCharacter(motion="wave", seed=1, n_gaussians=1500).render_views(
+        rig, times, backend="torch"))
+    return MultiViewVideo(clean, rig, times), MultiViewVideo(degrade(clean, 1.0, seed=3), rig, times)
+
+
+def test_whiten_video_restores_the_degraded_views_background(degraded_video):
+    clean, bad = degraded_video
+    white = whiten_video(bad)
+    corner = white.frames[:, :, :3, :3]
+    assert float((bad.frames[:, :, :3, :3] - 1).abs().max()) > 0.03  # the degradation moved the background
+    assert float((corner - 1).abs().max()) < 1e-4
+    assert whiten_video(clean) is clean
+
+
+def test_fit_with_every_option_learns_corrections_but_renders_and_keeps_none(degraded_video):
+    _, bad = degraded_video
+    common = dict(iterations=30, batch_views=2, init_points=1500, backend="torch", seed=0, densify=False)
+    cfg = FitConfig(background_estimate=True, appearance=True, pose_refine=True, robust_loss="trimmed", **common)
+    res = fit(bad, cfg)
+    plain = fit(bad, FitConfig(**common))
+    # the corrections are not part of the model: the same tensors as a plain fit's, nothing else exported
+    assert set(res.model.state_tensors()) == set(plain.model.state_tensors())
+    # views whose background drifted still give a model on white: its renders' corners are white
+    out = render_views(res.model, bad.rig, bad.times, "torch")
+    assert float((out[:, :, :2, :2] - 1).abs().max()) < 0.02
+    assert res.config["appearance"] and res.config["pose_refine"] and res.config["robust_loss"] == "trimmed"
+
+
+def test_view_corrections_off_are_the_identity_and_a_bad_penalty_is_named():
+    cfg = FitConfig()
+    corr = ViewCorrections(cfg, 4, 2, 1.0, "cpu")
+    vm = torch.eye(4).expand(4, 4, 4).clone()
+    img = torch.rand(2, 8, 8, 3)
+    assert corr.opt is None and torch.equal(corr.viewmats(vm, [0, 2]), vm[[0, 2]])
+    assert corr.corrected(img, [0, 2], 1) is img
+    cfg.robust_loss = "nope"
+    with pytest.raises(InputError, match="robust_loss"):
+        ViewCorrections(cfg, 4, 2, 1.0, "cpu")
+
+
+def test_cli_flags_reach_the_fit_and_are_recorded(tmp_path):
+    from charactershot_core.__main__ import main
+    from charactershot_core.gaussians.data import write_png
+    from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+    rig = orbit_rig(num_views=6, width=48, height=32, square_size=32)
+    frames = SyntheticCharacter(motion="walk", seed=2, n_gaussians=800).render_views(rig, [0.5], backend="torch")
+    tinted = degrade(torch.from_numpy(frames), 1.0, seed=1, effects=("colour",))
+    for k in range(6):
+        write_png(str(tmp_path / "views" / f"view{k}.png"), tinted[k, 0])
+    rig.save(str(tmp_path / "cameras.json"))
+    base = ["fit4d", "--frames", str(tmp_path / "views"), "--cameras", str(tmp_path / "cameras.json"),
+            "--iterations", "6", "--backend", "torch", "--points", "600", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--background-estimate", "--appearance", "--pose-refine",
+                        "--robust-loss", "charbonnier"]) == 0
+    cfg = json.loads((tmp_path / "a" / "metrics.json").read_text())["config"]
+    assert cfg["background_estimate"] and cfg["appearance"] and cfg["pose_refine"]
+    assert cfg["robust_loss"] == "charbonnier"
+    assert main(base + ["--out", str(tmp_path / "b"), "--no-background-estimate", "--no-appearance"]) == 0
+    cfg = json.loads((tmp_path / "b" / "metrics.json").read_text())["config"]
+    assert not cfg["background_estimate"] and not cfg["appearance"]
+    with pytest.raises(SystemExit):
+        main(base + ["--out", str(tmp_path / "c"), "--robust-loss", "median"])

@@ -81,6 +81,7 @@ MULTILINE_H = 110  # a multiline text box
 SHOWS_BELOW = {
     "LoadImage": 300, "SaveImage": 300, "PreviewImage": 300, "SaveAnimatedWEBP": 300, "SaveWEBM": 300,
     "CharacterShotCameraRig": 220, "CharacterShotSaveMultiView": 300, "CharacterShotPreview4D": 380, "CharacterShotLoad4DGaussians": 380, "CharacterShotSave4DGaussians": 520,
+    "CharacterShotFit4DGaussians": 200,  # the progress text and the summary after a run
 }
 VIEW_SCALE = 0.8  # the zoom a template opens at (text is drawn in full from 0.6 up)
 VIEW_OFFSET = (100, 170)  # graph units: the note's title clear of the side bar, the tabs and the workflow menu

@@ -577,6 +577,8 @@ def test_widget_works_under_vue_nodes(page, host, fitted, frontend):
             assert has_panel, "front-end 1.58 has a properties side panel (Comfy.RightSidePanel.IsOpen)"
         if has_panel:
             page.eval(f"window.app.canvas.deselectAll?.(); window.app.canvas.selectNode({N}); true")
+            # Preview 4D's widgets are advanced inputs, which the panel folds away unless told to show them
+            _setting(page, "Comfy.Node.AlwaysShowAdvancedWidgets", True)
             _setting(page, "Comfy.RightSidePanel.IsOpen", True)
             page.wait_for("(() => { const p = document.querySelector('[data-testid=\"properties-panel\"]'); "
                           "return !!p && p.innerText.includes('turntable_frames'); })()", timeout=20)
@@ -587,6 +589,7 @@ def test_widget_works_under_vue_nodes(page, host, fitted, frontend):
             assert "charshot_preview4d" not in r["text"] and not r["inPanel"], r
             assert r["inNode"] and r["visible"], r
             _setting(page, "Comfy.RightSidePanel.IsOpen", False)
+            _setting(page, "Comfy.Node.AlwaysShowAdvancedWidgets", False)
     finally:
         _setting(page, "Comfy.VueNodes.Enabled", False)
     # back on the canvas, the widget still shows the character

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians.evaluation.metrics import (FG_PAD, clip_boxes, clip_scores, frame_change,
@@ -209,3 +210,24 @@ def test_frame_scores_appear_in_the_summary_text():
     missing = _figure_clip({0, 4}, draw_arm=False)
     text = summary_text({"heldout": {"psnr": 30.0, "ssim": 0.99, **clip_scores(missing, gt)}})
     assert "tight-box PSNR" in text and "moving parts drawn 36.4 % mean, 36.4 % worst (frame 0)" in text
+
+
+def test_uint8_ground_truth_scores_like_its_float_copy():
+    """The fit's scoring passes the video's uint8 pixels as they are (no float copy of a full-size clip): every
+    metric gives what the float32 copy of the same pixels gives, and SSIM batches of any length agree."""
+    from charactershot_core.gaussians.evaluation.metrics import frame_scores, score, ssim
+
+    rng = np.random.default_rng(3)
+    gt8 = torch.from_numpy(rng.integers(0, 256, (2, 3, 24, 30, 3), dtype=np.uint8))
+    gt8[..., :6, :, :] = 255  # some background
+    gtf = gt8.float() / 255.0
+    pred = (gtf + 0.04 * torch.from_numpy(rng.standard_normal(gtf.shape)).float()).clamp(0, 1)
+    for fn in (score, clip_scores, frame_scores):
+        a = fn(pred.reshape(-1, 24, 30, 3), gt8.reshape(-1, 24, 30, 3)) if fn is score else fn(pred, gt8)
+        b = fn(pred.reshape(-1, 24, 30, 3), gtf.reshape(-1, 24, 30, 3)) if fn is score else fn(pred, gtf)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], abs=1e-9), (fn.__name__, k)
+    flat_p, flat_g = pred.reshape(-1, 24, 30, 3), gtf.reshape(-1, 24, 30, 3)
+    per = [ssim(flat_p[i], flat_g[i]) for i in range(flat_p.shape[0])]  # 6 images: more than one SSIM batch
+    assert ssim(flat_p, flat_g) == pytest.approx(float(np.mean(per)), abs=1e-12)

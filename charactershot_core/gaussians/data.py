@@ -96,12 +96,17 @@ class MultiViewVideo:
 
     def images(self, views=None, frames=None) -> torch.Tensor:
         """float32 (V', T', H, W, 3) in [0, 1] of the given view and frame indices (all when None)."""
+        return to_float(self.pixels_of(views, frames))
+
+    def pixels_of(self, views=None, frames=None) -> torch.Tensor:
+        """uint8 (V', T', H, W, 3) of the given view and frame indices (all when None; a view of ``pixels`` then).
+        The metrics take uint8 as it is, so scoring needs no float copy of the ground truth."""
         x = self.pixels
         if views is not None:
             x = x[_index(views)]
         if frames is not None:
             x = x[:, _index(frames)]
-        return to_float(x)
+        return x
 
     @property
     def num_views(self) -> int:

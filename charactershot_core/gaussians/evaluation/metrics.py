@@ -51,7 +51,9 @@ MOVING_THRESHOLD = 0.1  # a ground-truth pixel "moves" when a channel changes by
 COVERAGE_TOL = 48.0 / 255.0  # a pixel is drawn "close to the truth" when every channel is within this
 
 
-def _as_tensor(x, name: str) -> torch.Tensor:
+def _as_tensor(x, name: str, convert: bool = True) -> torch.Tensor:
+    """Validated ``(..., H, W, 3)`` tensor; float64 in [0, 1] when ``convert``, else in its own dtype (uint8 stays
+    uint8: a whole clip is never copied to float64, only the image being scored)."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
@@ -59,14 +61,19 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     if x.dim() < 3 or x.shape[-1] != 3:
         raise InputError(name, f"expected images of shape (..., H, W, 3), got {tuple(x.shape)}")
     x = x.detach()
+    return _f64(x) if convert else x
+
+
+def _f64(x: torch.Tensor) -> torch.Tensor:
+    """float64 in [0, 1] of an image tensor (uint8 / 255)."""
     if not x.is_floating_point():
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     return x.to(torch.float64)
 
 
-def _pair(a, b):
-    a = _as_tensor(a, "prediction")
-    b = _as_tensor(b, "ground_truth")
+def _pair(a, b, convert: bool = True):
+    a = _as_tensor(a, "prediction", convert)
+    b = _as_tensor(b, "ground_truth", convert)
     if a.shape != b.shape:
         raise InputError("prediction", f"shape {tuple(a.shape)} does not match the ground truth {tuple(b.shape)}")
     b = b.to(a.device)
@@ -85,21 +92,36 @@ def psnr(a, b, mask_box=None) -> float:
 
     Identical images give ``inf``.
     """
-    a, b = _pair(a, b)
+    a, b = _pair(a, b, convert=False)
     a, b = _crop(a, mask_box), _crop(b, mask_box)
     if a.numel() == 0:
         raise InputError("mask_box", f"the box {mask_box} selects no pixel")
-    mse = ((a - b) ** 2).mean(dim=(-3, -2, -1))
+    mse = torch.cat([((_f64(a[i:i + _CHUNK]) - _f64(b[i:i + _CHUNK])) ** 2).mean(dim=(-3, -2, -1))
+                     for i in range(0, a.shape[0], _CHUNK)])
     vals = torch.where(mse > 0, -10.0 * torch.log10(mse.clamp(min=1e-300)), torch.full_like(mse, math.inf))
     return float(vals.mean())
 
 
-def _gauss_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+def _gauss_kernel(size: int, sigma: float, device, dtype) -> torch.Tensor:
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(x * x) / (2 * sigma * sigma))
-    g = g / g.sum()
-    w = (g[:, None] * g[None, :])[None, None]
-    return w.expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
+
+
+def _blur_valid(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The 'valid' Gaussian blur of planes ``z`` (N, C, H, W) with the separable window ``g`` (1-D, normalised).
+
+    float64 (the metric) runs as two 1-D passes with the planes in the batch dimension: a grouped float64
+    convolution is many times slower on CPUs. Other dtypes (the fit's differentiable loss) keep the grouped 2-D
+    window, whose backward pass is the faster one there."""
+    n_, c, h, w = z.shape
+    k = g.numel()
+    if z.dtype == torch.float64:
+        y = z.reshape(n_ * c, 1, h, w)
+        y = F.conv2d(F.conv2d(y, g.view(1, 1, 1, k)), g.view(1, 1, k, 1))
+        return y.reshape(n_, c, y.shape[-2], y.shape[-1])
+    win = (g[:, None] * g[None, :])[None, None].expand(c, 1, k, k).contiguous()
+    return F.conv2d(z, win, groups=c)
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -108,34 +130,40 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 
     ``ssim`` metric (float64) both use it."""
     x = a.permute(0, 3, 1, 2)
     y = b.permute(0, 3, 1, 2)
-    c = x.shape[1]
-    w = _gauss_window(window, sigma, c, x.device, x.dtype)
-    mu_x = F.conv2d(x, w, groups=c)
-    mu_y = F.conv2d(y, w, groups=c)
-    sxx = F.conv2d(x * x, w, groups=c) - mu_x * mu_x
-    syy = F.conv2d(y * y, w, groups=c) - mu_y * mu_y
-    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+    g = _gauss_kernel(window, sigma, x.device, x.dtype)
+    mu_x = _blur_valid(x, g)
+    mu_y = _blur_valid(y, g)
+    sxx = _blur_valid(x * x, g) - mu_x * mu_x
+    syy = _blur_valid(y * y, g) - mu_y * mu_y
+    sxy = _blur_valid(x * y, g) - mu_x * mu_y
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (sxx + syy + c2))
 
 
 def ssim(a, b, mask_box=None) -> float:
-    """Mean SSIM (gaussian window 11, sigma 1.5) over the images of ``a`` vs ``b``; images must be >= 11 px."""
-    a, b = _pair(a, b)
+    """Mean SSIM (gaussian window 11, sigma 1.5) over the images of ``a`` vs ``b``; images must be >= 11 px.
+    Computed a few images at a time (float64), so a batch of full-size frames needs little memory."""
+    a, b = _pair(a, b, convert=False)
     a, b = _crop(a, mask_box), _crop(b, mask_box)
     if a.shape[-3] < 11 or a.shape[-2] < 11:
         raise InputError("images", f"SSIM needs images (or boxes) of at least 11x11 pixels, got "
                                    f"{a.shape[-2]}x{a.shape[-3]}")
-    return float(ssim_map(a, b).mean(dim=(1, 2, 3)).mean())
+    per_image = [ssim_map(_f64(a[i:i + _CHUNK]), _f64(b[i:i + _CHUNK])).mean(dim=(1, 2, 3))
+                 for i in range(0, a.shape[0], _CHUNK)]
+    return float(torch.cat(per_image).mean())
+
+
+_CHUNK = 4  # images per SSIM batch
 
 
 def fg_box(gt, thresh: float = FG_THRESHOLD, pad: int = FG_PAD):
     """``(y0, y1, x0, x1)`` (end-exclusive) around ground-truth pixels whose smallest channel is below ``thresh``,
     padded by ``pad`` pixels and clipped to the image. Over a batch, the union of the images' boxes. ``None`` when no
     pixel is below the threshold (an all-white image)."""
-    g = _as_tensor(gt, "ground_truth")
+    g = _as_tensor(gt, "ground_truth", convert=False)
     h, w = g.shape[-3], g.shape[-2]
-    fg = g.min(dim=-1).values < thresh  # (..., H, W)
+    fg = g.amin(dim=-1)  # (..., H, W)
+    fg = (fg.double() / 255.0 if fg.dtype == torch.uint8 else fg) < thresh
     fg = fg.reshape(-1, h, w).any(0)
     rows = torch.nonzero(fg.any(1)).squeeze(1)
     cols = torch.nonzero(fg.any(0)).squeeze(1)
@@ -154,7 +182,7 @@ def score(pred, gt) -> dict:
     The ``_fg`` numbers use each image's own character box (``fg_box`` of its ground truth); an image whose ground
     truth has no foreground is scored on the whole image. Boxes smaller than the SSIM window are grown to 11 px.
     """
-    a, b = _pair(pred, gt)
+    a, b = _pair(pred, gt, convert=False)
     out = {"psnr": psnr(a, b), "ssim": ssim(a, b)}
     p_fg, s_fg = [], []
     for k in range(a.shape[0]):
@@ -182,8 +210,8 @@ def _grow_box(box, h, w, minimum):
 
 # ------------------------------------------------------------------------------------------ clips (motion)
 def _clip_pair(pred, gt):
-    a = _as_tensor(pred, "prediction")
-    b = _as_tensor(gt, "ground_truth")
+    a = _as_tensor(pred, "prediction", convert=False)
+    b = _as_tensor(gt, "ground_truth", convert=False)
     if a.dim() != 5 or b.dim() != 5:
         raise InputError("prediction", f"expected clips of shape (views, frames, H, W, 3), got {tuple(a.shape)} and "
                                        f"{tuple(b.shape)}")
@@ -196,7 +224,7 @@ def clip_boxes(gt, thresh: float = FG_THRESHOLD, pad: int = FG_PAD, minimum: int
     """One ``(y0, y1, x0, x1)`` box per view of the clip ``gt`` (V, T, H, W, 3): the dilated box around the union of
     that view's ground-truth foreground over all frames (the whole image for a view with no foreground), grown to at
     least ``minimum`` px (the SSIM window)."""
-    g = _as_tensor(gt, "ground_truth")
+    g = _as_tensor(gt, "ground_truth", convert=False)
     if g.dim() != 5:
         raise InputError("ground_truth", f"expected a clip of shape (views, frames, H, W, 3), got {tuple(g.shape)}")
     h, w = g.shape[2], g.shape[3]
@@ -270,14 +298,15 @@ def frame_scores(pred, gt, frames=None, tol: float = COVERAGE_TOL, tau: float = 
         for f in range(t):
             box = fg_box(b[k, f], thresh)
             box = _grow_box((0, h, 0, w) if box is None else box, h, w, 11)
-            tp[k, f] = psnr(a[k, f], b[k, f], box)
-            ts[k, f] = ssim(a[k, f], b[k, f], box)
-            close = (a[k, f] - b[k, f]).abs().amax(-1) <= tol  # (H, W)
-            sil = b[k, f].amin(-1) < thresh
+            ak, bk = _f64(a[k, f]), _f64(b[k, f])
+            tp[k, f] = psnr(ak, bk, box)
+            ts[k, f] = ssim(ak, bk, box)
+            close = (ak - bk).abs().amax(-1) <= tol  # (H, W)
+            sil = bk.amin(-1) < thresh
             cov_hit[f] += float((close & sil).sum())
             cov_all[f] += float(sil.sum())
             if f != mid:
-                moving = (b[k, f] - b[k, mid]).abs().amax(-1) > tau
+                moving = (bk - _f64(b[k, mid])).abs().amax(-1) > tau
                 mov_hit[f] += float((close & moving).sum())
                 mov_all[f] += float(moving.sum())
     pf = tp.mean(0)
@@ -294,7 +323,7 @@ def frame_scores(pred, gt, frames=None, tol: float = COVERAGE_TOL, tau: float = 
 def frame_change(clip, boxes, reference: str = "previous") -> float:
     """Mean absolute change between frames of ``clip`` (V, T, H, W, 3) inside each view's box, on the 0-255 scale:
     ``reference="previous"``: mean over t >= 1 of |X_t - X_{t-1}|; ``"first"``: of |X_t - X_0|. 0 for T < 2."""
-    x = _as_tensor(clip, "clip")
+    x = _as_tensor(clip, "clip", convert=False)
     if x.dim() != 5:
         raise InputError("clip", f"expected a clip of shape (views, frames, H, W, 3), got {tuple(x.shape)}")
     if reference not in ("previous", "first"):
@@ -303,7 +332,7 @@ def frame_change(clip, boxes, reference: str = "previous") -> float:
         return 0.0
     vals = []
     for k in range(x.shape[0]):
-        c = _crop(x[k], boxes[k])
+        c = _f64(_crop(x[k], boxes[k]))
         ref = c[:-1] if reference == "previous" else c[:1]
         vals.append(float((c[1:] - ref).abs().mean()))
     return 255.0 * float(np.mean(vals))
@@ -338,7 +367,7 @@ def moving_psnr(pred, gt, boxes=None, tau: float = MOVING_THRESHOLD) -> dict:
     boxes = clip_boxes(b) if boxes is None else boxes
     se, n, area = 0.0, 0, 0
     for k in range(a.shape[0]):
-        ca, cb = _crop(a[k], boxes[k]), _crop(b[k], boxes[k])
+        ca, cb = _f64(_crop(a[k], boxes[k])), _f64(_crop(b[k], boxes[k]))
         area += ca.shape[1] * ca.shape[2]
         if cb.shape[0] < 2:
             continue

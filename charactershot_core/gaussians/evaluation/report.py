@@ -31,8 +31,8 @@ def training_report(model, video: MultiViewVideo, backend: str = "auto", device=
     pred = render_views(model, video.rig.select(views), times, backend, device)
     if times is None:
         pred = pred.expand(-1, len(frames), -1, -1, -1)
-    gt = video.images(views, frames)
-    boxes = [clip_boxes(video.images([k]))[0] for k in views]  # one view at a time (the video stays uint8)
+    gt = video.pixels_of(views, frames)  # uint8: the metrics convert one image at a time
+    boxes = [clip_boxes(video.pixels_of([k]))[0] for k in views]
     out = {"views": views, **clip_scores(pred, gt, frames, boxes)}
     if len(frames) > 1:
         out["motion"] = motion_scores(pred, gt, boxes)

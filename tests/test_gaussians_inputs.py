@@ -118,3 +118,20 @@ def test_cli_refuses_black_views_different_sizes_and_wrong_rig_writing_nothing(t
     rc, out = _fit4d(str(rig))
     assert rc == 1 and not os.path.exists(out)
     assert "5 cameras" in capsys.readouterr().err
+
+
+def test_frames_load_from_a_folder_with_non_ascii_name_in_order(tmp_path):
+    """Frames are read by bytes (cv2.imread cannot open non-ASCII paths on Windows) and decoded on several threads:
+    a folder named with accents and CJK letters loads, every frame lands at its own view and time."""
+    from charactershot_core.gaussians.data import read_frames_dir
+
+    root = tmp_path / "personnage_é_角色"
+    want = np.zeros((3, 4, 10, 12, 3), np.uint8)
+    for k in range(3):
+        for i in range(4):
+            want[k, i] = 10 * k + i  # each frame its own grey
+            write_png(str(root / f"view{k:02d}" / f"frame_{i + 1:05d}.png"), want[k, i])
+    assert np.array_equal(read_frames_dir(str(root)), want)
+    (root / "view01" / "frame_00003.png").write_bytes(b"")  # an empty file is named, not a crash
+    with pytest.raises(InputError, match="frame_00003.png"):
+        read_frames_dir(str(root))

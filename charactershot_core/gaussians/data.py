@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -235,7 +236,11 @@ def default_times(num_frames: int) -> list[float]:
 def _read_image(path: str, what: str) -> np.ndarray:
     from ..opencv import cv2
 
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    try:  # read the bytes ourselves: cv2.imread cannot open non-ASCII paths on Windows
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(what, f"cannot read image {path}: {exc}") from exc
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if img is None:
         raise InputError(what, f"cannot read image {path}")
     if img.dtype == np.uint16:
@@ -279,16 +284,22 @@ def read_frames_dir(folder: str, input_name: str = "frames") -> np.ndarray:
                 raise InputError(input_name, f"view {k} has {len(frames)} frames but view 0 has {counts}")
             counts = len(frames)
             paths.append([os.path.join(sub, fn) for _, fn in frames])
-    out = None  # filled in place: one copy of the video in memory
-    for k, row in enumerate(paths):
-        for i, path in enumerate(row):
-            im = _read_image(path, input_name)
-            if out is None:
-                out = np.empty((len(paths), len(row)) + im.shape, np.uint8)
-            if im.shape != out.shape[2:]:
-                raise InputError(input_name, f"all frames must have the same size, found {sorted({out.shape[2:4], im.shape[:2]})} "
-                                             f"(height, width): {path}")
-            out[k, i] = im
+    first = _read_image(paths[0][0], input_name)
+    out = np.empty((len(paths), len(paths[0])) + first.shape, np.uint8)  # filled in place: one copy of the video
+
+    def put(item):
+        k, i, path = item
+        im = first if (k, i) == (0, 0) else _read_image(path, input_name)
+        if im.shape != out.shape[2:]:
+            raise InputError(input_name, f"all frames must have the same size, found "
+                                         f"{sorted({out.shape[2:4], im.shape[:2]})} (height, width): {path}")
+        out[k, i] = im
+
+    items = [(k, i, path) for k, row in enumerate(paths) for i, path in enumerate(row)]
+    # PNG decoding releases the GIL: a few threads decode a few frames at once (in order of the first error)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for _ in pool.map(put, items):
+            pass
     return out
 
 

@@ -105,7 +105,11 @@ def _write_png(path: str, rgb: np.ndarray) -> None:
 def _read_png(path: str) -> np.ndarray:
     from ..opencv import cv2
 
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:  # read the bytes ourselves: cv2.imread cannot open non-ASCII paths on Windows
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError("frames", f"cannot read image {path}: {exc}") from exc
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
         raise InputError("frames", f"cannot read image {path}")
     return np.ascontiguousarray(img[..., ::-1])

@@ -241,3 +241,28 @@ def test_cli_flags_reach_the_fit_and_are_recorded(tmp_path):
     assert not cfg["background_estimate"] and not cfg["appearance"]
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "c"), "--robust-loss", "median"])
+
+
+def test_whiten_video_from_uint8_equals_whiten_image_by_image_and_skips_white_videos():
+    """The uint8 path (border pixels only, a table per image) gives bit for bit what ``whiten`` of each float image
+    rounded to uint8 gives: drifted views are whitened, a white view and a dark (unusable) border stay; a video
+    whose backgrounds are all white comes back as the same object."""
+    from charactershot_core.cameras import orbit_rig
+    from charactershot_core.gaussians.background import whiten, whiten_video
+    from charactershot_core.gaussians.data import MultiViewVideo, to_float, to_uint8
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 4, 40, 50, 3), dtype=torch.uint8, generator=gen)
+    drift = torch.tensor([240, 235, 250], dtype=torch.uint8)
+    x[:, :, :8], x[:, :, -8:], x[:, :, :, :8], x[:, :, :, -8:] = drift, drift, drift, drift
+    x[1] = 255
+    x[1, :, 10:20, 10:20] = 7  # a view on pure white
+    x[2, 1] = 0  # a dark frame: its border is not a drifted white
+    rig = orbit_rig(num_views=3, width=50, height=40, square_size=40)
+    video = MultiViewVideo(x, rig, [0.0, 1 / 3, 2 / 3, 1.0])
+    want = torch.stack([to_uint8(whiten(to_float(x[k]))) for k in range(3)])
+    got = whiten_video(video).pixels
+    assert torch.equal(got, want)
+    assert not torch.equal(got[0], x[0]) and torch.equal(got[1], x[1]) and torch.equal(got[2, 1], x[2, 1])
+    white = MultiViewVideo(x[1:2].expand(2, -1, -1, -1, -1).clone(), rig.select([0, 1]), video.times)
+    assert whiten_video(white) is white

@@ -38,7 +38,11 @@ def border_background(frames: torch.Tensor, width: int = 3):
     the border uniform within ``MAX_SPREAD``)."""
     if frames.dim() < 3 or frames.shape[-1] != 3:
         raise InputError("frames", f"expected images of shape (..., H, W, 3), got {tuple(frames.shape)}")
-    px = _border(frames.float(), width)
+    return _border_stats(_border(frames.float(), width))
+
+
+def _border_stats(px: torch.Tensor):
+    """Border pixels (..., P, 3) in [0, 1] -> ``(median colour, usable)`` (see :func:`border_background`)."""
     med = px.median(dim=-2).values
     spread = (px - med[..., None, :]).abs().amax(-1).median(dim=-1).values
     usable = (med.amin(-1) >= MIN_LEVEL) & (spread <= MAX_SPREAD)
@@ -55,16 +59,22 @@ def whiten(frames: torch.Tensor, width: int = 3) -> torch.Tensor:
 
 def whiten_video(video):
     """A ``MultiViewVideo`` whose every view and frame is :func:`whiten`-ed (the same object when nothing changes).
-    One view at a time from the uint8 pixels: never a float copy of the whole video."""
+
+    From the uint8 pixels, never a float copy of the video: the border colours come from the border pixels alone,
+    an image whose background is already white (or not usable) is left as it is, and each other image goes through
+    a 256-entry table per channel holding exactly what :func:`whiten` and rounding to uint8 give for each level."""
     from .data import MultiViewVideo, to_float, to_uint8
 
     px = video.pixels
-    out = None
-    for k in range(px.shape[0]):
-        white = to_uint8(whiten(to_float(px[k])))
-        if out is None:
-            if torch.equal(white, px[k]):
-                continue
-            out = px.clone()
-        out[k] = white
-    return video if out is None else MultiViewVideo(out, video.rig, video.times)
+    bg, usable = _border_stats(to_float(_border(px, 3)))  # (V, T, 3), (V, T)
+    bg = torch.where(usable[..., None], bg, torch.ones_like(bg)).clamp_min(1e-3)
+    todo = (bg < 1.0).any(-1)
+    if not bool(todo.any()):
+        return video
+    out = px.clone()
+    levels = to_float(torch.arange(256, dtype=torch.uint8))
+    for k, f in torch.nonzero(todo).tolist():
+        lut = to_uint8((levels[:, None] / bg[k, f][None, :]).clamp(0.0, 1.0))  # (256, 3)
+        img = px[k, f].long()
+        out[k, f] = torch.stack([lut[img[..., c], c] for c in range(3)], -1)
+    return MultiViewVideo(out, video.rig, video.times)

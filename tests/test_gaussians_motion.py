@@ -227,3 +227,26 @@ def test_table_model_exports_a_moving_bundle_and_per_frame_ply(tmp_path, two_fra
     pos = torch.as_tensor(b["frames"]["positions"])
     assert pos.shape[0] == 2 and float((pos[1] - pos[0])[:, 2].mean()) == pytest.approx(0.2, abs=1e-3)
     assert "scales" in b["static"] and "scales" not in b["frames"]  # no Δscale: one scale per Gaussian
+
+
+def test_flow_initialisation_on_an_allowance_works_outward_on_both_sides_and_stops_in_time(two_frames, monkeypatch):
+    """With a time allowance the frames are placed outward from the reference alternating sides, and a pair that
+    the time left cannot pay for (measured on the pair before) is not started: the frames next to the reference on
+    both sides are tracked, the far ones start where their neighbour is. A clock that advances one second per
+    reading makes this exact."""
+    import charactershot_core.gaussians.trajectory as traj
+
+    rig = tiny_rig(views=4)
+    px = two_frames.pixels[[0, 2, 4, 6]]
+    video = MultiViewVideo(torch.cat([px[:, :1], px[:, :1], px[:, 1:], px[:, 1:], px[:, 1:]], 1), rig,
+                           [0.0, 0.25, 0.5, 0.75, 1.0])  # 5 frames, the arm moves between frames 1 and 2
+    model = initialize(video, small_cfg())
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setattr(traj.time, "perf_counter", lambda: float(next(ticks)))
+    stats = flow_init(model, video.pixels, rig, reference=2, seconds=4.5)
+    # readings: start 0; pair (3 <- 2) starts at 1, ends at 2 (1 s for 4 views); pair (1 <- 2) starts at 3 with
+    # 1.5 s left >= 2 views' worth: done; at 5 nothing is left for (4 <- 3) and (0 <- 1)
+    assert stats[3]["views"] > 0 and stats[1]["views"] > 0
+    assert stats[4]["views"] == 0 and stats[0]["views"] == 0
+    full = flow_init(initialize(video, small_cfg()), video.pixels, rig, reference=2)
+    assert all(full[f]["views"] == 4 for f in (0, 1, 3, 4))

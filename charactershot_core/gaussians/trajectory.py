@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -223,7 +225,6 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
 
     Returns statistics: per frame, the share of Gaussians with a triangulated displacement, the median move and the
     number of views used; ``"knn"``: the (N, k) nearest neighbours of the canonical centres it used."""
-    import time
 
     v, nt, h, w, _ = frames.shape
     dev = model.splats["means"].device
@@ -246,19 +247,23 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
     nbr_all = torch.cat([torch.arange(n)[:, None], nbr], 1)
     pos = {reference: canon.clone()}
     rot = {reference: torch.eye(3).expand(n, 3, 3).clone()}
-    order = [(f, f - 1) for f in range(reference + 1, nt)] + [(f, f + 1) for f in range(reference - 1, -1, -1)]
+    # outward from the reference, alternating sides: a spent allowance leaves both ends of the clip alike
+    fwd = [(f, f - 1) for f in range(reference + 1, nt)]
+    bwd = [(f, f + 1) for f in range(reference - 1, -1, -1)]
+    order = [p for pair in zip(fwd, bwd) for p in pair] + fwd[len(bwd):] + bwd[len(fwd):]
     last = None  # (seconds, views) of the pair before
     for step, (f, g) in enumerate(order):  # frame f from its (already placed) neighbour g
         x = pos[g]
         t_pair = time.perf_counter()
         if deadline is not None:
             left = deadline - t_pair
-            if left <= 0:  # allowance spent: the frame starts where its neighbour is
+            per_view = None if last is None else max(1e-6, last[0] / last[1])
+            if left <= 0 or (per_view is not None and left < min_views * per_view):
+                # allowance spent (or too little left for one more pair): the frame starts where its neighbour is
                 pos[f], rot[f] = x, rot[g]
                 stats[f] = {"triangulated": 0.0, "median_move": 0.0, "views": 0}
                 continue
-            if last is not None:
-                per_view = max(1e-6, last[0] / last[1])
+            if per_view is not None:
                 views = spread_views(v_all, int(left / (len(order) - step) / per_view))
         w2c, ks, v = w2c_all[views], ks_all[views], len(views)
         flow, back = flows.pair(g, f, views)  # g -> f, checked with f -> g

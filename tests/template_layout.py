@@ -39,19 +39,14 @@ def load(page, twin) -> dict:
     return settle(page)
 
 
-def settle(page, timeout: float = 20.0, quiet: float = 0.6, least: float = 1.2, interval: float = 0.15) -> dict:
-    """The boxes once they have not changed for ``quiet`` seconds, read every ``interval`` seconds, and no sooner
-    than ``least`` seconds after the call (images load, DOM widgets size themselves on the next frames)."""
-    start = time.time()
-    deadline = start + timeout
-    last, since = page.eval(BOXES_JS), start
+def settle(page, timeout: float = 20.0) -> dict:
+    last, deadline = None, time.time() + timeout
     while time.time() < deadline:
-        time.sleep(interval)
-        cur, now = page.eval(BOXES_JS), time.time()
-        if cur != last:
-            last, since = cur, now
-        elif now - since >= quiet and now - start >= least:
+        time.sleep(0.6)
+        cur = page.eval(BOXES_JS)
+        if cur == last:
             return cur
+        last = cur
     return last
 
 

@@ -157,7 +157,7 @@ def test_folded_values_reach_the_server(page, comfy_newest):
         entry = next(iter(new.values()), None)
         if entry and entry.get("status", {}).get("completed") is not None:
             break
-        time.sleep(1.0)
+        time.sleep(0.2)
     assert entry and entry["status"]["status_str"] == "success", json.dumps(entry)[:3000] if entry else "not queued"
     executed = entry["prompt"][2]
     fit = next(n for n in executed.values() if n["class_type"] == "CharacterShotFit4DGaussians")

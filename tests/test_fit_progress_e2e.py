@@ -48,8 +48,8 @@ def test_fit_reports_a_step_at_a_time_up_to_its_end(comfy):
 
 
 def test_a_time_budget_fit_moves_its_bar_through_the_budget_to_the_end(comfy):
-    """100 000 steps allowed, 20 seconds given: the bar follows the budget and ends full, not at steps / 100 000."""
-    events, start, end = _fit_progress(comfy, _fit_prompt(100000, 20.0))
+    """100 000 steps allowed, 10 seconds given: the bar follows the budget and ends full, not at steps / 100 000."""
+    events, start, end = _fit_progress(comfy, _fit_prompt(100000, 10.0))
     values = [v for _, v, _ in events]
     assert {m for _, _, m in events} == {100000}
     assert values == sorted(values), "the bar went backwards"

@@ -14,6 +14,7 @@ when run as root); without it these tests fail with the command to install it, u
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -382,6 +383,7 @@ def test_hidden_widget_stops_drawing(page, fitted):
     page.eval(f"{V}.pause(); true")
 
 
+@functools.cache  # the same bytes for both front-ends: written once
 def _bundle_bytes(n: int, frames: int = 2, seed: int = 0, level: int = 6) -> bytes:
     from charactershot_core.gaussians.formats import write_bundle
 

@@ -131,12 +131,12 @@ def test_fit_refuses_views_without_a_character_and_shows_budget_progress(comfy):
     assert not [ev for ev in comfy.events if ev.get("type") == "progress" and ev["data"].get("node") == "3"]
 
     fit = _fit(10000, preview_every=0)
-    fit["inputs"]["seconds"] = 20.0
+    fit["inputs"]["seconds"] = 10.0
     save = {"class_type": "CharacterShotSave4DGaussians",
             "inputs": {"gaussians": ["3", 0], "filename_prefix": "charactershot/budget", "times": "",
                        "save_ply": False, "save_bundle": False, "save_weights": True}}
     hist = comfy.run({"1": RIG, "2": SYNTH, "3": fit, "4": save}, timeout=300)
     texts = [ev["text"] for ev in comfy.events if ev.get("event") == "text" and ev.get("node") == "3"]
     assert texts and texts[0].startswith("iteration 1 of at most 10000")
-    assert all("s left of 20 s" in t for t in texts)
+    assert all("s left of 10 s" in t for t in texts)
     assert "iterations in" in "".join(hist["outputs"]["3"]["text"])

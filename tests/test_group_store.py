@@ -14,6 +14,7 @@ import torch
 from charactershot_core.sampling import GroupStore
 from charactershot_core.sampling.job import GroupResult
 from charactershot_core.sampling.store import COMFY_STORE, comfy_store_root, folder_bytes
+from tests.cli_inprocess import run_main
 from tests.comfy_host import REPO
 
 
@@ -78,8 +79,14 @@ def test_unfinished_writes_are_cleared_only_when_stale(tmp_path):
 
 
 def _cli(*args):
+    """The ``groups`` command as its own process (``python -m charactershot_core groups``)."""
     return subprocess.run([sys.executable, "-m", "charactershot_core", "groups", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
+
+
+def _groups(*args):
+    """The same command in this process (tests/cli_inprocess.py): the same parser, output and exit codes."""
+    return run_main("groups", *args)
 
 
 def test_groups_command_reports_and_clears_a_comfyui_store(tmp_path):
@@ -92,9 +99,9 @@ def test_groups_command_reports_and_clears_a_comfyui_store(tmp_path):
     r = _cli("--comfyui", str(comfy))
     assert r.returncode == 0, r.stderr
     assert "a" * 8 in r.stdout and "holds 2 finished view groups" in r.stdout
-    r = _cli("--comfyui", str(comfy), "--clear", "--dry-run")
+    r = _groups("--comfyui", str(comfy), "--clear", "--dry-run")
     assert r.returncode == 0 and "would free" in r.stdout and store.keys() == ["a" * 8, "b" * 8], r.stdout
-    r = _cli("--store", store.root, "--clear")
+    r = _groups("--store", store.root, "--clear")
     assert r.returncode == 0, r.stderr
     assert "lost 2 finished view groups" in r.stdout and store.keys() == []
     from charactershot_core.sampling.store import human_size
@@ -107,12 +114,12 @@ def test_groups_command_reports_and_clears_a_comfyui_store(tmp_path):
     (("--store", "x", "--comfyui", "y"), "give the store folder"),
 ])
 def test_groups_command_names_a_bad_argument(tmp_path, args, expected):
-    r = _cli(*args)
+    r = _groups(*args)
     assert r.returncode == 1 and expected in r.stderr, r.stderr
 
 
 def test_groups_command_refuses_a_folder_that_is_not_a_store(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    r = _cli("--store", str(tmp_path), "--clear")
+    r = _groups("--store", str(tmp_path), "--clear")
     assert r.returncode == 1 and "is not a group store" in r.stderr, r.stderr
     assert (tmp_path / "notes.txt").is_file()

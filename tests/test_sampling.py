@@ -16,6 +16,7 @@ from charactershot_core.errors import CharacterShotError, InputError
 from charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
                                          animate_2d, guidance_at, make_scheduler, sample_multiview)
 from charactershot_core.sampling.executor import GroupFailure
+from tests.cli_inprocess import run_main
 from tests.comfy_host import REPO
 
 H, W, F = 64, 96, 9
@@ -250,9 +251,9 @@ def _write_inputs(root, views=9):
 
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE")
-    return subprocess.run([sys.executable, "-m", "charactershot_core", *args], cwd=str(REPO), env=env,
-                          capture_output=True, text=True, timeout=600)
+    """``python -m charactershot_core ARGS`` in this process (tests/cli_inprocess.py); the sample runs below are
+    real processes."""
+    return run_main(*args)
 
 
 def test_cli_two_processes_with_disjoint_groups_merge_to_one_run(tiny, tmp_path):

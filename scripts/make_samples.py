@@ -90,7 +90,7 @@ def character_picture(char: SyntheticCharacter, rig):
     import torch
     from PIL import Image
 
-    from charactershot_core.gaussians.render import rasterize
+    from charactershot_core.gaussians.raster.render import rasterize
 
     cam = rig.select([0])
     g = char.gaussians_at(0.0)

@@ -11,7 +11,7 @@ import time
 import torch
 
 from ..errors import InputError
-from .robust import HELP_ROBUST, ROBUST_LOSSES
+from .fitting.robust import HELP_ROBUST, ROBUST_LOSSES
 
 WEIGHTS_NAME = "gaussians.safetensors"
 
@@ -117,8 +117,9 @@ def frame_name(k: int, fi: int, video: bool) -> str:
 
 
 def cmd_fit4d(args) -> int:
-    from .data import check_character, load_multiview, write_png
-    from .fit import FitConfig, fit, render_views
+    from .fitting.data import check_character, load_multiview, write_png
+    from .fitting.fit import FitConfig, fit
+    from .raster.views import render_views
     from .evaluation.metrics import clip_boxes, clip_scores, motion_scores, score, summary_text
 
     started = time.perf_counter()  # --seconds covers the whole command up to the end of the fit: loading counts
@@ -281,8 +282,8 @@ def _times(text, model) -> list[float] | None:
 
 def cmd_render(args) -> int:
     from ..cameras import CameraRig, orbit_rig
-    from .data import write_png
-    from .fit import pick_device, render_views
+    from .fitting.data import write_png
+    from .raster.views import pick_device, render_views
     from .model import Gaussians4D
 
     model = Gaussians4D.load(args.weights)

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from .init import FG_THRESHOLD
 from .losses import knn
-from .rotations import rotmat_to_quat
+from ..rotations import rotmat_to_quat
 
 #: forward-backward consistency: a flow vector is kept when going there and back misses by less than this many
 #: pixels plus this share of its length (looser than the usual 1 px + 5 %: at 180x120 a limb moves 10-30 px a frame)
@@ -86,7 +86,7 @@ class PairFlows:
     ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]); ``views`` the view indices to use (default all)."""
 
     def __init__(self, frames: torch.Tensor, views=None, scale: float | None = None):
-        from ..opencv import cv2
+        from ...opencv import cv2
 
         self.frames = frames
         v, nt, h, w, _ = frames.shape
@@ -99,7 +99,7 @@ class PairFlows:
         self._last = ()
 
     def gray(self, k: int, i: int) -> np.ndarray:
-        from ..opencv import cv2
+        from ...opencv import cv2
 
         key = (k, i)
         if key not in self._grays:
@@ -114,7 +114,7 @@ class PairFlows:
 
     def one(self, k: int, i: int, j: int):
         """Flow of view ``k`` from frame i to frame j and back -> two (H, W, 2) float32 arrays (pixels x, y)."""
-        from ..opencv import cv2
+        from ...opencv import cv2
 
         self._last = (i, j)
         a, b = self.gray(k, i), self.gray(k, j)

@@ -34,16 +34,17 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..errors import CharacterShotError, InputError
+from ...errors import CharacterShotError, InputError
 from . import losses
 from .data import MultiViewVideo, check_character, to_float
 from .init import visual_hull
 from .background import whiten_video
-from .model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, scene_bounds
-from .precision import all_finite
+from ..model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, scene_bounds
+from ..raster.precision import all_finite
 from .robust import DEFAULTS as ROBUST_DEFAULTS
 from .robust import ViewCorrections
-from .rotations import quat_mul
+from ..raster.views import pick_device, render_model, render_views
+from ..rotations import quat_mul
 from .trajectory import FrameAdam, flow_init, temporal_smoothness
 
 
@@ -177,60 +178,6 @@ class FitResult:
     config: dict = field(default_factory=dict)
 
 
-def pick_device(backend: str, device=None) -> str:
-    """Where a fit or render runs: ``device`` when given (the nodes pass ComfyUI's torch device; the torch
-    rasteriser runs on any device), else the first CUDA GPU when there is one, else the CPU. gsplat needs CUDA."""
-    if backend not in ("auto", "torch", "gsplat"):
-        raise InputError("backend", f"expected auto, torch or gsplat, got {backend!r}")
-    if device is not None:
-        dev = torch.device(device)
-        if backend == "gsplat" and dev.type != "cuda":
-            raise InputError("backend", f"gsplat needs a CUDA GPU and the fit runs on {dev}; use auto or torch")
-        return str(dev)
-    if torch.cuda.is_available():
-        return "cuda"
-    if backend == "gsplat":
-        raise InputError("backend", "gsplat needs a CUDA GPU and none is available; use auto or torch")
-    return "cpu"
-
-
-def render_model(model: Gaussians4D, viewmats, Ks, width, height, t=None, backend="auto", sh_degree=None,
-                 rasterize_mode=None, packed=False, deformed=None, check_finite=True):
-    from .render import rasterize
-
-    kw = model.raster_inputs(t, deformed)
-    deg = kw.pop("sh_degree") if sh_degree is None else min(sh_degree, model.sh_degree)
-    kw.pop("sh_degree", None)
-    c = viewmats.shape[0]
-    bg = torch.ones(c, 3, device=viewmats.device)
-    return rasterize(viewmats=viewmats, Ks=Ks, width=width, height=height, sh_degree=deg, backend=backend,
-                     backgrounds=bg, rasterize_mode=rasterize_mode or model.config.get("rasterize_mode", "classic"),
-                     packed=packed, check_finite=check_finite, **kw)
-
-
-@torch.no_grad()
-def render_views(model: Gaussians4D, rig, times=None, backend: str = "auto", device=None,
-                 chunk: int = 4) -> torch.Tensor:
-    """Render every camera of ``rig`` at every time -> (V, T, H, W, 3) float on the CPU (white background).
-
-    ``backend`` goes as given to every render: under "auto" a gsplat failure falls back to torch, also mid-way."""
-    from .render import resolve_backend
-
-    if device is None:
-        device = model.splats["means"].device
-    resolve_backend(backend, torch.device(device))  # an impossible explicit choice fails before any work
-    times = [None] if times is None else list(times)
-    vm = rig.viewmats(device=device)
-    ks = rig.Ks(device=device)
-    out = torch.empty(len(rig), len(times), rig.height, rig.width, 3)
-    for ti, t in enumerate(times):
-        for s in range(0, len(rig), chunk):
-            img, _, _ = render_model(model, vm[s:s + chunk], ks[s:s + chunk], rig.width, rig.height,
-                                     None if (t is None or not model.is_dynamic) else float(t), backend)
-            out[s:s + chunk, ti] = img.clamp(0, 1).cpu()
-    return out
-
-
 def progress_text(state: FitState, seconds: float | None = None) -> str:
     """One line for a progress display: the iteration (of the maximum), the stage, the time spent and, with a time
     budget ``seconds``, the time left."""
@@ -273,7 +220,7 @@ def initialize(video: MultiViewVideo, cfg: FitConfig, initial: Gaussians4D | Non
         pts, cols, spacing = visual_hull(video.images(frames=[mid])[:, 0], video.rig, cfg.init_points, res,
                                          seed=cfg.seed)
     else:
-        from .formats.splat_type import subsample, with_motion
+        from ..formats.splat_type import subsample, with_motion
 
         initial = subsample(initial, cfg.init_points, cfg.seed)
         pts = initial.splats["means"].detach().cpu()
@@ -318,7 +265,7 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
 
 
 def _fit(video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D | None = None) -> FitResult:
-    from .render import GsplatUnavailableError, is_gsplat_failure, mark_gsplat_unusable, resolve_backend
+    from ..raster.render import GsplatUnavailableError, is_gsplat_failure, mark_gsplat_unusable, resolve_backend
 
     DefaultStrategy = _default_strategy()  # first: without gsplat nothing else is worth starting
     t_start = time.perf_counter()

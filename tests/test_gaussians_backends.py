@@ -19,7 +19,8 @@ from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians.raster import render as R
 from charactershot_core.gaussians.fitting.data import MultiViewVideo
-from charactershot_core.gaussians.fitting.fit import FitConfig, FitDivergedError, fit
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit
+from charactershot_core.gaussians.fitting.guard import FitDivergedError
 from charactershot_core.gaussians.raster.views import pick_device, render_views
 
 BUILD_ERROR = "Error building extension 'gsplat_cuda': nvcc fatal : Unsupported gpu architecture 'compute_120'"

@@ -12,7 +12,8 @@ from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians.fitting import losses
 from charactershot_core.gaussians.fitting.data import MultiViewVideo, read_frames_dir, write_png
-from charactershot_core.gaussians.fitting.fit import FitConfig, FitDivergedError, fit, initialize
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit, initialize
+from charactershot_core.gaussians.fitting.guard import FitDivergedError
 from charactershot_core.gaussians.raster.views import render_views
 from charactershot_core.gaussians.model.hexplane import HexPlane
 from charactershot_core.gaussians.evaluation.metrics import psnr

@@ -31,9 +31,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from charactershot_core.cameras import official_rig  # noqa: E402
-from charactershot_core.gaussians.data import MultiViewVideo  # noqa: E402
+from charactershot_core.gaussians.fitting.data import MultiViewVideo  # noqa: E402
 from charactershot_core.gaussians.synthetic.degrade import degrade  # noqa: E402
-from charactershot_core.gaussians.fit import FitConfig, fit, render_views  # noqa: E402
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit  # noqa: E402
+from charactershot_core.gaussians.raster.views import render_views  # noqa: E402
 from charactershot_core.gaussians.evaluation.metrics import COVERAGE_TOL, FG_THRESHOLD, clip_scores  # noqa: E402
 from charactershot_core.gaussians.synthetic import SyntheticCharacter  # noqa: E402
 

@@ -39,7 +39,7 @@ def splatv_psnr(model, path: str, size: str, times=(0.25, 0.75), views=(0, 5, 10
     import numpy as np
 
     from charactershot_core.cameras import official_rig
-    from charactershot_core.gaussians.render import rasterize
+    from charactershot_core.gaussians.raster.render import rasterize
 
     w, h = (int(x) for x in size.lower().split("x"))
     rig = official_rig().select(list(views)).resized(w, h)

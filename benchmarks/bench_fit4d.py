@@ -43,7 +43,7 @@ sys.path.insert(0, ROOT)
 
 from charactershot_core.__main__ import main as cli  # noqa: E402
 from charactershot_core.cameras import official_rig  # noqa: E402
-from charactershot_core.gaussians.data import write_png  # noqa: E402
+from charactershot_core.gaussians.fitting.data import write_png  # noqa: E402
 
 HOLDOUT = "3,10,17"
 SHARED = os.environ.get("CHARSHOT_SHARED_DIR", os.path.join(os.path.dirname(ROOT), "shared"))

@@ -3,7 +3,7 @@
 Issue 8: on the 2-core machine, with ComfyUI started by hand and its page open in Chromium, Fit 4D Gaussians on a
 5-frame synthetic character crawled (2 iterations in 30 s) while the same fit without the browser, or with
 OMP_WAIT_POLICY=PASSIVE in the server's environment, ran at about 2.2 iterations/s. The pack now picks its CPU
-thread count while fitting and rendering (charactershot_core/gaussians/threads.py); this script measures
+thread count while fitting and rendering (charactershot_core/gaussians/fitting/threads.py); this script measures
 iterations per second for each combination of
 
   threads   'pack' (the pack's choice; CHARSHOT_CPU_THREADS unset) or 'torch' (CHARSHOT_CPU_THREADS=0: PyTorch's

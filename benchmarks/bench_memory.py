@@ -39,7 +39,7 @@ GB = 1024 ** 3
 def make_frames(folder: str, motion: str, frames: int, scale: float) -> dict:
     """Render the synthetic character once per frame time (never the whole video in memory) as PNG frames."""
     from charactershot_core.cameras import official_rig
-    from charactershot_core.gaussians.data import write_png
+    from charactershot_core.gaussians.fitting.data import write_png
     from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
     rig = official_rig()

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from charactershot_core.cameras import official_rig  # noqa: E402
-from charactershot_core.gaussians.render import rasterize  # noqa: E402
+from charactershot_core.gaussians.raster.render import rasterize  # noqa: E402
 
 
 def make_scene(n: int, seed: int = 0, radius_px: float = 3.0, scale: float = 0.25, device="cpu"):

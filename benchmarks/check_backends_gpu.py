@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from charactershot_core.cameras import official_rig  # noqa: E402
-from charactershot_core.gaussians.render import rasterize  # noqa: E402
+from charactershot_core.gaussians.raster.render import rasterize  # noqa: E402
 
 TOL_IMAGE = 2e-3
 TOL_GRAD = 2e-2
@@ -113,7 +113,7 @@ def main(argv=None):
         write({"cuda": False, "note": "no CUDA device: nothing compared"})
         return 0
     try:
-        from charactershot_core.gaussians.render import _load_gsplat
+        from charactershot_core.gaussians.raster.render import _load_gsplat
 
         _load_gsplat()  # the package and its CUDA extension (built on first use)
     except Exception as e:  # pragma: no cover - depends on the install

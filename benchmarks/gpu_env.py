@@ -266,7 +266,7 @@ def make_probe_wheel(folder: Path, requires=("numpy",)) -> Path:
 # ------------------------------------------------------------------------------------------------ imports
 IMPORTS = ("torch", "numpy", "safetensors", "PIL", "cv2", "diffusers", "gsplat", "gsplat.strategy",
            "charactershot_core.models", "charactershot_core.models.loading", "charactershot_core.sampling",
-           "charactershot_core.gaussians.fit", "charactershot_core.gaussians.render")
+           "charactershot_core.gaussians.fitting.fit", "charactershot_core.gaussians.raster.render")
 
 
 def cmd_imports(a) -> int:
@@ -309,7 +309,7 @@ def cmd_gsplat(a) -> int:
         os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 4))
         result.update(TORCH_CUDA_ARCH_LIST=os.environ["TORCH_CUDA_ARCH_LIST"], MAX_JOBS=os.environ["MAX_JOBS"])
     sys.path.insert(0, str(REPO))
-    from charactershot_core.gaussians import render as R
+    from charactershot_core.gaussians.raster import render as R
 
     if not torch.cuda.is_available():
         # no build attempt without a GPU (torch's JIT would look for a card's architecture, or compile for none)

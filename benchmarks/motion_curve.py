@@ -23,8 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from charactershot_core.cameras import official_rig  # noqa: E402
-from charactershot_core.gaussians.data import MultiViewVideo  # noqa: E402
-from charactershot_core.gaussians.fit import FitConfig, fit, render_views  # noqa: E402
+from charactershot_core.gaussians.fitting.data import MultiViewVideo  # noqa: E402
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit  # noqa: E402
+from charactershot_core.gaussians.raster.views import render_views  # noqa: E402
 from charactershot_core.gaussians.evaluation.metrics import score  # noqa: E402
 from charactershot_core.gaussians.synthetic import SyntheticCharacter  # noqa: E402
 
@@ -53,7 +54,7 @@ def motion_scores(pred: torch.Tensor, gt: torch.Tensor) -> dict:
 @torch.no_grad()
 def edge_length_cv(model, times, k: int = 8) -> float:
     """Limb rigidity: mean over the KNN edges (canonical centres) of std/mean of the edge's length over the frames."""
-    from charactershot_core.gaussians.losses import knn_graph
+    from charactershot_core.gaussians.fitting.losses import knn_graph
 
     e = knn_graph(model.splats["means"], k)
     lengths = torch.stack([(model.means_at(t)[e[0]] - model.means_at(t)[e[1]]).norm(dim=-1) for t in times])

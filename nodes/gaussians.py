@@ -15,10 +15,10 @@ from comfy_api.latest import io, ui
 
 from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
-from ..charactershot_core.gaussians.data import MultiViewVideo
-from ..charactershot_core.gaussians.robust import DEFAULTS as ROBUST_DEFAULTS
-from ..charactershot_core.gaussians.robust import HELP_ROBUST, ROBUST_LOSSES
-from ..charactershot_core.gaussians.threads import cpu_threads
+from ..charactershot_core.gaussians.fitting.data import MultiViewVideo
+from ..charactershot_core.gaussians.fitting.robust import DEFAULTS as ROBUST_DEFAULTS
+from ..charactershot_core.gaussians.fitting.robust import HELP_ROBUST, ROBUST_LOSSES
+from ..charactershot_core.gaussians.fitting.threads import cpu_threads
 from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, Splat, advanced
 from .gaussians_common import PREVIEW_KEY, framed_orbit, patcher_for, times_from_text, training_rig
 from .paths import folder_root, next_counter, output_target, resolve_in, split_location
@@ -129,7 +129,7 @@ class SyntheticCharacter(io.ComfyNode):
 
     @classmethod
     def execute(cls, motion, num_frames, scale, seed, num_gaussians=4000, cameras=None, backend="auto"):
-        from ..charactershot_core.gaussians.data import default_times
+        from ..charactershot_core.gaussians.fitting.data import default_times
         from ..charactershot_core.gaussians.synthetic import SyntheticCharacter as Synth
 
         rig = cameras if cameras is not None else cam.official_rig()
@@ -237,7 +237,7 @@ class Fit4DGaussians(io.ComfyNode):
                 robust_loss=ROBUST_DEFAULTS["robust_loss"]):
         import comfy.model_management as mm
 
-        from ..charactershot_core.gaussians.fit import FitConfig, fit, progress_text
+        from ..charactershot_core.gaussians.fitting.fit import FitConfig, fit, progress_text
 
         if not isinstance(multiview, MultiViewVideo):
             raise InputError("multiview", f"expected a CHARSHOT_MULTIVIEW, got {type(multiview).__name__}")
@@ -346,7 +346,7 @@ class Render4D(io.ComfyNode):
                 width=720, height=480, cameras=None, backend="auto", framing=FRAMINGS[0]):
         import comfy.model_management as mm
 
-        from ..charactershot_core.gaussians.fit import render_views
+        from ..charactershot_core.gaussians.raster.views import render_views
 
         model = gaussians
         if (times or "").strip() == "" and num_frames > 0 and model.is_dynamic:

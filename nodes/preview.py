@@ -26,8 +26,8 @@ def render_turntable(model, folder: str, stem: str, frames: int, size: int = 256
     """``frames`` PNGs of a camera turning once around while time runs (white background); returns file names."""
     from PIL import Image
 
-    from ..charactershot_core.gaussians.fit import render_views
-    from ..charactershot_core.gaussians.threads import cpu_threads
+    from ..charactershot_core.gaussians.raster.views import render_views
+    from ..charactershot_core.gaussians.fitting.threads import cpu_threads
 
     if frames <= 0:
         return []

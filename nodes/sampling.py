@@ -22,7 +22,7 @@ from ..charactershot_core import cameras as cam
 from ..charactershot_core.distributed import serverconfig
 from ..charactershot_core.distributed.serverconfig import EXECUTION, HERE
 from ..charactershot_core.errors import CharacterShotError, InputError
-from ..charactershot_core.gaussians.data import MultiViewVideo, default_times
+from ..charactershot_core.gaussians.fitting.data import MultiViewVideo, default_times
 from ..charactershot_core.sampling import (Animate2DJob, GroupStore, LocalExecutor, MultiViewJob, MultiViewWorker,
                                            animate_2d, assemble, sample_multiview)
 from ..charactershot_core.sampling.schedulers import DYNAMIC_CFG, SCHEDULERS
@@ -549,7 +549,7 @@ class LoadMultiView(io.ComfyNode):
 
     @classmethod
     def execute(cls, source, cameras=None, frames_per_view=25, group_size=5):
-        from ..charactershot_core.gaussians.data import read_frames_dir
+        from ..charactershot_core.gaussians.fitting.data import read_frames_dir
         from ..charactershot_core.sampling.store import read_official_mp4
 
         path = resolve_multiview_source(source)

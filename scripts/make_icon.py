@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from charactershot_core.cameras import orbit_rig  # noqa: E402
-from charactershot_core.gaussians.render import rasterize  # noqa: E402
+from charactershot_core.gaussians.raster.render import rasterize  # noqa: E402
 from charactershot_core.gaussians.synthetic import SyntheticCharacter  # noqa: E402
 
 BACKGROUND = (52, 48, 104)

@@ -17,7 +17,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from charactershot_core.cameras import orbit_rig  # noqa: E402
-from charactershot_core.gaussians.fit import render_views  # noqa: E402
+from charactershot_core.gaussians.raster.views import render_views  # noqa: E402
 from charactershot_core.gaussians.model import Gaussians4D  # noqa: E402
 
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from charactershot_core.cameras import official_rig  # noqa: E402
-from charactershot_core.gaussians.synthetic import _BONE_INDEX, SyntheticCharacter  # noqa: E402
+from charactershot_core.gaussians.synthetic.character import _BONE_INDEX, SyntheticCharacter  # noqa: E402
 from charactershot_core.poses.keypoints import (  # noqa: E402
     N_BODY,
     N_FACE,
@@ -90,7 +90,7 @@ def character_picture(char: SyntheticCharacter, rig):
     import torch
     from PIL import Image
 
-    from charactershot_core.gaussians.render import rasterize
+    from charactershot_core.gaussians.raster.render import rasterize
 
     cam = rig.select([0])
     g = char.gaussians_at(0.0)

@@ -73,7 +73,7 @@ def test_two_characters_run_on_both_nodes(batch):
 
 def test_submit_to_ray_from_a_child_process_matches_and_reuses(cluster, batch, tmp_path):
     from charactershot_core.distributed.submit import submit_to_ray
-    from charactershot_core.gaussians.data import read_frames_dir
+    from charactershot_core.gaussians.fitting.data import read_frames_dir
     from charactershot_core.sampling.store import GroupStore
 
     job, spec = make_job(cluster["inp"], char=0, seed=1)

@@ -83,7 +83,7 @@ def test_demo_workflow_runs_and_reports_its_files(comfy, capsys):
 def test_4d_from_files_workflow_runs(comfy):
     """Workflow 4: multi-view frames on disk (the official layout view00/frame_00001.png, with our cameras.json)."""
     from charactershot_core.cameras import official_rig
-    from charactershot_core.gaussians.data import write_png
+    from charactershot_core.gaussians.fitting.data import write_png
     from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
     folder = comfy.input_dir / "charactershot_views"

@@ -17,9 +17,11 @@ import torch
 
 from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians import render as R
-from charactershot_core.gaussians.data import MultiViewVideo
-from charactershot_core.gaussians.fit import FitConfig, FitDivergedError, fit, pick_device, render_views
+from charactershot_core.gaussians.raster import render as R
+from charactershot_core.gaussians.fitting.data import MultiViewVideo
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit
+from charactershot_core.gaussians.fitting.guard import FitDivergedError
+from charactershot_core.gaussians.raster.views import pick_device, render_views
 
 BUILD_ERROR = "Error building extension 'gsplat_cuda': nvcc fatal : Unsupported gpu architecture 'compute_120'"
 KERNEL_ERROR = "CUDA error: no kernel image is available for execution on the device"

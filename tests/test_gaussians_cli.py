@@ -11,7 +11,7 @@ import torch
 
 from charactershot_core.__main__ import main
 from charactershot_core.cameras import orbit_rig
-from charactershot_core.gaussians.data import write_png
+from charactershot_core.gaussians.fitting.data import write_png
 
 KEYS = ["heldout.psnr", "heldout.ssim", "heldout.psnr_fg", "heldout.ssim_fg", "train.psnr", "iterations", "seconds",
         "gaussians", "backend"]

@@ -16,10 +16,10 @@ from torch import nn
 
 from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import CharacterShotError
-from charactershot_core.gaussians import render as R
-from charactershot_core.gaussians.data import MultiViewVideo
-from charactershot_core.gaussians.fit import FitConfig, fit
-from charactershot_core.gaussians.trajectory import FrameAdam
+from charactershot_core.gaussians.raster import render as R
+from charactershot_core.gaussians.fitting.data import MultiViewVideo
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit
+from charactershot_core.gaussians.fitting.trajectory import FrameAdam
 
 W, H, C = 40, 20, 2          # image size and cameras of the fake render info
 SCENE = 1.0                  # scene scale: "small" is a largest scale <= 0.01

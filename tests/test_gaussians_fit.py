@@ -10,9 +10,11 @@ import torch
 
 from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians import losses
-from charactershot_core.gaussians.data import MultiViewVideo, read_frames_dir, write_png
-from charactershot_core.gaussians.fit import FitConfig, FitDivergedError, fit, initialize, render_views
+from charactershot_core.gaussians.fitting import losses
+from charactershot_core.gaussians.fitting.data import MultiViewVideo, read_frames_dir, write_png
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit, initialize
+from charactershot_core.gaussians.fitting.guard import FitDivergedError
+from charactershot_core.gaussians.raster.views import render_views
 from charactershot_core.gaussians.model.hexplane import HexPlane
 from charactershot_core.gaussians.evaluation.metrics import psnr
 from charactershot_core.gaussians.model import Gaussians4D

@@ -450,7 +450,7 @@ def test_splatv_drawn_by_gsplat_js_in_chromium_matches_render_4d(tmp_path):
     from PIL import Image
 
     from charactershot_core.cameras import official_rig
-    from charactershot_core.gaussians.render import rasterize
+    from charactershot_core.gaussians.raster.render import rasterize
     from tests.browser import CHROMIUM, INSTALL_HINT, Chromium
 
     if not CHROMIUM:

@@ -13,9 +13,9 @@ import torch
 from charactershot_core.__main__ import main
 from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians import fit as fit_mod
-from charactershot_core.gaussians.data import MultiViewVideo, check_character, load_multiview, write_png
-from charactershot_core.gaussians.fit import FitConfig, fit
+from charactershot_core.gaussians.fitting import fit as fit_mod
+from charactershot_core.gaussians.fitting.data import MultiViewVideo, check_character, load_multiview, write_png
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit
 
 
 def tiny_rig(views=4, w=64, h=48):

@@ -132,8 +132,8 @@ def test_summary_text_names_the_motion_ratio_and_the_worst_frame():
 def test_training_report_of_a_tiny_fit():
     """What the Fit node reports without held-out views: spread views and frames, box scores, the motion ratio."""
     from charactershot_core.cameras import orbit_rig
-    from charactershot_core.gaussians.data import MultiViewVideo
-    from charactershot_core.gaussians.fit import FitConfig, fit
+    from charactershot_core.gaussians.fitting.data import MultiViewVideo
+    from charactershot_core.gaussians.fitting.fit import FitConfig, fit
     from charactershot_core.gaussians.evaluation.report import report_text, spread, training_report
     from charactershot_core.gaussians.synthetic import SyntheticCharacter
 

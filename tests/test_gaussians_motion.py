@@ -11,10 +11,11 @@ import torch
 
 from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians.data import MultiViewVideo
-from charactershot_core.gaussians.fit import FitConfig, fit, initialize, render_views
+from charactershot_core.gaussians.fitting.data import MultiViewVideo
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit, initialize
+from charactershot_core.gaussians.raster.views import render_views
 from charactershot_core.gaussians.model import Gaussians4D, hermite_weights
-from charactershot_core.gaussians.trajectory import FrameAdam, flow_init
+from charactershot_core.gaussians.fitting.trajectory import FrameAdam, flow_init
 
 
 def tiny_rig(views=8, w=64, h=48):
@@ -188,8 +189,8 @@ def test_hexplane_fine_stage_starts_at_a_saddle(two_frames):
     """Why the HexPlane fit barely moves in short budgets (docs/4d.md): at the start of its fine stage no plane gets
     any gradient, and the only layer that does sees the same features at every time, so it learns one offset for
     all frames (a static average) until the time planes slowly leave 1."""
-    from charactershot_core.gaussians import losses
-    from charactershot_core.gaussians.fit import render_model
+    from charactershot_core.gaussians.fitting import losses
+    from charactershot_core.gaussians.raster.views import render_model
     from charactershot_core.gaussians.model.hexplane import TIME_PLANES
 
     cfg = small_cfg(motion="hexplane", field={"resolution": [8, 8, 8, 2], "features": 4, "multires": [1], "width": 8})

@@ -9,11 +9,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from charactershot_core.cameras import orbit_rig
-from charactershot_core.gaussians.data import MultiViewVideo
-from charactershot_core.gaussians.fit import FitConfig, fit, render_views
+from charactershot_core.gaussians.fitting.data import MultiViewVideo
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit
+from charactershot_core.gaussians.raster.views import render_views
 from charactershot_core.gaussians.evaluation.metrics import psnr
-from charactershot_core.gaussians.precision import NO_FLOAT64_ENV, accum_dtype, has_float64, segment_scan
-from charactershot_core.gaussians.render import rasterize
+from charactershot_core.gaussians.raster.precision import NO_FLOAT64_ENV, accum_dtype, has_float64, segment_scan
+from charactershot_core.gaussians.raster.render import rasterize
 from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
 

@@ -10,10 +10,10 @@ import torch
 
 from charactershot_core.cameras import CameraRig, official_rig
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians import _torch_raster as tr
-from charactershot_core.gaussians import render as render_mod
+from charactershot_core.gaussians.raster import _torch_raster as tr
+from charactershot_core.gaussians.raster import render as render_mod
 from charactershot_core.gaussians.evaluation.metrics import fg_box, psnr, score, ssim
-from charactershot_core.gaussians.render import rasterize, resolve_backend
+from charactershot_core.gaussians.raster.render import rasterize, resolve_backend
 
 F64 = torch.float64
 

@@ -10,13 +10,14 @@ import torch
 
 from charactershot_core.cameras import orbit_rig
 from charactershot_core.errors import InputError
-from charactershot_core.gaussians.appearance import ViewAppearance
-from charactershot_core.gaussians.background import border_background, whiten, whiten_video
-from charactershot_core.gaussians.camera_refine import PoseRefine, se3_exp
-from charactershot_core.gaussians.data import MultiViewVideo
+from charactershot_core.gaussians.fitting.appearance import ViewAppearance
+from charactershot_core.gaussians.fitting.background import border_background, whiten, whiten_video
+from charactershot_core.gaussians.fitting.camera_refine import PoseRefine, se3_exp
+from charactershot_core.gaussians.fitting.data import MultiViewVideo
 from charactershot_core.gaussians.synthetic.degrade import degrade
-from charactershot_core.gaussians.fit import FitConfig, fit, render_views
-from charactershot_core.gaussians.robust import ViewCorrections, photometric, pixel_penalty
+from charactershot_core.gaussians.fitting.fit import FitConfig, fit
+from charactershot_core.gaussians.raster.views import render_views
+from charactershot_core.gaussians.fitting.robust import ViewCorrections, photometric, pixel_penalty
 
 
 # ------------------------------------------------------------------------------------------------ appearance
@@ -87,7 +88,7 @@ def test_se3_exp_is_the_matrix_exponential_and_smooth_at_zero():
     xi = torch.randn(5, 6) * torch.tensor([0.3, 0.3, 0.3, 1, 1, 1])
     xi[0] = 0.0
     xi[1, :3] = 1e-5
-    from charactershot_core.gaussians.camera_refine import _skew
+    from charactershot_core.gaussians.fitting.camera_refine import _skew
 
     hat = torch.zeros(5, 4, 4)
     hat[:, :3, :3] = _skew(xi[:, :3])
@@ -220,7 +221,7 @@ def test_view_corrections_off_are_the_identity_and_a_bad_penalty_is_named():
 
 def test_cli_flags_reach_the_fit_and_are_recorded(tmp_path):
     from charactershot_core.__main__ import main
-    from charactershot_core.gaussians.data import write_png
+    from charactershot_core.gaussians.fitting.data import write_png
     from charactershot_core.gaussians.synthetic import SyntheticCharacter
 
     rig = orbit_rig(num_views=6, width=48, height=32, square_size=32)

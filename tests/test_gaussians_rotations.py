@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from charactershot_core.gaussians import _torch_raster as tr
+from charactershot_core.gaussians.raster import _torch_raster as tr
 from charactershot_core.gaussians.rotations import (canonical, normalise, quat_mul, quat_to_rotmat, rotmat_to_quat, rx,
                                                     ry, rz)
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from charactershot_core.gaussians.formats import read_bundle
-from charactershot_core.gaussians.threads import chosen_threads, cpu_threads
+from charactershot_core.gaussians.fitting.threads import chosen_threads, cpu_threads
 
 pytestmark = pytest.mark.e2e
 

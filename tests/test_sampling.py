@@ -281,7 +281,7 @@ def test_cli_two_processes_with_disjoint_groups_merge_to_one_run(tiny, tmp_path)
     cams = json.loads((tmp_path / "merged" / "cameras.json").read_text())
     assert len(cams["times"]) == F
     # the 4D stage reads the output folder directly
-    from charactershot_core.gaussians.data import load_multiview
+    from charactershot_core.gaussians.fitting.data import load_multiview
 
     mv = load_multiview(str(tmp_path / "merged"), str(tmp_path / "merged" / "cameras.json"))
     assert mv.frames.shape == (9, F, H, W, 3)

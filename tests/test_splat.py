@@ -20,11 +20,12 @@ from PIL import Image
 # every import of the package's modules is here
 from charactershot_core.errors import InputError
 from charactershot_core.gaussians.formats import splat_type as st
-from charactershot_core.gaussians._torch_raster import eval_sh
+from charactershot_core.gaussians.raster._torch_raster import eval_sh
 from charactershot_core.gaussians.cli import export_all
-from charactershot_core.gaussians.data import MultiViewVideo
+from charactershot_core.gaussians.fitting.data import MultiViewVideo
 from charactershot_core.gaussians.formats import read_ply
-from charactershot_core.gaussians.fit import FitConfig, initialize, render_views
+from charactershot_core.gaussians.fitting.fit import FitConfig, initialize
+from charactershot_core.gaussians.raster.views import render_views
 from charactershot_core.gaussians.model import Gaussians4D, make_gaussians
 from charactershot_core.gaussians.synthetic import SyntheticCharacter, SyntheticModel
 

@@ -170,8 +170,9 @@ def orbit_frames(character):
 def heldout_agreement(views: np.ndarray) -> list[float]:
     """Fit static Gaussians to the canvas views (all but HELD_OUT) with the official rig's cameras and return the
     PSNR of each held-out view (fitted render vs the mapped SV3D frame, on the character's box)."""
-    from charactershot_core.gaussians.data import MultiViewVideo
-    from charactershot_core.gaussians.fit import FitConfig, fit, render_views
+    from charactershot_core.gaussians.fitting.data import MultiViewVideo
+    from charactershot_core.gaussians.fitting.fit import FitConfig, fit
+    from charactershot_core.gaussians.raster.views import render_views
     from charactershot_core.gaussians.evaluation.metrics import fg_box, psnr
 
     x = torch.from_numpy(views).float().div(255).permute(0, 3, 1, 2)

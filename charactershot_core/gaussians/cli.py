@@ -11,7 +11,7 @@ import time
 import torch
 
 from ..errors import InputError
-from .robust import HELP_ROBUST, ROBUST_LOSSES
+from .fitting.robust import HELP_ROBUST, ROBUST_LOSSES
 
 WEIGHTS_NAME = "gaussians.safetensors"
 
@@ -117,44 +117,19 @@ def frame_name(k: int, fi: int, video: bool) -> str:
 
 
 def cmd_fit4d(args) -> int:
-    from .data import check_character, load_multiview, write_png
-    from .fit import FitConfig, fit, render_views
-    from .evaluation.metrics import clip_boxes, clip_scores, motion_scores, score, summary_text
+    from .fitting.data import check_character, load_multiview
+    from .fitting.fit import fit
+    from .evaluation.metrics import summary_text
 
     started = time.perf_counter()  # --seconds covers the whole command up to the end of the fit: loading counts
     if args.threads:
         torch.set_num_threads(args.threads)
     video = load_multiview(args.frames, args.cameras)
     check_character(video, "--frames")  # before any work, nothing written
-    v, nt = video.num_views, video.num_frames
-    holdout = sorted(set(_int_list(args.holdout, "holdout")))
-    for k in holdout:
-        if not 0 <= k < v:
-            raise InputError("holdout", f"view {k} does not exist (there are {v} views, 0..{v - 1})")
-    train_idx = [k for k in range(v) if k not in holdout]
-    if len(train_idx) < 2:
-        raise InputError("holdout", f"at least 2 training views must remain, got {len(train_idx)} of {v}")
-    hold_t = sorted(set(_int_list(args.holdout_times, "holdout_times")))
-    for f in hold_t:
-        if not 0 <= f < nt:
-            raise InputError("holdout_times", f"frame {f} does not exist (there are {nt} frames)")
-    train_t = [f for f in range(nt) if f not in hold_t]
-    if hold_t and len(train_t) < 2:
-        raise InputError("holdout_times", "at least 2 training frames must remain")
+    holdout, train_idx, hold_t, train_t = _fit4d_split(args, video.num_views, video.num_frames)
     if args.scale != 1.0:
         video = video.scaled(args.scale)
-    cfg = FitConfig(iterations=args.iterations, seconds=args.seconds, backend=args.backend, seed=args.seed,
-                    motion=getattr(args, "motion_model", "table"))
-    for name, attr in (("sh_degree", "sh_degree"), ("batch_views", "batch_views"), ("points", "init_points"),
-                       ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
-                       ("isometry_weight", "isometry_weight"), ("table_smoothness", "table_smoothness_weight"),
-                       ("background_estimate", "background_estimate"), ("appearance", "appearance"),
-                       ("pose_refine", "pose_refine"), ("robust_loss", "robust_loss")):
-        val = getattr(args, name)
-        if val is not None:
-            setattr(cfg, attr, val)
-    cfg.temporal_windows = not args.no_temporal_windows
-    cfg.densify = not args.no_densify
+    cfg = _fit4d_config(args)
     train = video.select_views(train_idx).select_frames(train_t)
     _say(args, f"fit4d: {len(train_idx)} training views x {len(train_t)} frames at {video.width}x{video.height}, "
                f"held out views {holdout or 'none'}, times {hold_t or 'none'}")
@@ -176,14 +151,73 @@ def cmd_fit4d(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     model.save(os.path.join(args.out, WEIGHTS_NAME))
 
-    is_video = nt > 1
     metrics = {"iterations": result.iterations, "seconds": round(result.seconds, 3),
                "init_seconds": round(result.init_seconds, 3), "load_seconds": round(load_seconds, 3),
                "gaussians": model.num_gaussians,
                "backend": result.backend, "device": result.device, "width": video.width, "height": video.height,
                "train_views": train_idx, "holdout_views": holdout, "holdout_times": hold_t,
-               "frames": nt, "dynamic": model.is_dynamic, "motion_model": model.motion}
-    times_train = [video.times[f] for f in train_t]
+               "frames": video.num_frames, "dynamic": model.is_dynamic, "motion_model": model.motion}
+    _score_fit4d(args, video, model, metrics, train_idx, train_t)
+    metrics["times_train"] = [video.times[f] for f in train_t]
+    metrics["score_seconds"] = round(time.perf_counter() - fit_end, 3)
+    metrics["config"] = result.config
+    flat = _write_metrics(metrics, args.metrics or os.path.join(args.out, "metrics.json"))
+    show = {k: flat[k] for k in flat if k.split(".")[0] in ("heldout", "train", "heldout_intermediate",
+                                                            "train_intermediate", "motion", "iterations", "seconds",
+                                                            "gaussians", "backend")
+            and not isinstance(flat[k], list)}
+    print(json.dumps(show, indent=1))
+    print(summary_text(metrics))
+    return 0
+
+
+def _fit4d_split(args, v: int, nt: int):
+    """The held-out and training views and frames of ``--holdout`` / ``--holdout-times``, checked."""
+    holdout = sorted(set(_int_list(args.holdout, "holdout")))
+    for k in holdout:
+        if not 0 <= k < v:
+            raise InputError("holdout", f"view {k} does not exist (there are {v} views, 0..{v - 1})")
+    train_idx = [k for k in range(v) if k not in holdout]
+    if len(train_idx) < 2:
+        raise InputError("holdout", f"at least 2 training views must remain, got {len(train_idx)} of {v}")
+    hold_t = sorted(set(_int_list(args.holdout_times, "holdout_times")))
+    for f in hold_t:
+        if not 0 <= f < nt:
+            raise InputError("holdout_times", f"frame {f} does not exist (there are {nt} frames)")
+    train_t = [f for f in range(nt) if f not in hold_t]
+    if hold_t and len(train_t) < 2:
+        raise InputError("holdout_times", "at least 2 training frames must remain")
+    return holdout, train_idx, hold_t, train_t
+
+
+def _fit4d_config(args):
+    """The FitConfig of fit4d's options (the ones not given keep FitConfig's defaults)."""
+    from .fitting.fit import FitConfig
+
+    cfg = FitConfig(iterations=args.iterations, seconds=args.seconds, backend=args.backend, seed=args.seed,
+                    motion=getattr(args, "motion_model", "table"))
+    for name, attr in (("sh_degree", "sh_degree"), ("batch_views", "batch_views"), ("points", "init_points"),
+                       ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
+                       ("isometry_weight", "isometry_weight"), ("table_smoothness", "table_smoothness_weight"),
+                       ("background_estimate", "background_estimate"), ("appearance", "appearance"),
+                       ("pose_refine", "pose_refine"), ("robust_loss", "robust_loss")):
+        val = getattr(args, name)
+        if val is not None:
+            setattr(cfg, attr, val)
+    cfg.temporal_windows = not args.no_temporal_windows
+    cfg.densify = not args.no_densify
+    return cfg
+
+
+def _score_fit4d(args, video, model, metrics: dict, train_idx: list, train_t: list) -> None:
+    """Render and score the fitted ``model`` into ``metrics``: the held-out views at every frame (their renders written
+    to ``args.out``), the training views at up to 5 frames, the held-out times and the motion ratio."""
+    from .fitting.data import write_png
+    from .raster.views import render_views
+    from .evaluation.metrics import clip_boxes, clip_scores, motion_scores, score
+
+    holdout, hold_t = metrics["holdout_views"], metrics["holdout_times"]
+    is_video = video.num_frames > 1
 
     def rend(views, frame_idx):
         ts = [video.times[f] for f in frame_idx] if is_video else None
@@ -230,29 +264,23 @@ def cmd_fit4d(args) -> int:
     if is_video and not holdout and len(t_frames) > 1:
         # no held-out views: the motion ratio on the training views (at the scored frames) is what can be computed
         metrics["motion"] = {**motion_scores(pred_tr, gt_tr, tboxes), "views": "training", "frames": t_frames}
-    metrics["times_train"] = times_train
-    metrics["score_seconds"] = round(time.perf_counter() - fit_end, 3)
-    metrics["config"] = result.config
+
+
+def _write_metrics(metrics: dict, path: str) -> dict:
+    """Write ``metrics`` to ``path`` (atomically) in both spellings: dotted keys ("heldout.psnr") and the nested
+    sections ({"heldout": {"psnr": ...}}); returns the dotted ones."""
     flat = _flatten(metrics)
-    # both spellings: dotted keys ("heldout.psnr") and the nested sections ({"heldout": {"psnr": ...}})
     both = dict(flat)
     for k, v in metrics.items():
         if isinstance(v, dict) and k != "config":
             both[k] = v
     text = json.dumps(both, indent=1)
-    path = args.metrics or os.path.join(args.out, "metrics.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.partial{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
-    show = {k: flat[k] for k in flat if k.split(".")[0] in ("heldout", "train", "heldout_intermediate",
-                                                            "train_intermediate", "motion", "iterations", "seconds",
-                                                            "gaussians", "backend")
-            and not isinstance(flat[k], list)}
-    print(json.dumps(show, indent=1))
-    print(summary_text(metrics))
-    return 0
+    return flat
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -281,8 +309,8 @@ def _times(text, model) -> list[float] | None:
 
 def cmd_render(args) -> int:
     from ..cameras import CameraRig, orbit_rig
-    from .data import write_png
-    from .fit import pick_device, render_views
+    from .fitting.data import write_png
+    from .raster.views import pick_device, render_views
     from .model import Gaussians4D
 
     model = Gaussians4D.load(args.weights)

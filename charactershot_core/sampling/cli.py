@@ -48,7 +48,7 @@ def read_image(path: str, name: str) -> np.ndarray:
 
 def read_views(folder: str) -> np.ndarray:
     """``view{k}.png`` or ``viewXX/frame_XXXXX.png`` (first frame of each view) -> (V, H, W, 3) uint8."""
-    from ..gaussians.data import read_frames_dir
+    from ..gaussians.fitting.data import read_frames_dir
 
     arr = read_frames_dir(folder, "views")
     return np.ascontiguousarray(arr[:, 0])

@@ -254,7 +254,7 @@ def write_multiview_folder(folder: str, frames: torch.Tensor, rig: Optional[Came
         for v in range(frames.shape[0]):
             write_view_frames(tmp, v, frames[v])
         if rig is not None:
-            from ..gaussians.data import default_times
+            from ..gaussians.fitting.data import default_times
 
             r = rig.resized(frames.shape[3], frames.shape[2]) if (rig.width, rig.height) != \
                 (frames.shape[3], frames.shape[2]) else rig

@@ -7,7 +7,7 @@ show a fit that does not move (motion ratio near 0) or loses the ends of the cli
 
 from __future__ import annotations
 
-from ..data import MultiViewVideo
+from ..fitting.data import MultiViewVideo
 from .metrics import clip_boxes, clip_scores, motion_scores
 
 
@@ -23,7 +23,7 @@ def training_report(model, video: MultiViewVideo, backend: str = "auto", device=
     """Render up to ``max_views`` training views (spread over the rig) at up to ``max_frames`` frames (spread over
     the clip, ends included) and score them: ``clip_scores`` (per-frame box PSNR / SSIM, mean and worst) and, for
     a video, ``motion`` (``motion_scores``) on the same renders. Keys ``views`` and ``frames`` say what was scored."""
-    from ..fit import render_views
+    from ..raster.views import render_views
 
     views = spread(video.num_views, max_views)
     frames = spread(video.num_frames, max_frames)

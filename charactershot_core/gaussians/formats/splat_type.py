@@ -32,7 +32,7 @@ import torch
 
 # every import from the rest of the package is here
 from ...errors import InputError
-from .._torch_raster import sh_basis
+from ..raster._torch_raster import sh_basis
 from ..model import Gaussians4D
 from ..rotations import quat_mul
 

@@ -291,7 +291,7 @@ class SyntheticCharacter:
         """Render every camera of ``rig`` (scaled by ``scale``) at every time -> (V, T, H, W, 3) float32 in [0, 1]
         on a white background. ``device`` defaults to the GPU when CUDA is available and ``backend`` is not
         ``"torch"``."""
-        from ..render import rasterize
+        from ..raster.render import rasterize
 
         if device is None:
             device = "cuda" if backend != "torch" and torch.cuda.is_available() else "cpu"

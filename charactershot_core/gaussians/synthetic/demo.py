@@ -12,7 +12,7 @@ import time
 
 from ...cameras import official_rig
 from ..cli import WEIGHTS_NAME
-from ..data import write_png
+from ..fitting.data import write_png
 from ..evaluation.metrics import summary_text
 from .character import SyntheticCharacter
 

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..cameras import CameraRig
-from ..errors import InputError
+from ...cameras import CameraRig
+from ...errors import InputError
 
 _VIEW_PNG = re.compile(r"^view(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
 _VIEW_DIR = re.compile(r"^view(\d+)$", re.IGNORECASE)
@@ -234,7 +234,7 @@ def default_times(num_frames: int) -> list[float]:
 
 
 def _read_image(path: str, what: str) -> np.ndarray:
-    from ..opencv import cv2
+    from ...opencv import cv2
 
     try:  # read the bytes ourselves: cv2.imread cannot open non-ASCII paths on Windows
         buf = np.fromfile(path, dtype=np.uint8)
@@ -317,7 +317,7 @@ def load_multiview(frames_dir: str, cameras_path: str) -> MultiViewVideo:
 
 def write_png(path: str, image) -> None:
     """Write an (H, W, 3) float [0, 1] or uint8 image as PNG, atomically."""
-    from ..opencv import cv2
+    from ...opencv import cv2
 
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.dtype != np.uint8:

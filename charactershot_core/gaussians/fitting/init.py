@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..cameras import CameraRig, closest_point_to_lines
-from ..errors import InputError
+from ...cameras import CameraRig, closest_point_to_lines
+from ...errors import InputError
 
 FG_THRESHOLD = 0.97  # a pixel is character when its smallest channel is below this (the fg box rule)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 
 
 class ViewAppearance(torch.nn.Module):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 from . import losses
 from .appearance import ViewAppearance
 from .camera_refine import PoseRefine

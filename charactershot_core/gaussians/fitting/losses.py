@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .evaluation.metrics import ssim_map
+from ..evaluation.metrics import ssim_map
 
 
 # ------------------------------------------------------------------ photometric
@@ -117,7 +117,7 @@ def isometry_loss(x_cur: torch.Tensor, x_ref: torch.Tensor, edges: torch.Tensor)
 
 def rigidity_loss(x_cur, q_cur, x_prev, q_prev, edges) -> torch.Tensor:
     """Dynamic-3DGS local rigidity: neighbour offsets move with the Gaussian's own rotation between two times."""
-    from .rotations import quat_to_rotmat
+    from ..rotations import quat_to_rotmat
 
     i, j = edges
     if i.numel() == 0:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 from . import _torch_raster as tr
 
 BACKENDS = ("auto", "torch", "gsplat")

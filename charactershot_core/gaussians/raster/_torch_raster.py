@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .rotations import quat_to_rotmat
+from ..rotations import quat_to_rotmat
 from .precision import accum_dtype, segment_scan
 
 ALPHA_THRESHOLD = 1.0 / 255.0

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from .init import FG_THRESHOLD
 from .losses import knn
-from .rotations import rotmat_to_quat
+from ..rotations import rotmat_to_quat
 
 #: forward-backward consistency: a flow vector is kept when going there and back misses by less than this many
 #: pixels plus this share of its length (looser than the usual 1 px + 5 %: at 180x120 a limb moves 10-30 px a frame)
@@ -88,7 +88,7 @@ class PairFlows:
     ``frames`` (V, T, H, W, 3) uint8 (or float in [0, 1]); ``views`` the view indices to use (default all)."""
 
     def __init__(self, frames: torch.Tensor, views=None, scale: float | None = None):
-        from ..opencv import cv2
+        from ...opencv import cv2
 
         self.frames = frames
         v, nt, h, w, _ = frames.shape
@@ -101,7 +101,7 @@ class PairFlows:
         self._last = ()
 
     def gray(self, k: int, i: int) -> np.ndarray:
-        from ..opencv import cv2
+        from ...opencv import cv2
 
         key = (k, i)
         if key not in self._grays:
@@ -116,7 +116,7 @@ class PairFlows:
 
     def one(self, k: int, i: int, j: int):
         """Flow of view ``k`` from frame i to frame j and back -> two (H, W, 2) float32 arrays (pixels x, y)."""
-        from ..opencv import cv2
+        from ...opencv import cv2
 
         self._last = (i, j)
         a, b = self.gray(k, i), self.gray(k, j)
@@ -267,39 +267,8 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
                 views = spread_views(v_all, int(left / (len(order) - step) / per_view))
         w2c, ks, v = w2c_all[views], ks_all[views], len(views)
         flow, back = flows.pair(g, f, views)  # g -> f, checked with f -> g
-        fg_g, fg_f = _foreground(frames, g, views), _foreground(frames, f, views)
-        u, vv, z, _ = _project(w2c, ks, x)
-        vis = _visible(u, vv, z, h, w, tol)
-        fl = _sample(flow, u, vv)  # (V, N, 2)
-        tu, tv = u + fl[..., 0], vv + fl[..., 1]
-        bk = _sample(back, tu, tv)
-        err = (fl + bk).norm(dim=-1)
-        ok = vis & (err < FB_PX + FB_REL * fl.norm(dim=-1))
-        ok &= _sample(fg_g.float()[..., None], u, vv)[..., 0] > 0.5
-        ok &= _sample(fg_f.float()[..., None], tu, tv)[..., 0] > 0.5
-        ok &= (tu >= 0) & (tu < w) & (tv >= 0) & (tv < h)
-        # damped Gauss-Newton for delta: sum_v ||pi_v(x + delta) - target_v||^2, 3 steps, Huber weights
-        delta = torch.zeros(n, 3)
-        wts = ok.float()
-        for it in range(3):
-            u1, v1, _, cam = _project(w2c, ks, x + delta)
-            zc = cam[..., 2].clamp_min(1e-3)
-            fx, fy = ks[:, 0, 0, None], ks[:, 1, 1, None]
-            # d(u,v)/d(cam) (V, N, 2, 3), then * R (world -> cam)
-            j = torch.zeros(v, n, 2, 3)
-            j[..., 0, 0] = fx / zc
-            j[..., 0, 2] = -fx * cam[..., 0] / zc ** 2
-            j[..., 1, 1] = fy / zc
-            j[..., 1, 2] = -fy * cam[..., 1] / zc ** 2
-            j = torch.einsum("vnab,vbc->vnac", j, w2c[:, :3, :3])
-            r = torch.stack([tu - u1, tv - v1], -1)  # (V, N, 2)
-            if it > 0:
-                rn = r.norm(dim=-1)
-                wts = ok.float() * torch.where(rn > huber_px, huber_px / rn.clamp_min(1e-6), torch.ones_like(rn))
-            jtj = torch.einsum("vn,vnai,vnaj->nij", wts, j, j)
-            jtr = torch.einsum("vn,vnai,vna->ni", wts, j, r)
-            lam = 1e-3 * jtj.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1.0) + 1e-6
-            delta = delta + torch.linalg.solve(jtj + lam[:, None, None] * torch.eye(3), jtr[..., None])[..., 0]
+        tu, tv, ok = _flow_targets(frames, flow, back, w2c, ks, x, g, f, views, tol)
+        delta = _triangulate_moves(w2c, ks, x, tu, tv, ok, huber_px)
         good = ok.sum(0) >= min_views
         # robust articulation: median displacement over the neighbourhood's triangulated Gaussians
         d = torch.where(good[:, None], delta, torch.full_like(delta, float("nan")))
@@ -324,6 +293,53 @@ def flow_init(model, frames: torch.Tensor, rig, reference: int, k_neighbours: in
     model.splats["traj_means"].data.copy_(tm.to(dev))
     model.splats["traj_quats"].data.copy_(tq.to(dev))
     return stats
+
+
+def _flow_targets(frames, flow, back, w2c, ks, x, g: int, f: int, views, tol: float):
+    """Where the flow g -> f (``back``: f -> g) takes the Gaussians at ``x`` (frame g) in each of ``views``:
+    target pixels (V, N) ``tu``, ``tv`` and ``ok``, where the match is trusted (visible, forward-backward
+    consistent, on the foreground in both frames, inside the image)."""
+    h, w = frames.shape[2], frames.shape[3]
+    fg_g, fg_f = _foreground(frames, g, views), _foreground(frames, f, views)
+    u, vv, z, _ = _project(w2c, ks, x)
+    vis = _visible(u, vv, z, h, w, tol)
+    fl = _sample(flow, u, vv)  # (V, N, 2)
+    tu, tv = u + fl[..., 0], vv + fl[..., 1]
+    bk = _sample(back, tu, tv)
+    err = (fl + bk).norm(dim=-1)
+    ok = vis & (err < FB_PX + FB_REL * fl.norm(dim=-1))
+    ok &= _sample(fg_g.float()[..., None], u, vv)[..., 0] > 0.5
+    ok &= _sample(fg_f.float()[..., None], tu, tv)[..., 0] > 0.5
+    ok &= (tu >= 0) & (tu < w) & (tv >= 0) & (tv < h)
+    return tu, tv, ok
+
+
+def _triangulate_moves(w2c, ks, x, tu, tv, ok, huber_px: float) -> torch.Tensor:
+    """The (N, 3) displacements that bring the projections of ``x`` onto the targets (``tu``, ``tv``) where ``ok``:
+    damped Gauss-Newton on sum_v ||pi_v(x + delta) - target_v||^2, 3 steps, Huber weights after the first."""
+    v, n = tu.shape
+    delta = torch.zeros(n, 3)
+    wts = ok.float()
+    for it in range(3):
+        u1, v1, _, cam = _project(w2c, ks, x + delta)
+        zc = cam[..., 2].clamp_min(1e-3)
+        fx, fy = ks[:, 0, 0, None], ks[:, 1, 1, None]
+        # d(u,v)/d(cam) (V, N, 2, 3), then * R (world -> cam)
+        j = torch.zeros(v, n, 2, 3)
+        j[..., 0, 0] = fx / zc
+        j[..., 0, 2] = -fx * cam[..., 0] / zc ** 2
+        j[..., 1, 1] = fy / zc
+        j[..., 1, 2] = -fy * cam[..., 1] / zc ** 2
+        j = torch.einsum("vnab,vbc->vnac", j, w2c[:, :3, :3])
+        r = torch.stack([tu - u1, tv - v1], -1)  # (V, N, 2)
+        if it > 0:
+            rn = r.norm(dim=-1)
+            wts = ok.float() * torch.where(rn > huber_px, huber_px / rn.clamp_min(1e-6), torch.ones_like(rn))
+        jtj = torch.einsum("vn,vnai,vnaj->nij", wts, j, j)
+        jtr = torch.einsum("vn,vnai,vna->ni", wts, j, r)
+        lam = 1e-3 * jtj.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1.0) + 1e-6
+        delta = delta + torch.linalg.solve(jtj + lam[:, None, None] * torch.eye(3), jtr[..., None])[..., 0]
+    return delta
 
 
 def _propagate_rigidly(x: torch.Tensor, xf: torch.Tensor, known: torch.Tensor, nbr: torch.Tensor,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InputError
+from ...errors import InputError
 
 MIN_LEVEL = 0.6      # a background darker than this in a channel is not a drifted white: left alone
 MAX_SPREAD = 0.04    # the border's median absolute deviation above which it is not one uniform colour

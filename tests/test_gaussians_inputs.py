@@ -123,7 +123,7 @@ def test_cli_refuses_black_views_different_sizes_and_wrong_rig_writing_nothing(t
 def test_frames_load_from_a_folder_with_non_ascii_name_in_order(tmp_path):
     """Frames are read by bytes (cv2.imread cannot open non-ASCII paths on Windows) and decoded on several threads:
     a folder named with accents and CJK letters loads, every frame lands at its own view and time."""
-    from charactershot_core.gaussians.data import read_frames_dir
+    from charactershot_core.gaussians.fitting.data import read_frames_dir
 
     root = tmp_path / "personnage_é_角色"
     want = np.zeros((3, 4, 10, 12, 3), np.uint8)

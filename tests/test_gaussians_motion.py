@@ -235,7 +235,7 @@ def test_flow_initialisation_on_an_allowance_works_outward_on_both_sides_and_sto
     the time left cannot pay for (measured on the pair before) is not started: the frames next to the reference on
     both sides are tracked, the far ones start where their neighbour is. A clock that advances one second per
     reading makes this exact."""
-    import charactershot_core.gaussians.trajectory as traj
+    import charactershot_core.gaussians.fitting.trajectory as traj
 
     rig = tiny_rig(views=4)
     px = two_frames.pixels[[0, 2, 4, 6]]

@@ -249,8 +249,8 @@ def test_whiten_video_from_uint8_equals_whiten_image_by_image_and_skips_white_vi
     rounded to uint8 gives: drifted views are whitened, a white view and a dark (unusable) border stay; a video
     whose backgrounds are all white comes back as the same object."""
     from charactershot_core.cameras import orbit_rig
-    from charactershot_core.gaussians.background import whiten, whiten_video
-    from charactershot_core.gaussians.data import MultiViewVideo, to_float, to_uint8
+    from charactershot_core.gaussians.fitting.background import whiten, whiten_video
+    from charactershot_core.gaussians.fitting.data import MultiViewVideo, to_float, to_uint8
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (3, 4, 40, 50, 3), dtype=torch.uint8, generator=gen)

@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from charactershot_core.cameras import official_rig  # noqa: E402
 from charactershot_core.gaussians.fitting.data import MultiViewVideo  # noqa: E402
-from charactershot_core.gaussians.synthetic.degrade import degrade  # noqa: E402
+from charactershot_core.gaussians.synthetic.degrade import EFFECTS, degrade  # noqa: E402
 from charactershot_core.gaussians.fitting.fit import FitConfig, fit  # noqa: E402
 from charactershot_core.gaussians.raster.views import render_views  # noqa: E402
 from charactershot_core.gaussians.evaluation.metrics import COVERAGE_TOL, FG_THRESHOLD, clip_scores  # noqa: E402
@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--motion", default="wave")
     ap.add_argument("--seed", type=int, default=0, help="the degradation's seed")
+    ap.add_argument("--effects", default=",".join(EFFECTS),
+                    help="the degradation's effects, some of " + ", ".join(EFFECTS) + " (one at a time: where the dB go)")
     ap.add_argument("--fit-args", default="", help="FitConfig fields, name=value,...")
     ap.add_argument("--label", default="")
     ap.add_argument("--threads", type=int, default=0)
@@ -89,9 +91,10 @@ def main(argv=None) -> int:
     clean = torch.as_tensor(np.asarray(clean), dtype=torch.float32)
     train = [k for k in range(clean.shape[0]) if k not in HOLDOUT]
     extra = parse_fit_args(args.fit_args)
+    effects = tuple(e.strip() for e in args.effects.split(",") if e.strip())
     for strength in (float(s) for s in args.strengths.split(",")):
         frames = clean.clone()
-        frames[train] = degrade(clean[train], strength, seed=args.seed)
+        frames[train] = degrade(clean[train], strength, seed=args.seed, effects=effects)
         video = MultiViewVideo(frames[train], rig.select(train), times)
         cfg = FitConfig(iterations=args.iterations or 10**9, seconds=None if args.iterations else args.seconds,
                         backend="torch", seed=0)
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
                "tight_psnr_worst": round(s["tight_psnr_worst"], 2), "box_psnr": round(s["box_psnr"], 2),
                "coverage_worst": round(s["coverage_worst"], 4),
                "moving_coverage_worst": None if s["moving_coverage_worst"] is None else round(s["moving_coverage_worst"], 4),
-               "outside": round(outside_colour(pred, gt), 5), "fit_args": extra, "seconds": args.seconds,
+               "outside": round(outside_colour(pred, gt), 5), "fit_args": extra, "effects": list(effects), "seconds": args.seconds,
                "fixed_iterations": args.iterations}
         results.append(row)
         with open(path + ".partial", "w", encoding="utf-8") as f:

@@ -10,6 +10,15 @@ Taylor series near zero, so it is smooth there and runs on every device).
 
 The corrections are gauge-fixed like the appearance: their mean over the training views is subtracted, so the rig
 as a whole stays where it is and the held-out cameras, which are not refined, still see the scene from the rig.
+
+``dof="image"`` (the fit's default) learns only what moves a view's picture in its image plane: pan, tilt and roll
+about the camera's centre and a dolly along its axis (4 numbers per view: the shift, roll and zoom a video model's
+views are drawn off the rig by). The two sideways translations of the full rigid correction (``dof="rigid"``) move a
+distant character's picture the same way pan and tilt do, so with them the problem has flat directions that Adam's
+normalised steps random-walk along (parallax errors that no view constrains). In the image mode the gauge is also
+exact: a translation of the whole scene is, to first order, a pan/tilt pattern over the views (``J_v d``, from each
+camera's rotation and distance to the scene's centre); that component is projected out (least squares over the
+training views), with the mean roll and dolly, so the scene cannot drift against the held-out cameras.
 """
 
 from __future__ import annotations
@@ -47,21 +56,43 @@ def se3_exp(xi: torch.Tensor) -> torch.Tensor:
     return torch.cat([top, bottom], -2)
 
 
-class PoseRefine(torch.nn.Module):
-    """A learned SE(3) correction per training view, applied to world-to-camera matrices."""
+POSE_DOFS = ("image", "rigid")
 
-    def __init__(self, num_views: int, scale: float = 1.0, device=None):
+
+class PoseRefine(torch.nn.Module):
+    """A learned correction per training view, applied to world-to-camera matrices: ``dof="rigid"`` a full SE(3)
+    twist, ``dof="image"`` pan, tilt, roll and dolly (module docstring). ``viewmats`` (V, 4, 4), the training
+    cameras, and ``centre`` (3,), the scene's centre, fix the image mode's gauge exactly (without them: the mean)."""
+
+    def __init__(self, num_views: int, scale: float = 1.0, device=None, dof: str = "rigid", viewmats=None,
+                 centre=None):
         super().__init__()
         if num_views < 1:
             raise InputError("views", f"expected at least one view, got {num_views}")
         if not scale > 0:
             raise InputError("scale", f"expected a positive scene scale, got {scale}")
-        self.scale = float(scale)
-        self.delta = torch.nn.Parameter(torch.zeros(num_views, 6, device=device))
+        if dof not in POSE_DOFS:
+            raise InputError("pose_dof", f"expected one of {', '.join(POSE_DOFS)}, got {dof!r}")
+        self.scale, self.dof = float(scale), dof
+        self.delta = torch.nn.Parameter(torch.zeros(num_views, 6 if dof == "rigid" else 4, device=device))
+        self.gauge = None
+        if dof == "image" and viewmats is not None and centre is not None and num_views >= 3:
+            self.gauge = _translation_gauge(torch.as_tensor(viewmats, dtype=torch.float32),
+                                            torch.as_tensor(centre, dtype=torch.float32)).to(device)
+
+    def _centred(self) -> torch.Tensor:
+        d = self.delta - self.delta.mean(0, keepdim=True)
+        if self.gauge is not None:  # pan/tilt: minus the pattern a translation of the whole scene makes
+            pt = self.delta[:, :2].reshape(-1)
+            d = torch.cat([(pt - self.gauge @ pt).reshape(-1, 2), d[:, 2:]], -1)
+        return d
 
     def twists(self) -> torch.Tensor:
-        """(V, 6) centred twists, the translation in world units."""
-        d = self.delta - self.delta.mean(0, keepdim=True)
+        """(V, 6) gauge-fixed twists, the translation in world units."""
+        d = self._centred()
+        if self.dof == "image":
+            z = torch.zeros_like(d[:, :2])
+            return torch.cat([d[:, :3], z, d[:, 3:] * self.scale], -1)
         return torch.cat([d[:, :3], d[:, 3:] * self.scale], -1)
 
     def forward(self, viewmats: torch.Tensor, views) -> torch.Tensor:
@@ -71,5 +102,15 @@ class PoseRefine(torch.nn.Module):
         return t @ viewmats
 
     def regulariser(self) -> torch.Tensor:
-        d = self.delta - self.delta.mean(0, keepdim=True)
-        return d.square().mean()
+        return self._centred().square().mean()
+
+
+def _translation_gauge(viewmats: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(2V, 2V) projector onto the pan/tilt patterns ``J_v d`` a small translation ``d`` of the whole scene makes:
+    in camera ``v`` the scene's centre at depth ``z_v`` moves by ``R_v d``, which a rotation ``w`` about the camera's
+    centre matches (to first order, on the axis) when ``w_x = -(R_v d)_y / z_v`` and ``w_y = (R_v d)_x / z_v``."""
+    r = viewmats[:, :3, :3]
+    z = (r @ centre[:, None])[:, 2, 0] + viewmats[:, 2, 3]
+    z = torch.where(z.abs() > 1e-6, z, torch.ones_like(z))
+    j = torch.stack([-r[:, 1, :] / z[:, None], r[:, 0, :] / z[:, None]], 1).reshape(-1, 3)  # (2V, 3)
+    return j @ torch.linalg.pinv(j)

@@ -115,6 +115,7 @@ class FitConfig:
     pose_refine: bool = ROBUST_DEFAULTS["pose_refine"]
     lr_pose: float = 2e-4
     pose_reg: float = 1e-2
+    pose_dof: str = "image"           # "image": pan, tilt, roll, dolly per view (camera_refine.py); "rigid": SE(3)
     robust_loss: str = ROBUST_DEFAULTS["robust_loss"]  # "l1", "charbonnier" or "trimmed"
     # rendering
     backend: str = "auto"
@@ -287,7 +288,8 @@ class _Training:
                                      grow_scale3d=cfg.grow_scale3d, refine_start_iter=0, refine_stop_iter=1 << 60,
                                      reset_every=1 << 60, refine_every=1000, verbose=False)
         self.strategy.check_sanity(model.splats, self.optims)
-        self.corr = ViewCorrections(cfg, video.num_views, video.num_frames, scene_scale, device)
+        self.corr = ViewCorrections(cfg, video.num_views, video.num_frames, scene_scale, device, self.vm_all,
+                                    _look_at(video.rig))
         self.sstate = self.strategy.initialize_state(scene_scale=scene_scale)
         self.schedule.attach(self.optims, self.sstate)
         self.refine_count = 0
@@ -440,6 +442,13 @@ class _Training:
                            self.history, cfg.to_dict())
         result.flow_stats = flow_stats
         return result
+
+
+def _look_at(rig) -> torch.Tensor:
+    """The scene's centre: the point closest to every camera's axis (camera refinement's gauge)."""
+    from .init import look_at_point
+
+    return torch.as_tensor(np.asarray(look_at_point(rig), np.float32))
 
 
 def _scene_scale(rig) -> float:

@@ -5,7 +5,8 @@ docs/4d.md, "Views like a video model's").
 
 * ``appearance``: a per-view affine colour and per-view-and-frame gain (``appearance.ViewAppearance``) applied to
   the render inside the photometric loss only;
-* ``pose_refine``: a per-view SE(3) correction of the training cameras (``camera_refine.PoseRefine``);
+* ``pose_refine``: a per-view correction of the training cameras (``camera_refine.PoseRefine``): ``pose_dof``
+  ``"image"`` (pan, tilt, roll, dolly; the gauge of a translation of the scene projected out) or ``"rigid"`` (SE(3));
 * ``robust_loss``: the photometric loss's per-pixel penalty, ``"l1"`` (the default L1 + D-SSIM), ``"charbonnier"``
   (``sqrt(r^2 + eps^2)``) or ``"trimmed"`` (the residuals above each image's 90th percentile count with a
   Geman-McClure weight, so a detail that one view invents pulls less);
@@ -61,13 +62,17 @@ def photometric(pred: torch.Tensor, gt: torch.Tensor, lambda_dssim: float = 0.2,
 class ViewCorrections:
     """The robust-fit options of a ``FitConfig`` for ``num_views`` training views of ``num_frames`` frames."""
 
-    def __init__(self, cfg, num_views: int, num_frames: int, scene_scale: float, device):
+    def __init__(self, cfg, num_views: int, num_frames: int, scene_scale: float, device, viewmats=None,
+                 centre=None):
         kind = getattr(cfg, "robust_loss", "l1")
         if kind not in ROBUST_LOSSES:
             raise InputError("robust_loss", f"expected one of {', '.join(ROBUST_LOSSES)}, got {kind!r}")
         self.cfg, self.kind = cfg, kind
         self.appearance = ViewAppearance(num_views, num_frames, device) if getattr(cfg, "appearance", False) else None
-        self.pose = PoseRefine(num_views, scene_scale, device) if getattr(cfg, "pose_refine", False) else None
+        self.pose = None
+        if getattr(cfg, "pose_refine", False):
+            vm = None if viewmats is None else torch.as_tensor(viewmats).detach().float().cpu()
+            self.pose = PoseRefine(num_views, scene_scale, device, getattr(cfg, "pose_dof", "rigid"), vm, centre)
         groups = []
         if self.appearance is not None:
             groups.append({"params": list(self.appearance.parameters()), "lr": cfg.lr_appearance})

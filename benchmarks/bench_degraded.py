@@ -7,10 +7,15 @@ never trained on: they are the clean truth), seed 0, the same degradation seed f
 strength: held-out frame-tight box PSNR (mean / worst frame), character coverage and moving-part coverage (worst
 frame), clip-box PSNR, and ``outside``: the share of pixels outside the truth's silhouette (dilated by 2 px) that
 the fit colours more than 48/255 away from white (floaters). ``--fit-args`` passes FitConfig fields
-(``name=value,...``) to measure a robust-fit option on and off; ``--iterations`` fixes the work instead of the time.
+(``name=value,...``) to measure a robust-fit option on and off; ``--iterations`` fixes the work instead of the time;
+``--effects`` picks the degradation's effects (one at a time: where the dB go). With the misalignment on,
+``misalign_px`` / ``misalign_px_refined``: the mean distance over the character (every 20th ground-truth centre at the
+middle time, all training views) between where a degraded view draws a point and where the rig / the fit's refined
+camera puts it.
 
   python benchmarks/bench_degraded.py --strengths 0,0.5,1,2 --seconds 120 --out bench_out/degraded
   python benchmarks/bench_degraded.py --strengths 1 --iterations 300 --fit-args neighbour_weight=0
+  python benchmarks/bench_degraded.py --strengths 1 --iterations 500 --effects misalign --fit-args pose_dof=rigid
 
 Writes OUT/results.json (rewritten after every fit) and prints a Markdown table.
 """
@@ -32,7 +37,7 @@ sys.path.insert(0, ROOT)
 
 from charactershot_core.cameras import official_rig  # noqa: E402
 from charactershot_core.gaussians.fitting.data import MultiViewVideo  # noqa: E402
-from charactershot_core.gaussians.synthetic.degrade import EFFECTS, degrade  # noqa: E402
+from charactershot_core.gaussians.synthetic.degrade import EFFECTS, degrade, misplaced  # noqa: E402
 from charactershot_core.gaussians.fitting.fit import FitConfig, fit  # noqa: E402
 from charactershot_core.gaussians.raster.views import render_views  # noqa: E402
 from charactershot_core.gaussians.evaluation.metrics import COVERAGE_TOL, FG_THRESHOLD, clip_scores  # noqa: E402
@@ -49,6 +54,29 @@ def outside_colour(pred: torch.Tensor, gt: torch.Tensor, dilate: int = 2) -> flo
     coloured = (1.0 - pred).abs().amax(-1) > COVERAGE_TOL
     outside = ~sil
     return float((coloured & outside).sum()) / max(1, int(outside.sum()))
+
+
+def misalignment_px(res, rig, points: torch.Tensor, strength: float, seed: int):
+    """Mean distance (px) over the training views and ``points`` (world, N x 3) between where each degraded view
+    draws them (``degrade.misplaced``) and where the fit's cameras put them: ``(rig, refined)``; refined is None
+    without camera refinement."""
+    vm, ks = rig.viewmats().float(), rig.Ks().float()
+
+    def project(viewmats):
+        cam = points @ viewmats[:, :3, :3].transpose(1, 2) + viewmats[:, None, :3, 3]
+        uv = cam[..., :2] / cam[..., 2:]
+        return torch.stack([ks[:, None, 0, 0] * uv[..., 0] + ks[:, None, 0, 2],
+                            ks[:, None, 1, 1] * uv[..., 1] + ks[:, None, 1, 2]], -1)
+
+    on_rig = project(vm)
+    seen = torch.as_tensor(misplaced(on_rig.numpy(), rig.width, rig.height, strength, seed), dtype=torch.float32)
+    before = float((on_rig - seen).norm(dim=-1).mean())
+    corr = getattr(res, "view_corrections", None)
+    if corr is None or corr.pose is None:
+        return before, None
+    with torch.no_grad():
+        refined = project(corr.viewmats(vm.to(corr.pose.delta.device), range(len(rig))).cpu())
+    return before, float((refined - seen).norm(dim=-1).mean())
 
 
 def parse_fit_args(text: str) -> dict:
@@ -89,6 +117,7 @@ def main(argv=None) -> int:
     clean = SyntheticCharacter(args.motion, seed=0, n_gaussians=20000).render_views(official_rig(), times,
                                                                                      scale=args.scale, backend="torch")
     clean = torch.as_tensor(np.asarray(clean), dtype=torch.float32)
+    centres = SyntheticCharacter(args.motion, seed=0, n_gaussians=20000).gaussians_at(0.5)["means"][::20]
     train = [k for k in range(clean.shape[0]) if k not in HOLDOUT]
     extra = parse_fit_args(args.fit_args)
     effects = tuple(e.strip() for e in args.effects.split(",") if e.strip())
@@ -108,13 +137,16 @@ def main(argv=None) -> int:
         pred = render_views(res.model, rig.select(list(HOLDOUT)), times, "torch")
         gt = clean[list(HOLDOUT)]
         s = clip_scores(pred, gt)
+        mis = misalignment_px(res, rig.select(train), centres, strength, args.seed) if "misalign" in effects else None
         row = {"label": args.label or args.fit_args or "default", "strength": strength, "iterations": res.iterations,
                "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                "it_per_cpu_s": round(res.iterations / max(cpu, 1e-9), 2), "tight_psnr": round(s["tight_psnr"], 2),
                "tight_psnr_worst": round(s["tight_psnr_worst"], 2), "box_psnr": round(s["box_psnr"], 2),
                "coverage_worst": round(s["coverage_worst"], 4),
                "moving_coverage_worst": None if s["moving_coverage_worst"] is None else round(s["moving_coverage_worst"], 4),
-               "outside": round(outside_colour(pred, gt), 5), "fit_args": extra, "effects": list(effects), "seconds": args.seconds,
+               "outside": round(outside_colour(pred, gt), 5), "fit_args": extra, "effects": list(effects),
+               "misalign_px": None if mis is None else round(mis[0], 3),
+               "misalign_px_refined": None if mis is None or mis[1] is None else round(mis[1], 3), "seconds": args.seconds,
                "fixed_iterations": args.iterations}
         results.append(row)
         with open(path + ".partial", "w", encoding="utf-8") as f:

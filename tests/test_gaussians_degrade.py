@@ -63,3 +63,26 @@ def test_bad_input_is_named():
         degrade(_clip(), 1.0, effects=("blur",))
     with pytest.raises(InputError, match="strength"):
         degrade(_clip(), -1.0)
+
+
+def test_misplaced_is_where_the_misalignment_draws_a_point():
+    """degrade.misplaced (the benchmark's readout of the camera corrections) agrees with the warp degrade applies."""
+    from charactershot_core.gaussians.synthetic.degrade import misplaced
+
+    h, w, v = 40, 60, 4
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    spots = [(17.0, 12.0), (44.0, 30.0)]
+    x = torch.ones(v, 2, h, w, 3)
+    for f, (px, py) in enumerate(spots):
+        ink = torch.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * 2.0 ** 2))
+        x[:, f] = (1 - 0.8 * ink)[..., None]
+    out = degrade(x, 3.0, seed=2, effects=("misalign",))
+    where = misplaced(np.array([spots] * v), w, h, 3.0, seed=2)
+    moved = 0.0
+    for k in range(v):
+        for f in range(2):
+            ink = 1 - out[k, f, ..., 0]
+            c = torch.stack([(ink * xx).sum(), (ink * yy).sum()]) / ink.sum()
+            assert torch.allclose(c, torch.tensor(where[k, f], dtype=torch.float32), atol=0.05)
+            moved = max(moved, float(np.hypot(*(where[k, f] - np.array(spots[f])))))
+    assert moved > 1.0  # the check is not trivial: the views moved the spots by more than a pixel

@@ -441,6 +441,7 @@ class _Training:
         result = FitResult(model, it, self.elapsed(), self.init_seconds, self.used_backend, self.device,
                            self.history, cfg.to_dict())
         result.flow_stats = flow_stats
+        result.view_corrections = self.corr  # the learned per-view corrections (robust.ViewCorrections), never rendered
         return result
 
 

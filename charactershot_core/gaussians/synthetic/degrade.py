@@ -52,6 +52,35 @@ def _warp(img: torch.Tensor, dx: float, dy: float, angle_deg: float, scale: floa
     return out.permute(0, 2, 3, 1)
 
 
+def _draws(v: int, t: int, s: float, seed: int) -> dict:
+    """Every random number of :func:`degrade` for ``v`` views of ``t`` frames at strength ``s``, drawn whatever the
+    effects, so one effect's numbers do not depend on the others chosen."""
+    rng = np.random.default_rng(seed)
+    return {"gain": 1.0 + rng.normal(0, 0.03 * s, (v, 3)), "exposure": np.exp(rng.normal(0, 0.06 * s, v)),
+            "offset": rng.normal(0, 0.015 * s, (v, 3)), "shift": rng.normal(0, 0.6 * s, (v, 2)),
+            "angle": rng.normal(0, 0.4 * s, v), "zoom": 1.0 + rng.normal(0, 0.005 * s, v),
+            "flicker": 1.0 + rng.normal(0, 0.02 * s, (v, t)), "detail": rng.normal(0, 0.06 * s, (v, 3, 4, 6))}
+
+
+def misplaced(points_px: np.ndarray, width: int, height: int, strength: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Where :func:`degrade`'s misalignment (same ``strength`` and ``seed``) draws the image points ``points_px``
+    (V, N, 2), pixel coordinates (x right, y down, 0 at the image's left/top edge) of each view -> (V, N, 2): the
+    inverse of the similarity each view's image is resampled with, for scoring a fit's camera corrections."""
+    pts = np.asarray(points_px, np.float64)
+    v = pts.shape[0]
+    d = _draws(v, 1, float(strength), seed)
+    out = np.empty_like(pts)
+    for k in range(v):
+        a = math.radians(float(d["angle"][k]))
+        c, s = math.cos(a) / float(d["zoom"][k]), math.sin(a) / float(d["zoom"][k])
+        th = np.array([[c, -s * height / width], [s * width / height, c]])
+        off = np.array([-2.0 * d["shift"][k, 0] / width, -2.0 * d["shift"][k, 1] / height])
+        yn = np.stack([2 * pts[k, :, 0] / width - 1, 2 * pts[k, :, 1] / height - 1], -1)
+        xn = np.linalg.solve(th, (yn - off).T).T
+        out[k] = np.stack([(xn[:, 0] + 1) * width / 2, (xn[:, 1] + 1) * height / 2], -1)
+    return out
+
+
 def degrade(clip, strength: float = 1.0, seed: int = 0, effects=EFFECTS) -> torch.Tensor:
     """The clip ``(V, T, H, W, 3)`` with the chosen ``effects`` at ``strength`` (module docstring), as float32 in
     [0, 1]. Deterministic for a seed."""
@@ -64,17 +93,9 @@ def degrade(clip, strength: float = 1.0, seed: int = 0, effects=EFFECTS) -> torc
     if strength == 0:
         return x
     v, t, h, w, _ = x.shape
-    rng = np.random.default_rng(seed)
-    s = float(strength)
-    # draw every random number whatever the effects, so one effect's numbers do not depend on the others chosen
-    gain = 1.0 + rng.normal(0, 0.03 * s, (v, 3))
-    exposure = np.exp(rng.normal(0, 0.06 * s, v))
-    offset = rng.normal(0, 0.015 * s, (v, 3))
-    shift = rng.normal(0, 0.6 * s, (v, 2))
-    angle = rng.normal(0, 0.4 * s, v)
-    zoom = 1.0 + rng.normal(0, 0.005 * s, v)
-    flick = 1.0 + rng.normal(0, 0.02 * s, (v, t))
-    detail = rng.normal(0, 0.06 * s, (v, 3, 4, 6))
+    d = _draws(v, t, float(strength), seed)
+    gain, exposure, offset, shift, angle, zoom, flick, detail = (d[k] for k in (
+        "gain", "exposure", "offset", "shift", "angle", "zoom", "flicker", "detail"))
     for k in range(v):
         img = x[k]
         if "misalign" in effects:

@@ -148,6 +148,7 @@ def test_pose_refine_image_mode_is_pan_tilt_roll_dolly_and_a_scene_translation_i
     assert float(ref.twists().abs().max()) < 1e-6
     with pytest.raises(InputError, match="pose_dof"):
         PoseRefine(6, dof="affine")
+    assert FitConfig().pose_refine and FitConfig().pose_dof == "image"  # the default fit refines in the image plane
 
 
 def test_pose_refine_recovers_a_views_shift_roll_and_zoom_in_rendered_images():
@@ -263,7 +264,7 @@ def test_fit_with_every_option_learns_corrections_but_renders_and_keeps_none(deg
 
 
 def test_view_corrections_off_are_the_identity_and_a_bad_penalty_is_named():
-    cfg = FitConfig()
+    cfg = FitConfig(appearance=False, pose_refine=False)  # every option off (camera refinement is on by default)
     corr = ViewCorrections(cfg, 4, 2, 1.0, "cpu")
     vm = torch.eye(4).expand(4, 4, 4).clone()
     img = torch.rand(2, 8, 8, 3)

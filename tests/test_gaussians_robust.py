@@ -323,3 +323,17 @@ def test_whiten_video_from_uint8_equals_whiten_image_by_image_and_skips_white_vi
     assert not torch.equal(got[0], x[0]) and torch.equal(got[1], x[1]) and torch.equal(got[2, 1], x[2, 1])
     white = MultiViewVideo(x[1:2].expand(2, -1, -1, -1, -1).clone(), rig.select([0, 1]), video.times)
     assert whiten_video(white) is white
+
+
+def test_camera_refinement_warm_up_raises_its_learning_rate_during_the_static_stage_only():
+    cfg = FitConfig(pose_refine=True, appearance=True, lr_pose=2e-4, pose_warmup=4.0, coarse_fraction=0.2)
+    corr = ViewCorrections(cfg, 4, 2, 1.0, "cpu")
+    lrs = []
+    for p in (0.0, 0.1, 0.2, 0.7):
+        corr.set_lrs(p)
+        lrs.append(corr.opt.param_groups[-1]["lr"])
+    assert lrs == pytest.approx([8e-4, 5e-4, 2e-4, 2e-4])
+    assert corr.opt.param_groups[0]["lr"] == cfg.lr_appearance  # the appearance's rate is left alone
+    off = ViewCorrections(FitConfig(pose_refine=True), 4, 2, 1.0, "cpu")
+    off.set_lrs(0.0)
+    assert off.opt.param_groups[-1]["lr"] == pytest.approx(2e-4)  # pose_warmup 1 (the default): unchanged

@@ -115,6 +115,7 @@ class FitConfig:
     pose_refine: bool = ROBUST_DEFAULTS["pose_refine"]
     lr_pose: float = 2e-4
     pose_reg: float = 1e-2
+    pose_warmup: float = 1.0          # camera refinement's learning rate x this at the start, x 1 from the static stage's end
     pose_dof: str = "image"           # "image": pan, tilt, roll, dolly per view (camera_refine.py); "rigid": SE(3)
     robust_loss: str = ROBUST_DEFAULTS["robust_loss"]  # "l1", "charbonnier" or "trimmed"
     # rendering
@@ -345,6 +346,7 @@ class _Training:
         for k in ("scales", "quats", "opacities", "sh0", "shN"):
             optims[k].param_groups[0]["lr"] = base_lr[k] * other
         self.schedule.set_lrs(p, base_lr)
+        self.corr.set_lrs(p)
 
     def iteration(self, it: int, p: float) -> bool:
         """One iteration; False when gsplat failed in the backward pass and the iteration must be done again."""

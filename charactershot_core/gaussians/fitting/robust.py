@@ -80,6 +80,15 @@ class ViewCorrections:
             groups.append({"params": list(self.pose.parameters()), "lr": cfg.lr_pose})
         self.opt = torch.optim.Adam(groups, eps=1e-15) if groups else None
 
+    def set_lrs(self, p: float) -> None:
+        """The camera refinement's learning rate at progress ``p``: ``lr_pose`` x ``pose_warmup`` at the start,
+        falling linearly to ``lr_pose`` at the end of the static stage (``coarse_fraction``)."""
+        if self.pose is None:
+            return
+        boost = float(getattr(self.cfg, "pose_warmup", 1.0))
+        early = max(0.0, 1.0 - p / max(1e-6, float(getattr(self.cfg, "coarse_fraction", 0.2))))
+        self.opt.param_groups[-1]["lr"] = self.cfg.lr_pose * (1.0 + (boost - 1.0) * early)
+
     def parameters(self) -> list:
         return [p for g in (self.opt.param_groups if self.opt else []) for p in g["params"]]
 

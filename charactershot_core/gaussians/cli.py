@@ -156,7 +156,8 @@ def cmd_fit4d(args) -> int:
                "gaussians": model.num_gaussians,
                "backend": result.backend, "device": result.device, "width": video.width, "height": video.height,
                "train_views": train_idx, "holdout_views": holdout, "holdout_times": hold_t,
-               "frames": video.num_frames, "dynamic": model.is_dynamic, "motion_model": model.motion}
+               "frames": video.num_frames, "dynamic": model.is_dynamic, "motion_model": model.motion,
+               "repairs": getattr(result, "repairs", [])}
     _score_fit4d(args, video, model, metrics, train_idx, train_t)
     metrics["times_train"] = [video.times[f] for f in train_t]
     metrics["score_seconds"] = round(time.perf_counter() - fit_end, 3)

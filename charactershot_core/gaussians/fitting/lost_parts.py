@@ -307,9 +307,13 @@ def repair_frame(model, frame: int, neighbour: int, pixels: torch.Tensor, rig, k
 def repair_toward(model, frame: int, reference: int, pixels: torch.Tensor, rig, seed: int = 0,
                   iteration: int | None = None) -> dict:
     """:func:`repair_frame` of ``frame`` with its neighbour towards the ``reference`` (middle) frame as the part's
-    shape; ``iteration`` is recorded with the result."""
+    shape; ``iteration`` and the time it took (``seconds``) are recorded with the result."""
+    import time
+
+    t0 = time.perf_counter()
     g = frame + 1 if frame < reference else frame - 1
     out = repair_frame(model, frame, g, pixels, rig, seed=seed)
+    out["seconds"] = round(time.perf_counter() - t0, 3)
     if iteration is not None:
         out["iteration"] = int(iteration)
     return out

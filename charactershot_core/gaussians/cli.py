@@ -62,6 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-temporal-windows", action="store_true", help="hexplane: train every frame from the start "
                                                                       "instead of windows growing from the middle frame")
     p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
+    p.add_argument("--no-repair-lost-parts", action="store_true",
+                   help="table: do not put back the parts the flow lost in a frame (saves about a second per frame "
+                        "with a lost limb; the limb then stays missing there)")
     # views like a video model's (docs/4d.md): what each option costs and gains
     p.add_argument("--background-estimate", action=argparse.BooleanOptionalAction, default=None,
                    help=HELP_ROBUST["background_estimate"].replace("%", "%%"))
@@ -207,6 +210,7 @@ def _fit4d_config(args):
             setattr(cfg, attr, val)
     cfg.temporal_windows = not args.no_temporal_windows
     cfg.densify = not args.no_densify
+    cfg.repair_lost_parts = not getattr(args, "no_repair_lost_parts", False)
     return cfg
 
 

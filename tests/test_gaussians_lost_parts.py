@@ -15,8 +15,13 @@ import torch
 from charactershot_core.cameras import orbit_rig
 from charactershot_core.gaussians.fitting.data import MultiViewVideo
 from charactershot_core.gaussians.fitting.fit import FitConfig, fit, initialize
-from charactershot_core.gaussians.fitting.lost_parts import (background_votes, lost_mask, register_part, repair_frame,
-                                                     silhouettes_of)
+from charactershot_core.gaussians.fitting.lost_parts import (
+    background_votes,
+    lost_mask,
+    register_part,
+    repair_frame,
+    silhouettes_of,
+)
 
 HELD = [1, 5]
 
@@ -69,7 +74,7 @@ def test_register_part_finds_a_limb_turned_about_its_joint():
     shoulder = np.array([0.5, -0.2, 1.4])
     target = y @ r_true.T + shoulder
     target = target[rng.permutation(len(target))[:400]] + rng.normal(0, 0.005, (400, 3))  # other samples
-    r, t, c = register_part(y, target, np.zeros(3), shoulder, seed=0)
+    r, t, _ = register_part(y, target, np.zeros(3), shoulder, seed=0)
     err = np.linalg.norm((y @ r.T + t) - (y @ r_true.T + shoulder), axis=1).mean()
     assert err < 0.03, err  # a few mm of sampling noise; a wrong turn is tens of centimetres off
     # no search over rotations (identity then ICP): stuck far from the answer, so the search is what finds it
@@ -92,7 +97,7 @@ def test_repair_puts_the_lost_arm_back_and_touches_nothing_else(wave, frozen):
     cov_after = arm_coverage(model, 0, arm)
     print(stats, f"arm coverage {cov_before:.2f} -> {cov_after:.2f}")
     assert stats["lost"] == int(lost.sum()) > 50 and stats["moved"] > 0.4 * stats["lost"], stats
-    assert cov_before < 0.3 and cov_after > 0.6, (cov_before, cov_after)  # noqa
+    assert cov_before < 0.3 and cov_after > 0.6, (cov_before, cov_after)
     # only lost Gaussians moved, and most of them now stand inside the frame's silhouettes
     x_new = model.frame_state(0)[0].detach()
     moved = (x_new - x0).norm(dim=-1) > 1e-7

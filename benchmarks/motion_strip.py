@@ -3,7 +3,8 @@
   python benchmarks/motion_strip.py --out docs/images/motion_before_after.png --view 3 --frames 1,5,9 \
       "ground truth=DEMO_A/multiview" "HexPlane (before)=DEMO_A/fit/heldout" "trajectory table=DEMO_B/fit/heldout"
 
-Each source is a demo output folder holding view{k}/frame_XXXXX.png (``multiview`` uses view{k:02d}); frames are
+``--crop x0,y0,x1,y1`` shows only that part of each frame (e.g. the character, zoomed). Each source is a demo
+output folder holding view{k}/frame_XXXXX.png (``multiview`` uses view{k:02d}); frames are
 1-based as in the file names. Rows are the sources, columns the frames, each labelled.
 """
 
@@ -30,11 +31,15 @@ def main(argv=None):
     p.add_argument("--view", type=int, default=3)
     p.add_argument("--frames", default="1,5,9")
     p.add_argument("--zoom", type=int, default=2)
+    p.add_argument("--crop", default="", help="x0,y0,x1,y1: the part of each frame to show (default: all of it)")
     p.add_argument("rows", nargs="+", help="label=folder")
     a = p.parse_args(argv)
     frames = [int(x) for x in a.frames.split(",")]
     rows = [r.split("=", 1) for r in a.rows]
     tiles = [[_frame(folder, a.view, f) for f in frames] for _, folder in rows]
+    if a.crop:
+        box = tuple(int(x) for x in a.crop.split(","))
+        tiles = [[t.crop(box) for t in row] for row in tiles]
     w, h = tiles[0][0].size
     w, h = w * a.zoom, h * a.zoom
     left, top = 130, 18

@@ -62,6 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-temporal-windows", action="store_true", help="hexplane: train every frame from the start "
                                                                       "instead of windows growing from the middle frame")
     p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
+    p.add_argument("--no-repair-lost-parts", action="store_true",
+                   help="table: do not put back the parts the flow lost in a frame (saves a few seconds per frame "
+                        "with a lost limb; the limb then stays missing there)")
     # views like a video model's (docs/4d.md): what each option costs and gains
     p.add_argument("--background-estimate", action=argparse.BooleanOptionalAction, default=None,
                    help=HELP_ROBUST["background_estimate"].replace("%", "%%"))
@@ -156,7 +159,8 @@ def cmd_fit4d(args) -> int:
                "gaussians": model.num_gaussians,
                "backend": result.backend, "device": result.device, "width": video.width, "height": video.height,
                "train_views": train_idx, "holdout_views": holdout, "holdout_times": hold_t,
-               "frames": video.num_frames, "dynamic": model.is_dynamic, "motion_model": model.motion}
+               "frames": video.num_frames, "dynamic": model.is_dynamic, "motion_model": model.motion,
+               "repairs": getattr(result, "repairs", [])}
     _score_fit4d(args, video, model, metrics, train_idx, train_t)
     metrics["times_train"] = [video.times[f] for f in train_t]
     metrics["score_seconds"] = round(time.perf_counter() - fit_end, 3)
@@ -206,6 +210,7 @@ def _fit4d_config(args):
             setattr(cfg, attr, val)
     cfg.temporal_windows = not args.no_temporal_windows
     cfg.densify = not args.no_densify
+    cfg.repair_lost_parts = not getattr(args, "no_repair_lost_parts", False)
     return cfg
 
 

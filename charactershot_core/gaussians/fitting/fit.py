@@ -105,6 +105,8 @@ class FitConfig:
     lr_traj_quats: float = 4e-3
     table_smoothness_weight: float = 1.0   # second difference of positions over consecutive frames
     coarse_image_weight: float = 1.0  # table: + L1 of 8x-downsampled images (a wider basin for limbs far off)
+    repair_lost_parts: bool = True    # table: put parts the flow lost back where each frame's silhouettes say (lost_parts.py)
+    repair_every: int = 50            # global stage: iterations between repairs of the worst frame (0: none)
     # views like a video model's (robust.py): the background estimated from each image's border (background.py),
     # a per-view affine colour + per-view-and-frame gain applied to the render in the loss only (appearance.py),
     # a per-view SE(3) refinement of the training cameras (camera_refine.py), the per-pixel penalty
@@ -444,6 +446,7 @@ class _Training:
                            self.history, cfg.to_dict())
         result.flow_stats = flow_stats
         result.view_corrections = self.corr  # the learned per-view corrections (robust.ViewCorrections), never rendered
+        result.repairs = getattr(self.schedule, "repairs", [])
         return result
 
 

@@ -25,6 +25,7 @@ import torch
 
 from . import losses
 from ..rotations import quat_mul
+from .lost_parts import repair_toward
 from .trajectory import flow_init, temporal_smoothness
 
 
@@ -139,6 +140,14 @@ class TableSchedule(StaticSchedule):
         self.flow_stats = {}
         self.nb_frame = None  # the neighbouring frame the regularisers compare with
         self.graph = NeighbourGraph(self.cfg.knn_k)
+        self.repairs = []  # what each repair of a lost part found and did (lost_parts.repair_frame)
+        self.global_steps = 0
+
+    def _repair(self, frame: int) -> None:
+        """Put back the parts the flow lost in ``frame`` (lost_parts.py), when the fit does that."""
+        if self.cfg.repair_lost_parts and frame != self.mid:
+            self.repairs.append(repair_toward(self.model, frame, self.mid, self.video.pixels, self.video.rig,
+                                              self.cfg.seed))
 
     def base_lrs(self) -> dict:
         return {"traj_means": self.cfg.lr_traj_means * self.scene_scale, "traj_quats": self.cfg.lr_traj_quats}
@@ -161,6 +170,7 @@ class TableSchedule(StaticSchedule):
         cfg = self.cfg
         if self.stage == "sweep" and (p >= cfg.coarse_fraction + cfg.sweep_fraction or not self.sweep_order):
             self.stage = "global"
+            self._repair(self.swept[-1])  # the last swept frame
 
     def set_lrs(self, p: float, base_lr: dict) -> None:
         cfg, optims = self.cfg, self.optims
@@ -183,9 +193,11 @@ class TableSchedule(StaticSchedule):
         sp = (p - cfg.coarse_fraction) / max(1e-6, cfg.sweep_fraction)
         slot = min(len(self.sweep_order) - 1, int(sp * len(self.sweep_order)))
         while self.sweep_slot < slot:  # a new frame: warm start from its inner neighbour's refined row
+            self._repair(self.swept[-1])  # the frame just swept: a part its fit lost
             self.sweep_slot += 1
             f_new = self.sweep_order[self.sweep_slot]
             _warm_start(self.model, f_new, f_new - 1 if f_new > mid else f_new + 1, self.sstate)
+            self._repair(f_new)  # and where the flow's step lost a part, before the frame is fitted
             self.swept.append(f_new)
         if rng.random() < cfg.sweep_replay and len(self.swept) > 2:
             fi = rng.choice(self.swept[:-1])
@@ -200,6 +212,10 @@ class TableSchedule(StaticSchedule):
             for (f_, _), e_ in zip(self.pending_err, torch.stack([e for _, e in self.pending_err]).tolist()):
                 frame_err[f_] = e_ if frame_err[f_] is None else 0.8 * frame_err[f_] + 0.2 * e_
             self.pending_err.clear()
+        self.global_steps += 1
+        if self.cfg.repair_every > 0 and self.global_steps % self.cfg.repair_every == 0:  # the worst frame
+            errs = [-1.0 if e is None else e for e in frame_err]
+            self._repair(max((f for f in range(nt) if f != self.mid), key=lambda f: errs[f]))
         fi = _pick_frame(frame_err, self.rng)
         self.nb_frame = fi + self.rng.choice([-1, 1]) if 0 < fi < nt - 1 else (1 if fi == 0 else nt - 2)
         return fi

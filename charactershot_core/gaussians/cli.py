@@ -124,7 +124,8 @@ def cmd_fit4d(args) -> int:
     from .fitting.fit import fit
     from .evaluation.metrics import summary_text
 
-    started = time.perf_counter()  # --seconds covers the whole command up to the end of the fit: loading counts
+    # --seconds covers the whole command up to the end of the fit: from main()'s start (imports), loading counts
+    started = getattr(args, "started", None) or time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     video = load_multiview(args.frames, args.cameras)
@@ -225,8 +226,20 @@ def _score_fit4d(args, video, model, metrics: dict, train_idx: list, train_t: li
     is_video = video.num_frames > 1
 
     def rend(views, frame_idx):
+        """(V', T', H, W, 3) renders, one view at a time into one tensor (a full-size rig at once would hold the
+        rasteriser's working memory for every view together)."""
         ts = [video.times[f] for f in frame_idx] if is_video else None
-        return render_views(model, video.rig.select(views), ts, args.backend)  # the choice, not what ran
+        out = None
+        for a, k in enumerate(views):
+            img = render_views(model, video.rig.select([k]), ts, args.backend)  # the choice, not what ran
+            if out is None:
+                out = torch.empty((len(views),) + tuple(img.shape[1:]), dtype=img.dtype)
+            out[a] = img[0]
+        return out
+
+    def take(x, idx):
+        """Frames ``idx`` of the clips ``x``; ``x`` itself (no copy) when that is all of them in order."""
+        return x if list(idx) == list(range(x.shape[1])) else x[:, idx]
 
     # held-out views at every frame (training times and held-out times), rendered once; their renders on disk.
     # Box metrics use one character box per view (the ground truth's foreground over all frames, metrics.clip_boxes)
@@ -244,10 +257,10 @@ def _score_fit4d(args, video, model, metrics: dict, train_idx: list, train_t: li
         gt_all = video.pixels_of(holdout, all_t)  # uint8: the metrics convert one image at a time
         boxes = clip_boxes(gt_all)
         idx = [pos[f] for f in train_t]
-        metrics["heldout"] = section(pred_all[:, idx], gt_all[:, idx], train_t, boxes)
+        metrics["heldout"] = section(take(pred_all, idx), take(gt_all, idx), train_t, boxes)
         if hold_t:
             idx = [pos[f] for f in hold_t]
-            metrics["heldout_intermediate"] = section(pred_all[:, idx], gt_all[:, idx], hold_t, boxes)
+            metrics["heldout_intermediate"] = section(take(pred_all, idx), take(gt_all, idx), hold_t, boxes)
         if is_video:
             metrics["motion"] = {**motion_scores(pred_all, gt_all, boxes), "views": "held-out", "frames": all_t}
         for a, k in enumerate(holdout):
@@ -262,10 +275,11 @@ def _score_fit4d(args, video, model, metrics: dict, train_idx: list, train_t: li
     pred_tr = rend(train_idx, t_frames)
     gt_tr = video.pixels_of(train_idx, t_frames)
     tboxes = [clip_boxes(video.pixels_of([k], all_t))[0] for k in train_idx]  # one view at a time
-    metrics["train"] = section(pred_tr[:, [tpos[f] for f in sub]], gt_tr[:, [tpos[f] for f in sub]], sub, tboxes)
+    idx = [tpos[f] for f in sub]
+    metrics["train"] = section(take(pred_tr, idx), take(gt_tr, idx), sub, tboxes)
     if hold_t:
         idx = [tpos[f] for f in hold_t]
-        metrics["train_intermediate"] = section(pred_tr[:, idx], gt_tr[:, idx], hold_t, tboxes)
+        metrics["train_intermediate"] = section(take(pred_tr, idx), take(gt_tr, idx), hold_t, tboxes)
     if is_video and not holdout and len(t_frames) > 1:
         # no held-out views: the motion ratio on the training views (at the scored frames) is what can be computed
         metrics["motion"] = {**motion_scores(pred_tr, gt_tr, tboxes), "views": "training", "frames": t_frames}

@@ -96,8 +96,9 @@ def psnr(a, b, mask_box=None) -> float:
     a, b = _crop(a, mask_box), _crop(b, mask_box)
     if a.numel() == 0:
         raise InputError("mask_box", f"the box {mask_box} selects no pixel")
-    mse = torch.cat([((_f64(a[i:i + _CHUNK]) - _f64(b[i:i + _CHUNK])) ** 2).mean(dim=(-3, -2, -1))
-                     for i in range(0, a.shape[0], _CHUNK)])
+    n = _chunk(a)
+    mse = torch.cat([((_f64(a[i:i + n]) - _f64(b[i:i + n])) ** 2).mean(dim=(-3, -2, -1))
+                     for i in range(0, a.shape[0], n)])
     vals = torch.where(mse > 0, -10.0 * torch.log10(mse.clamp(min=1e-300)), torch.full_like(mse, math.inf))
     return float(vals.mean())
 
@@ -148,12 +149,14 @@ def ssim(a, b, mask_box=None) -> float:
     if a.shape[-3] < 11 or a.shape[-2] < 11:
         raise InputError("images", f"SSIM needs images (or boxes) of at least 11x11 pixels, got "
                                    f"{a.shape[-2]}x{a.shape[-3]}")
-    per_image = [ssim_map(_f64(a[i:i + _CHUNK]), _f64(b[i:i + _CHUNK])).mean(dim=(1, 2, 3))
-                 for i in range(0, a.shape[0], _CHUNK)]
+    n = _chunk(a)
+    per_image = [ssim_map(_f64(a[i:i + n]), _f64(b[i:i + n])).mean(dim=(1, 2, 3)) for i in range(0, a.shape[0], n)]
     return float(torch.cat(per_image).mean())
 
 
-_CHUNK = 4  # images per SSIM batch
+def _chunk(x: torch.Tensor, pixels: int = 500_000) -> int:
+    """Images of ``x`` (B, H, W, 3) per float64 batch: about ``pixels`` pixels (one 720x480 frame at a time)."""
+    return max(1, pixels // max(1, x.shape[-3] * x.shape[-2]))
 
 
 def fg_box(gt, thresh: float = FG_THRESHOLD, pad: int = FG_PAD):

@@ -226,15 +226,17 @@ def _score_fit4d(args, video, model, metrics: dict, train_idx: list, train_t: li
     is_video = video.num_frames > 1
 
     def rend(views, frame_idx):
-        """(V', T', H, W, 3) renders, one view at a time into one tensor (a full-size rig at once would hold the
-        rasteriser's working memory for every view together)."""
+        """(V', T', H, W, 3) renders into one tensor, a few views per call (about 2 Mpx: one view at a time at full
+        size, where the whole rig at once would hold the rasteriser's working memory for every view together)."""
         ts = [video.times[f] for f in frame_idx] if is_video else None
+        step = max(1, 2_000_000 // (len(frame_idx) * video.width * video.height))
         out = None
-        for a, k in enumerate(views):
-            img = render_views(model, video.rig.select([k]), ts, args.backend)  # the choice, not what ran
+        for a in range(0, len(views), step):
+            # args.backend: the choice, not what ran
+            img = render_views(model, video.rig.select(views[a:a + step]), ts, args.backend)
             if out is None:
                 out = torch.empty((len(views),) + tuple(img.shape[1:]), dtype=img.dtype)
-            out[a] = img[0]
+            out[a:a + img.shape[0]] = img
         return out
 
     def take(x, idx):

@@ -8,7 +8,9 @@ strength: held-out frame-tight box PSNR (mean / worst frame), character coverage
 frame), clip-box PSNR, and ``outside``: the share of pixels outside the truth's silhouette (dilated by 2 px) that
 the fit colours more than 48/255 away from white (floaters). ``--fit-args`` passes FitConfig fields
 (``name=value,...``) to measure a robust-fit option on and off; ``--iterations`` fixes the work instead of the time;
-``--effects`` picks the degradation's effects (one at a time: where the dB go). With the misalignment on,
+``--effects`` picks the degradation's effects (one at a time: where the dB go); ``--misalign render`` (the default) draws the
+misaligned training views through cameras off the rig (``degrade.misaligned_rig``), ``--misalign resample`` warps the
+clean images instead (which blurs them as well). With the misalignment on,
 ``misalign_px`` / ``misalign_px_refined``: the mean distance over the character (every 20th ground-truth centre at the
 middle time, all training views) between where a degraded view draws a point and where the rig / the fit's refined
 camera puts it.
@@ -37,7 +39,7 @@ sys.path.insert(0, ROOT)
 
 from charactershot_core.cameras import official_rig  # noqa: E402
 from charactershot_core.gaussians.fitting.data import MultiViewVideo  # noqa: E402
-from charactershot_core.gaussians.synthetic.degrade import EFFECTS, degrade, misplaced  # noqa: E402
+from charactershot_core.gaussians.synthetic.degrade import EFFECTS, degrade, misaligned_rig, misplaced  # noqa: E402
 from charactershot_core.gaussians.fitting.fit import FitConfig, fit  # noqa: E402
 from charactershot_core.gaussians.raster.views import render_views  # noqa: E402
 from charactershot_core.gaussians.evaluation.metrics import COVERAGE_TOL, FG_THRESHOLD, clip_scores  # noqa: E402
@@ -101,6 +103,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the degradation's seed")
     ap.add_argument("--effects", default=",".join(EFFECTS),
                     help="the degradation's effects, some of " + ", ".join(EFFECTS) + " (one at a time: where the dB go)")
+    ap.add_argument("--misalign", choices=("render", "resample"), default="render",
+                    help="how the misalignment is made: render the training views through cameras off the rig "
+                         "(degrade.misaligned_rig, sharp), or resample the clean images (degrade's warp, which "
+                         "also blurs them)")
     ap.add_argument("--fit-args", default="", help="FitConfig fields, name=value,...")
     ap.add_argument("--label", default="")
     ap.add_argument("--threads", type=int, default=0)
@@ -114,16 +120,21 @@ def main(argv=None) -> int:
 
     rig = official_rig().scaled(args.scale)
     times = [i / (args.frames - 1) for i in range(args.frames)]
-    clean = SyntheticCharacter(args.motion, seed=0, n_gaussians=20000).render_views(official_rig(), times,
-                                                                                     scale=args.scale, backend="torch")
-    clean = torch.as_tensor(np.asarray(clean), dtype=torch.float32)
-    centres = SyntheticCharacter(args.motion, seed=0, n_gaussians=20000).gaussians_at(0.5)["means"][::20]
+    character = SyntheticCharacter(args.motion, seed=0, n_gaussians=20000)
+    clean = torch.as_tensor(np.asarray(character.render_views(rig, times, backend="torch")), dtype=torch.float32)
+    centres = character.gaussians_at(0.5)["means"][::20]
     train = [k for k in range(clean.shape[0]) if k not in HOLDOUT]
     extra = parse_fit_args(args.fit_args)
     effects = tuple(e.strip() for e in args.effects.split(",") if e.strip())
     for strength in (float(s) for s in args.strengths.split(",")):
         frames = clean.clone()
-        frames[train] = degrade(clean[train], strength, seed=args.seed, effects=effects)
+        source, rest = clean[train], effects
+        if "misalign" in effects and args.misalign == "render" and strength > 0:
+            off_rig = misaligned_rig(rig.select(train), strength, seed=args.seed)
+            source = torch.as_tensor(np.asarray(character.render_views(off_rig, times, backend="torch")),
+                                     dtype=torch.float32)
+            rest = tuple(e for e in effects if e != "misalign")
+        frames[train] = degrade(source, strength, seed=args.seed, effects=rest) if rest else source
         video = MultiViewVideo(frames[train], rig.select(train), times)
         cfg = FitConfig(iterations=args.iterations or 10**9, seconds=None if args.iterations else args.seconds,
                         backend="torch", seed=0)
@@ -147,7 +158,8 @@ def main(argv=None) -> int:
                "outside": round(outside_colour(pred, gt), 5), "fit_args": extra, "effects": list(effects),
                "misalign_px": None if mis is None else round(mis[0], 3),
                "misalign_px_refined": None if mis is None or mis[1] is None else round(mis[1], 3), "seconds": args.seconds,
-               "fixed_iterations": args.iterations}
+               "fixed_iterations": args.iterations,
+               "misalign_made_by": args.misalign if "misalign" in effects else None}
         results.append(row)
         with open(path + ".partial", "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

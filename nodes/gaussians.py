@@ -17,6 +17,7 @@ from ..charactershot_core import cameras as cam
 from ..charactershot_core.errors import InputError
 from ..charactershot_core.gaussians.fitting.data import MultiViewVideo
 from ..charactershot_core.gaussians.fitting.robust import DEFAULTS as ROBUST_DEFAULTS
+from ..charactershot_core.gaussians.fitting.lost_parts import HELP_REPAIR
 from ..charactershot_core.gaussians.fitting.robust import HELP_ROBUST, ROBUST_LOSSES
 from ..charactershot_core.gaussians.fitting.threads import cpu_threads
 from .common import CATEGORY, Cameras, Gaussians4D, MultiView, Progress, Splat, advanced
@@ -221,6 +222,7 @@ class Fit4DGaussians(io.ComfyNode):
                                  tooltip=HELP_ROBUST["pose_refine"])),
                 advanced(io.Combo.Input("robust_loss", options=list(ROBUST_LOSSES), default=ROBUST_DEFAULTS["robust_loss"],
                                optional=True, tooltip=HELP_ROBUST["robust_loss"])),
+                advanced(io.Boolean.Input("repair_lost_parts", default=True, optional=True, tooltip=HELP_REPAIR)),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + motion."),
                      io.String.Output(display_name="summary",
@@ -234,7 +236,7 @@ class Fit4DGaussians(io.ComfyNode):
                 neighbour_weight=1.0, rigidity_weight=-1.0, densify=True, backend="auto", seed=0, preview_every=100,
                 motion_model="table", initial_splat=None, background_estimate=ROBUST_DEFAULTS["background_estimate"],
                 appearance_correction=ROBUST_DEFAULTS["appearance"], camera_refinement=ROBUST_DEFAULTS["pose_refine"],
-                robust_loss=ROBUST_DEFAULTS["robust_loss"]):
+                robust_loss=ROBUST_DEFAULTS["robust_loss"], repair_lost_parts=True):
         import comfy.model_management as mm
 
         from ..charactershot_core.gaussians.fitting.fit import FitConfig, fit, progress_text
@@ -251,7 +253,7 @@ class Fit4DGaussians(io.ComfyNode):
                         rigidity_weight=None if rigidity_weight < 0 else rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed,
                         motion=motion_model, background_estimate=bool(background_estimate),
                         appearance=bool(appearance_correction), pose_refine=bool(camera_refinement),
-                        robust_loss=robust_loss)
+                        robust_loss=robust_loss, repair_lost_parts=bool(repair_lost_parts))
         bar = Progress(iterations)
         last_text = [0.0]
 

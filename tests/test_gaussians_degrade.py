@@ -86,3 +86,24 @@ def test_misplaced_is_where_the_misalignment_draws_a_point():
             assert torch.allclose(c, torch.tensor(where[k, f], dtype=torch.float32), atol=0.05)
             moved = max(moved, float(np.hypot(*(where[k, f] - np.array(spots[f])))))
     assert moved > 1.0  # the check is not trivial: the views moved the spots by more than a pixel
+
+
+def test_misaligned_rig_draws_every_point_where_the_warp_puts_it():
+    """degrade.misaligned_rig: cameras off the rig that project each point exactly where the misalignment's warp
+    (degrade.misplaced, same strength and seed) draws it, with no resampling; strength 0 is the rig itself."""
+    from charactershot_core.cameras import official_rig
+    from charactershot_core.gaussians.synthetic.degrade import misaligned_rig, misplaced
+
+    rig = official_rig().scaled(0.25).select(range(6))
+    pts = np.random.default_rng(0).normal(0, 0.3, (50, 3)) + rig.centers.mean(0)  # around the orbit's centre
+    on_rig, _ = rig.project(pts)
+    off = misaligned_rig(rig, 2.0, seed=5)
+    moved, _ = off.project(pts)
+    assert np.abs(moved - misplaced(on_rig, rig.width, rig.height, 2.0, seed=5)).max() < 1e-6
+    assert np.linalg.norm(moved - on_rig, axis=-1).mean() > 0.5  # it does move them
+    # the camera centres stay where the rig puts them (a roll, a zoom and a principal point, no translation)
+    assert np.allclose(off.centers, rig.centers, atol=1e-9)
+    same, _ = misaligned_rig(rig, 0.0).project(pts)
+    assert np.allclose(same, on_rig, atol=1e-9)
+    with pytest.raises(InputError, match="strength"):
+        misaligned_rig(rig, -1.0)

@@ -11,6 +11,7 @@ import time
 import torch
 
 from ..errors import InputError
+from .fitting.lost_parts import HELP_REPAIR
 from .fitting.robust import HELP_ROBUST, ROBUST_LOSSES
 
 WEIGHTS_NAME = "gaussians.safetensors"
@@ -63,8 +64,7 @@ def register(subparsers) -> None:
                                                                       "instead of windows growing from the middle frame")
     p.add_argument("--no-densify", action="store_true", help="keep the initial Gaussians (no densification)")
     p.add_argument("--no-repair-lost-parts", action="store_true",
-                   help="table: do not put back the parts the flow lost in a frame (saves a few seconds per frame "
-                        "with a lost limb; the limb then stays missing there)")
+                   help="do not run the repair: " + HELP_REPAIR.replace("%", "%%"))
     # views like a video model's (docs/4d.md): what each option costs and gains
     p.add_argument("--background-estimate", action=argparse.BooleanOptionalAction, default=None,
                    help=HELP_ROBUST["background_estimate"].replace("%", "%%"))

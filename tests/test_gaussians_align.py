@@ -40,6 +40,9 @@ def test_a_picture_off_the_rig_is_registered_and_a_wrong_picture_is_not_fixed():
     wrong = clip_scores(render_views(model, align_cameras(model, rig, [0.0], other, steps=30)[0], [0.0], "torch"),
                         other)
     assert wrong["coverage_worst"] < 0.95
+    # no steps: the rig's own cameras
+    same, none = align_cameras(model, rig, [0.5], truth, steps=0)
+    assert np.allclose(same.c2w_gl, rig.c2w_gl, atol=1e-5) and np.allclose(none, 0)
 
 
 def test_bad_truth_is_named():

@@ -110,6 +110,9 @@ def main(argv=None) -> int:
                     help="how the misalignment is made: render the training views through cameras off the rig "
                          "(degrade.misaligned_rig, sharp), or resample the clean images (degrade's warp, which "
                          "also blurs them)")
+    ap.add_argument("--true-cameras", action="store_true",
+                    help="with --misalign render: fit with the cameras the misaligned views were drawn with, not the "
+                         "rig's (what the fit could do if it knew them)")
     ap.add_argument("--fit-args", default="", help="FitConfig fields, name=value,...")
     ap.add_argument("--label", default="")
     ap.add_argument("--threads", type=int, default=0)
@@ -138,7 +141,10 @@ def main(argv=None) -> int:
                                      dtype=torch.float32)
             rest = tuple(e for e in effects if e != "misalign")
         frames[train] = degrade(source, strength, seed=args.seed, effects=rest) if rest else source
-        video = MultiViewVideo(frames[train], rig.select(train), times)
+        cams = rig.select(train)
+        if args.true_cameras and "misalign" in effects and args.misalign == "render" and strength > 0:
+            cams = off_rig
+        video = MultiViewVideo(frames[train], cams, times)
         cfg = FitConfig(iterations=args.iterations or 10**9, seconds=None if args.iterations else args.seconds,
                         backend="torch", seed=0)
         for k, v in extra.items():
@@ -173,7 +179,8 @@ def main(argv=None) -> int:
                "misalign_px": None if mis is None else round(mis[0], 3),
                "misalign_px_refined": None if mis is None or mis[1] is None else round(mis[1], 3), "seconds": args.seconds,
                "fixed_iterations": args.iterations,
-               "misalign_made_by": args.misalign if "misalign" in effects else None}
+               "misalign_made_by": args.misalign if "misalign" in effects else None,
+               "true_cameras": bool(args.true_cameras)}
         results.append(row)
         with open(path + ".partial", "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)

@@ -161,7 +161,7 @@ def cmd_fit4d(args) -> int:
                "backend": result.backend, "device": result.device, "width": video.width, "height": video.height,
                "train_views": train_idx, "holdout_views": holdout, "holdout_times": hold_t,
                "frames": video.num_frames, "dynamic": model.is_dynamic, "motion_model": model.motion,
-               "repairs": getattr(result, "repairs", [])}
+               "repairs": getattr(result, "repairs", []), "pose_check": getattr(result, "pose_check", {})}
     _score_fit4d(args, video, model, metrics, train_idx, train_t)
     metrics["times_train"] = [video.times[f] for f in train_t]
     metrics["score_seconds"] = round(time.perf_counter() - fit_end, 3)

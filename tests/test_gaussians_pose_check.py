@@ -74,3 +74,14 @@ def test_consistent_views_drop_the_camera_refinement_a_misaligned_view_keeps_it(
     assert fit(clean, _cfg(pose_keep=0.0)).pose_check["kept"] is True
     no_pose = fit(clean, FitConfig(iterations=10, init_points=500, backend="torch", densify=False, pose_refine=False))
     assert no_pose.pose_check == {}
+
+
+def test_summary_says_whether_the_camera_refinement_was_kept():
+    from charactershot_core.gaussians.evaluation.metrics import summary_text
+
+    dropped = summary_text({"pose_check": {"iteration": 104, "shift_px_mean": 0.0583, "shift_px_max": 0.17,
+                                           "limit_px": 0.18, "kept": False}})
+    assert "camera refinement: dropped, the views agree with the rig" in dropped and "0.06 px" in dropped
+    kept = summary_text({"pose_check": {"iteration": 104, "shift_px_mean": 0.66, "limit_px": 0.18, "kept": True}})
+    assert "camera refinement: kept" in kept and "0.66 px" in kept
+    assert "camera refinement" not in summary_text({"pose_check": {}})

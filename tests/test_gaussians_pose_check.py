@@ -85,3 +85,26 @@ def test_summary_says_whether_the_camera_refinement_was_kept():
     kept = summary_text({"pose_check": {"iteration": 104, "shift_px_mean": 0.66, "limit_px": 0.18, "kept": True}})
     assert "camera refinement: kept" in kept and "0.66 px" in kept
     assert "camera refinement" not in summary_text({"pose_check": {}})
+
+
+def test_cli_pose_keep_reaches_the_fit_and_metrics_record_the_check(tmp_path):
+    import json
+
+    from charactershot_core.__main__ import main
+    from charactershot_core.gaussians.fitting.data import write_png
+    from charactershot_core.gaussians.synthetic import SyntheticCharacter
+
+    rig = orbit_rig(num_views=6, width=48, height=32, square_size=32)
+    frames = SyntheticCharacter(motion="walk", seed=2, n_gaussians=800).render_views(rig, [0.5], backend="torch")
+    for k in range(6):
+        write_png(str(tmp_path / "views" / f"view{k}.png"), frames[k, 0])
+    rig.save(str(tmp_path / "cameras.json"))
+    base = ["fit4d", "--frames", str(tmp_path / "views"), "--cameras", str(tmp_path / "cameras.json"),
+            "--iterations", "10", "--backend", "torch", "--points", "600", "--quiet", "--pose-refine"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--pose-keep", "0"]) == 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["config"]["pose_keep"] == 0.0 and m["pose_check"]["kept"] is True
+    assert main(base + ["--out", str(tmp_path / "b"), "--pose-keep", "1"]) == 0  # a whole image: nothing is that far off
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert m["config"]["pose_keep"] == 1.0 and m["pose_check"]["kept"] is False
+    assert m["pose_check"]["limit_px"] == 48.0 and m["pose_check"]["iteration"] == 3

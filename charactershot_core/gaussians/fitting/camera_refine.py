@@ -115,10 +115,10 @@ class PoseRefine(torch.nn.Module):
         refined = self(vm.to(self.delta.device), range(vm.shape[0])).to(vm.device)
 
         def project(v):
-            cam = pts @ v[:, :3, :3].transpose(1, 2) + v[:, None, :3, 3]
-            z = cam[..., 2:].clamp_min(1e-6)
-            return torch.stack([ks[:, None, 0, 0] * cam[..., 0:1].squeeze(-1) / z[..., 0],
-                                ks[:, None, 1, 1] * cam[..., 1:2].squeeze(-1) / z[..., 0]], -1), cam[..., 2] > 1e-6
+            cam = pts @ v[:, :3, :3].transpose(1, 2) + v[:, None, :3, 3]  # (V, N, 3)
+            z = cam[..., 2].clamp_min(1e-6)
+            uv = torch.stack([ks[:, None, 0, 0] * cam[..., 0] / z, ks[:, None, 1, 1] * cam[..., 1] / z], -1)
+            return uv, cam[..., 2] > 1e-6
 
         a, front = project(vm)
         b, _ = project(refined)

@@ -72,6 +72,11 @@ def register(subparsers) -> None:
                    help=HELP_ROBUST["appearance"].replace("%", "%%"))
     p.add_argument("--pose-refine", action=argparse.BooleanOptionalAction, default=None,
                    help=HELP_ROBUST["pose_refine"].replace("%", "%%"))
+    p.add_argument("--pose-keep", type=float, default=None,
+                   help="camera refinement: at the end of the static stage keep the corrections only when they move "
+                        "the views' pictures by more than this share of the image's long side on average (default "
+                        "0.001: 0.18 px at 180x120); else the views agree with the rig and the corrections are reset "
+                        "and frozen, so consistent views pay nothing for them; 0 keeps them always")
     p.add_argument("--robust-loss", default=None, choices=list(ROBUST_LOSSES), help=HELP_ROBUST["robust_loss"].replace("%", "%%"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is much faster "
                                                           "on a CPU shared with other busy processes")
@@ -161,7 +166,7 @@ def cmd_fit4d(args) -> int:
                "backend": result.backend, "device": result.device, "width": video.width, "height": video.height,
                "train_views": train_idx, "holdout_views": holdout, "holdout_times": hold_t,
                "frames": video.num_frames, "dynamic": model.is_dynamic, "motion_model": model.motion,
-               "repairs": getattr(result, "repairs", [])}
+               "repairs": getattr(result, "repairs", []), "pose_check": getattr(result, "pose_check", {})}
     _score_fit4d(args, video, model, metrics, train_idx, train_t)
     metrics["times_train"] = [video.times[f] for f in train_t]
     metrics["score_seconds"] = round(time.perf_counter() - fit_end, 3)
@@ -205,7 +210,7 @@ def _fit4d_config(args):
                        ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
                        ("isometry_weight", "isometry_weight"), ("table_smoothness", "table_smoothness_weight"),
                        ("background_estimate", "background_estimate"), ("appearance", "appearance"),
-                       ("pose_refine", "pose_refine"), ("robust_loss", "robust_loss")):
+                       ("pose_refine", "pose_refine"), ("pose_keep", "pose_keep"), ("robust_loss", "robust_loss")):
         val = getattr(args, name)
         if val is not None:
             setattr(cfg, attr, val)

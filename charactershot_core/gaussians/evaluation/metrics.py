@@ -425,4 +425,9 @@ def summary_text(m: dict) -> str:
                      f"{_num(mo['ratio'])} frame to frame, {_num(mo['ratio_first'])} from the first frame "
                      f"(fit {_num(mo['fit'], '.3f')} vs ground truth {_num(mo['gt'], '.3f')} on the 0-255 scale); "
                      f"PSNR where the character moves {_num(mo.get('moving_psnr'))} dB")
+    pc = m.get("pose_check")
+    if isinstance(pc, dict) and pc.get("shift_px_mean") is not None:
+        lines.append(f"camera refinement: {'kept' if pc.get('kept') else 'dropped, the views agree with the rig'} "
+                     f"(the static stage's corrections moved the views' pictures by {_num(pc['shift_px_mean'])} px "
+                     f"on average; limit {_num(pc.get('limit_px'))} px)")
     return "\n".join(lines)

@@ -104,6 +104,38 @@ class PoseRefine(torch.nn.Module):
     def regulariser(self) -> torch.Tensor:
         return self._centred().square().mean()
 
+    @torch.no_grad()
+    def image_shift(self, viewmats: torch.Tensor, Ks: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """(V,) how far each training view's correction moves its picture: the mean distance in pixels, over
+        ``points`` (N, 3, world) in front of the camera, between where the rig's camera (``viewmats`` (V, 4, 4),
+        ``Ks`` (V, 3, 3), every training view in order) and the refined one draw them."""
+        vm = viewmats.detach().float()
+        ks = Ks.detach().float().to(vm.device)
+        pts = points.detach().float().to(vm.device)
+        refined = self(vm.to(self.delta.device), range(vm.shape[0])).to(vm.device)
+
+        def project(v):
+            cam = pts @ v[:, :3, :3].transpose(1, 2) + v[:, None, :3, 3]  # (V, N, 3)
+            z = cam[..., 2].clamp_min(1e-6)
+            uv = torch.stack([ks[:, None, 0, 0] * cam[..., 0] / z, ks[:, None, 1, 1] * cam[..., 1] / z], -1)
+            return uv, cam[..., 2] > 1e-6
+
+        a, front = project(vm)
+        b, _ = project(refined)
+        d = (a - b).norm(dim=-1) * front
+        return d.sum(1) / front.sum(1).clamp_min(1)
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Drop the corrections (back to the rig's cameras) and stop learning them."""
+        self.delta.zero_()
+        self.delta.requires_grad_(False)
+        self.delta.grad = None
+
+    @property
+    def frozen(self) -> bool:
+        return not self.delta.requires_grad
+
 
 def _translation_gauge(viewmats: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """(2V, 2V) projector onto the pan/tilt patterns ``J_v d`` a small translation ``d`` of the whole scene makes:

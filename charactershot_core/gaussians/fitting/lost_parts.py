@@ -48,6 +48,10 @@ MIN_LOST = 20
 #: a fitted Gaussian takes its new place when it lands within this many voxel sizes of an unexplained voxel
 ACCEPT_VOXELS = 1.5
 MIN_UNEXPLAINED = 10
+#: this many lost Gaussians or more with (almost) nothing unexplained: the silhouettes are covered but a part is drawn
+#: on the background as well (a leg left behind beside the one that crossed it): the lost Gaussians are carried
+#: along with their kept neighbours' local rigid motion from the neighbouring frame, where they were in place
+CARRY_LOST = 500
 
 # one line for the node's tooltip and the CLI's help: what the repair trades (docs/4d.md, "Parts the flow lost")
 HELP_REPAIR = ("Trajectory table: put back a part (a lowered arm, a foot) that a frame's start lost, fitted as rigid "
@@ -249,9 +253,11 @@ def repair_frame(model, frame: int, neighbour: int, pixels: torch.Tensor, rig, k
     radius = int(min(4, max(COVER_RADIUS_PX, round(float(px)))))
     vox = unexplained_voxels(hull, x_f[kept], w2c, ks, sil_f, radius=radius)
     out["unexplained"] = int(vox.shape[0])
-    if out["unexplained"] < MIN_UNEXPLAINED:
-        return out
     xg_np = x_g.numpy().astype(np.float64)
+    if out["unexplained"] < MIN_UNEXPLAINED:
+        if out["lost"] >= CARRY_LOST:
+            _carry_lost(model, frame, neighbour, x_g, x_f, lost, kept, xg_np, k_attach, w2c, ks, sil_f, out)
+        return out
     spacing = float(np.median(cKDTree(xg_np).query(xg_np, k=2)[0][:, 1]))
     lost_idx = torch.nonzero(lost).squeeze(1).numpy()
     placed = kept.clone()  # Gaussians whose frame-f position is trusted (kept, or moved inside the silhouettes)
@@ -307,6 +313,32 @@ def repair_frame(model, frame: int, neighbour: int, pixels: torch.Tensor, rig, k
     out["moved"] = int(idx.shape[0])
     out["lost_after"] = int((background_votes(x_new[lost], w2c, ks, sil_f) > LOST_TOLERANCE).sum())
     return out
+
+
+def _carry_lost(model, frame: int, neighbour: int, x_g, x_f, lost, kept, xg_np, k_attach: int, w2c, ks, sil_f,
+                out: dict) -> None:
+    """Frame ``frame``'s lost Gaussians carried from ``neighbour`` by their kept neighbours' local rigid motion
+    (``CARRY_LOST``); those that land inside the frame's silhouettes take the new place (their rotation: the
+    neighbour frame's)."""
+    from scipy.spatial import cKDTree
+
+    nbr = torch.from_numpy(cKDTree(xg_np).query(xg_np, k=k_attach + 1)[1][:, 1:].astype(np.int64))
+    carried = _propagate_rigidly(x_g, x_f, kept, nbr)
+    inside = background_votes(carried, w2c, ks, sil_f) <= LOST_TOLERANCE
+    take = lost & inside
+    out["carried"] = int(take.sum())
+    if not bool(take.any()):
+        return
+    dev = model.splats["means"].device
+    idx = torch.nonzero(take).squeeze(1)
+    ig = idx.to(dev)
+    tm, tq = model.splats["traj_means"], model.splats["traj_quats"]
+    tm[ig, frame] = carried[idx].to(dev) - model.splats["means"][ig].detach()
+    tq[ig, frame] = tq[ig, neighbour]
+    out["moved"] = int(idx.shape[0])
+    x_new = x_f.clone()
+    x_new[idx] = carried[idx]
+    out["lost_after"] = int((background_votes(x_new[lost], w2c, ks, sil_f) > LOST_TOLERANCE).sum())
 
 
 def repair_toward(model, frame: int, reference: int, pixels: torch.Tensor, rig, seed: int = 0,

@@ -130,8 +130,9 @@ HELP_ROBUST = {
                   "(never rendered): about 2 % slower per iteration (8 ms of 0.4 s on a CPU); no gain measured on "
                   "the degraded demo (-0.2 dB at the middle strength with the other defaults), so off by default.",
     "pose_refine": "Learn a small correction per training camera against the rig (pan, tilt, roll, dolly), for views "
-                   "drawn a pixel or so off it: free in speed; +5 dB held-out at the middle degradation strength, "
-                   "-0.15 dB on perfectly consistent views, so on by default.",
+                   "drawn a pixel or so off it: free in speed; +5 dB held-out at the middle degradation strength; "
+                   "where the views sit on the rig the corrections stay tiny and are dropped after the first stage "
+                   "(no cost), so on by default.",
     "robust_loss": "Per-pixel penalty of the photometric loss: l1 (L1 + D-SSIM), charbonnier, or trimmed (each "
                    "image's largest residuals pull less: details one view invents); same speed; trimmed cost 0.2 dB at the middle strength (with the other options on).",
 }

@@ -337,3 +337,60 @@ def test_camera_refinement_warm_up_raises_its_learning_rate_during_the_static_st
     off = ViewCorrections(FitConfig(pose_refine=True), 4, 2, 1.0, "cpu")
     off.set_lrs(0.0)
     assert off.opt.param_groups[-1]["lr"] == pytest.approx(2e-4)  # pose_warmup 1 (the default): unchanged
+    off.set_lrs(1.0)
+    assert off.opt.param_groups[-1]["lr"] == pytest.approx(2e-4)  # pose_lr_final 1 (the default): constant after
+    late = ViewCorrections(FitConfig(pose_refine=True, pose_lr_final=0.1, coarse_fraction=0.2), 4, 2, 1.0, "cpu")
+    got = []
+    for p in (0.2, 0.6, 1.0):
+        late.set_lrs(p)
+        got.append(late.opt.param_groups[-1]["lr"])
+    assert got == pytest.approx([2e-4, 1.1e-4, 2e-5])  # linear from the static stage's end to a tenth at the end
+
+
+def test_white_balanced_marks_the_images_whose_background_shows_their_colour():
+    """background.white_balanced: a drifted background below white is seen (its colour divided out); a white border,
+    one that saturated at white, or a busy border is not."""
+    from charactershot_core.gaussians.fitting.background import white_balanced
+
+    px = torch.full((3, 2, 24, 32, 3), 255, dtype=torch.uint8)
+    px[:, :, 8:16, 12:20] = 60  # a character
+    px[0, :, :4] = 229  # view 0: a drifted white (0.9) where the border is (top rows; the median decides)
+    px[0, :, :, :4] = 229
+    px[0, :, -4:] = 229
+    px[0, :, :, -4:] = 229
+    px[2, 1] = (torch.rand(24, 32, 3) * 255).to(torch.uint8)  # view 2, frame 1: a busy backdrop
+    rig = orbit_rig(3, width=32, height=24)
+    got = white_balanced(MultiViewVideo(px, rig, [0.0, 1.0]))
+    assert got.tolist() == [[True, True], [False, False], [False, False]]
+
+
+def test_saturated_colour_learns_a_brighter_views_gain_and_keeps_the_anchors():
+    """appearance.SaturatedColour: an image drawn brighter than the truth and clipped at white (gain k, offset o,
+    k + o > 1) is matched by the learned gain and offset, its background predicted white; anchored images pass
+    through untouched; with nothing to anchor to (or nothing to correct) the fit's corrections leave it out."""
+    from charactershot_core.gaussians.fitting.appearance import SaturatedColour
+
+    torch.manual_seed(0)
+    anchors = torch.tensor([[True, False], [False, True]])
+    sat = SaturatedColour(anchors)
+    imgs = torch.ones(8, 6, 6, 3)
+    imgs[:, 1:5, 1:5] = torch.rand(8, 4, 4, 3) * 0.8 + 0.1  # a character on white
+    k, o = torch.tensor([1.06, 1.03, 1.08]), torch.tensor([0.01, -0.01, 0.0])
+    target = (imgs * k + o).clamp(max=1.0)  # the degraded view: brighter, its background clipped at white
+    opt = torch.optim.Adam(sat.parameters(), lr=1e-2)
+    for _ in range(400):
+        loss = (sat(imgs, [0] * 8, 1) - target).abs().mean() + (sat(imgs, [1] * 8, 0) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for view, frame in ((0, 1), (1, 0)):
+        out = sat(imgs, [view] * 8, frame)
+        assert (out - target).abs().max() < 0.01
+        assert torch.equal(out[:, 0, 0], torch.ones(8, 3))  # the background stays white
+    assert torch.equal(sat(imgs[:2], [0, 1], 0)[0], imgs[0]) and torch.equal(sat(imgs[:2], [1, 0], 1)[0], imgs[0])
+    assert sat.log_gain.grad is not None and float(sat.log_gain[0, 0].abs().max()) == 0.0  # anchors never move
+    cfg = FitConfig(pose_refine=False, saturated_colour=True)
+    assert ViewCorrections(cfg, 2, 2, 1.0, "cpu", anchors=anchors).saturated is not None
+    for none in (torch.zeros(2, 2, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool), None):
+        corr = ViewCorrections(cfg, 2, 2, 1.0, "cpu", anchors=none)
+        assert corr.saturated is None and corr.opt is None

@@ -64,3 +64,40 @@ class ViewAppearance(torch.nn.Module):
         """Mean squared distance of the (centred) corrections from identity."""
         m, b, g = self._centred()
         return m.square().mean() + b.square().mean() + g.square().mean()
+
+
+class SaturatedColour(torch.nn.Module):
+    """A colour correction for the images whose background saturated at white, anchored to those whose background
+    showed its colour.
+
+    A view drawn brighter than the truth (gain ``k`` and offset ``o`` per channel, ``k + o > 1``) has its background
+    clipped to white, so the white balance (``background.whiten_video``) cannot see it and the character stays too
+    light; averaged with the views it did correct, the consensus is biased. Here each such image (``anchors`` False)
+    gets a gain and an offset per channel, ``c' = min(1, (1 + b) - g (1 - c))`` (the clip included: its background
+    predicts white as its pixels show), identity-initialised and regularised towards identity; the white-balanced
+    images (``anchors`` True) keep the identity and fix the colour, so there is no gauge to choose. Applied to the
+    render inside the loss only, never rendered or exported."""
+
+    def __init__(self, anchors: torch.Tensor, device=None):
+        super().__init__()
+        anchors = torch.as_tensor(anchors, dtype=torch.bool)
+        if anchors.dim() != 2:
+            raise InputError("anchors", f"expected a (views, frames) mask, got shape {tuple(anchors.shape)}")
+        self.register_buffer("free", (~anchors).to(device))
+        v, t = anchors.shape
+        self.log_gain = torch.nn.Parameter(torch.zeros(v, t, 3, device=device))
+        self.offset = torch.nn.Parameter(torch.zeros(v, t, 3, device=device))
+
+    def forward(self, img: torch.Tensor, views, frame: int) -> torch.Tensor:
+        idx = torch.as_tensor(views, dtype=torch.long, device=self.log_gain.device)
+        free = self.free[idx, int(frame)]
+        if not bool(free.any()):
+            return img
+        g = self.log_gain[idx, int(frame)].exp()[:, None, None, :]
+        b = self.offset[idx, int(frame)][:, None, None, :]
+        out = ((1.0 + b) - g * (1.0 - img)).clamp(max=1.0)
+        return torch.where(free[:, None, None, None], out, img)
+
+    def regulariser(self) -> torch.Tensor:
+        m = self.free[..., None].float()
+        return ((self.log_gain * m).square().sum() + (self.offset * m).square().sum()) / max(1.0, float(m.sum()) * 3)

@@ -78,3 +78,13 @@ def whiten_video(video):
         img = px[k, f].long()
         out[k, f] = torch.stack([lut[img[..., c], c] for c in range(3)], -1)
     return MultiViewVideo(out, video.rig, video.times)
+
+
+def white_balanced(video) -> torch.Tensor:
+    """(V, T) bool: the images of ``video`` whose border shows a usable background below white in every channel, so
+    :func:`whiten_video` divides their colour out; the others (a white border, or one that saturated at white, or no
+    usable border) keep whatever gain their view had."""
+    from .data import to_float
+
+    bg, usable = _border_stats(to_float(_border(video.pixels, 3)))
+    return usable & (bg < 1.0 - 0.5 / 255).all(-1)

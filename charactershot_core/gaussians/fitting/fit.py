@@ -36,7 +36,7 @@ import torch
 from ...errors import CharacterShotError, InputError
 from ..model import DEFAULT_FIELD, TABLE_KEYS, Gaussians4D, make_gaussians, scene_bounds
 from ..raster.views import pick_device, render_model, render_views
-from .background import whiten_video
+from .background import white_balanced, whiten_video
 from .data import MultiViewVideo, check_character, to_float
 from .guard import DivergenceGuard
 from .init import visual_hull
@@ -114,10 +114,13 @@ class FitConfig:
     appearance: bool = ROBUST_DEFAULTS["appearance"]
     lr_appearance: float = 5e-3
     appearance_reg: float = 1e-2
+    saturated_colour: bool = False     # with background_estimate: a colour per image whose background saturated at
+                                       # white, anchored to the white-balanced ones (appearance.SaturatedColour)
     pose_refine: bool = ROBUST_DEFAULTS["pose_refine"]
     lr_pose: float = 2e-4
     pose_reg: float = 1e-2
     pose_warmup: float = 1.0          # camera refinement's learning rate x this at the start, x 1 from the static stage's end
+    pose_lr_final: float = 1.0        # camera refinement's learning rate x this at the fit's end (linear from the static stage's)
     pose_dof: str = "image"           # "image": pan, tilt, roll, dolly per view (camera_refine.py); "rigid": SE(3)
     pose_keep: float = 1e-3           # at the static stage's end the corrections are kept only when they move the
                                       # views' pictures by more than this x the image's long side on average (0.18 px
@@ -245,7 +248,10 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
     Gaussians to start from instead of the visual hull (``splat_type.splat_to_gaussians`` makes them from a SPLAT)."""
     cfg = config or FitConfig()
     _check_video(video, cfg)
+    anchors = None
     if cfg.background_estimate:
+        if cfg.saturated_colour:
+            anchors = white_balanced(video)
         video = whiten_video(video)
     if cfg.rigidity_weight is None:
         import dataclasses
@@ -253,14 +259,14 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
         table = cfg.motion == "table" and video.num_frames > 1
         cfg = dataclasses.replace(cfg, rigidity_weight=1.0 if table else 0.0)
     with torch.inference_mode(False), torch.enable_grad():
-        return _Training(video, cfg, callback, initial).run()
+        return _Training(video, cfg, callback, initial, anchors).run()
 
 
 class _Training:
     """One fit: the loop every motion model shares (time budget and progress, the NaN/inf checks and the last good
     state, densification, the gsplat fallback, the history and the callback) around the model's schedule."""
 
-    def __init__(self, video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D | None):
+    def __init__(self, video: MultiViewVideo, cfg: FitConfig, callback, initial: Gaussians4D | None, anchors=None):
         from ..raster.render import resolve_backend
 
         strategy_cls = _default_strategy()  # first: without gsplat nothing else is worth starting
@@ -295,7 +301,7 @@ class _Training:
                                      reset_every=1 << 60, refine_every=1000, verbose=False)
         self.strategy.check_sanity(model.splats, self.optims)
         self.corr = ViewCorrections(cfg, video.num_views, video.num_frames, scene_scale, device, self.vm_all,
-                                    _look_at(video.rig))
+                                    _look_at(video.rig), anchors)
         self.sstate = self.strategy.initialize_state(scene_scale=scene_scale)
         self.schedule.attach(self.optims, self.sstate)
         self.refine_count = 0

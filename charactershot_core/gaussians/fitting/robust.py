@@ -21,7 +21,7 @@ import torch
 
 from ...errors import InputError
 from . import losses
-from .appearance import ViewAppearance
+from .appearance import SaturatedColour, ViewAppearance
 from .camera_refine import PoseRefine
 
 ROBUST_LOSSES = ("l1", "charbonnier", "trimmed")
@@ -63,12 +63,17 @@ class ViewCorrections:
     """The robust-fit options of a ``FitConfig`` for ``num_views`` training views of ``num_frames`` frames."""
 
     def __init__(self, cfg, num_views: int, num_frames: int, scene_scale: float, device, viewmats=None,
-                 centre=None):
+                 centre=None, anchors=None):
         kind = getattr(cfg, "robust_loss", "l1")
         if kind not in ROBUST_LOSSES:
             raise InputError("robust_loss", f"expected one of {', '.join(ROBUST_LOSSES)}, got {kind!r}")
         self.cfg, self.kind = cfg, kind
         self.appearance = ViewAppearance(num_views, num_frames, device) if getattr(cfg, "appearance", False) else None
+        # images whose background saturated: a colour anchored to the white-balanced ones (none to anchor to: off)
+        self.saturated = None
+        if getattr(cfg, "saturated_colour", False) and anchors is not None and bool(torch.as_tensor(anchors).any()) \
+                and not bool(torch.as_tensor(anchors).all()):
+            self.saturated = SaturatedColour(anchors, device)
         self.pose = None
         if getattr(cfg, "pose_refine", False):
             vm = None if viewmats is None else torch.as_tensor(viewmats).detach().float().cpu()
@@ -76,18 +81,24 @@ class ViewCorrections:
         groups = []
         if self.appearance is not None:
             groups.append({"params": list(self.appearance.parameters()), "lr": cfg.lr_appearance})
+        if self.saturated is not None:
+            groups.append({"params": list(self.saturated.parameters()), "lr": cfg.lr_appearance})
         if self.pose is not None:
             groups.append({"params": list(self.pose.parameters()), "lr": cfg.lr_pose})
         self.opt = torch.optim.Adam(groups, eps=1e-15) if groups else None
 
     def set_lrs(self, p: float) -> None:
         """The camera refinement's learning rate at progress ``p``: ``lr_pose`` x ``pose_warmup`` at the start,
-        falling linearly to ``lr_pose`` at the end of the static stage (``coarse_fraction``)."""
+        falling linearly to ``lr_pose`` at the end of the static stage (``coarse_fraction``), then linearly to
+        ``lr_pose`` x ``pose_lr_final`` at the end of the fit (1: constant)."""
         if self.pose is None:
             return
         boost = float(getattr(self.cfg, "pose_warmup", 1.0))
-        early = max(0.0, 1.0 - p / max(1e-6, float(getattr(self.cfg, "coarse_fraction", 0.2))))
-        self.opt.param_groups[-1]["lr"] = self.cfg.lr_pose * (1.0 + (boost - 1.0) * early)
+        coarse = min(max(1e-6, float(getattr(self.cfg, "coarse_fraction", 0.2))), 1.0 - 1e-6)
+        early = max(0.0, 1.0 - p / coarse)
+        late = min(1.0, max(0.0, (p - coarse) / (1.0 - coarse)))
+        final = float(getattr(self.cfg, "pose_lr_final", 1.0))
+        self.opt.param_groups[-1]["lr"] = self.cfg.lr_pose * (1.0 + (boost - 1.0) * early) * (1.0 + (final - 1.0) * late)
 
     def parameters(self) -> list:
         return [p for g in (self.opt.param_groups if self.opt else []) for p in g["params"]]
@@ -99,6 +110,8 @@ class ViewCorrections:
 
     def corrected(self, img: torch.Tensor, views, frame: int) -> torch.Tensor:
         """The render as the views ``views`` show it at ``frame`` (the appearance correction), or the render."""
+        if self.saturated is not None:
+            img = self.saturated(img, views, frame)
         return img if self.appearance is None else self.appearance(img, views, frame)
 
     def loss(self, img: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -106,6 +119,8 @@ class ViewCorrections:
         out = photometric(img, gt, self.cfg.lambda_dssim, self.kind)
         if self.appearance is not None:
             out = out + self.cfg.appearance_reg * self.appearance.regulariser()
+        if self.saturated is not None:
+            out = out + self.cfg.appearance_reg * self.saturated.regulariser()
         if self.pose is not None:
             out = out + self.cfg.pose_reg * self.pose.regulariser()
         return out

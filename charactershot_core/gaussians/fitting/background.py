@@ -66,7 +66,7 @@ def whiten_video(video):
     from .data import MultiViewVideo, to_float, to_uint8
 
     px = video.pixels
-    bg, usable = _border_stats(to_float(_border(px, 3)))  # (V, T, 3), (V, T)
+    bg, usable = _video_background(video)  # (V, T, 3), (V, T)
     bg = torch.where(usable[..., None], bg, torch.ones_like(bg)).clamp_min(1e-3)
     todo = (bg < 1.0).any(-1)
     if not bool(todo.any()):
@@ -84,7 +84,12 @@ def white_balanced(video) -> torch.Tensor:
     """(V, T) bool: the images of ``video`` whose border shows a usable background below white in every channel, so
     :func:`whiten_video` divides their colour out; the others (a white border, or one that saturated at white, or no
     usable border) keep whatever gain their view had."""
+    bg, usable = _video_background(video)
+    return usable & (bg < 1.0 - 0.5 / 255).all(-1)
+
+
+def _video_background(video):
+    """``(colour (V, T, 3), usable (V, T))`` of every image of ``video``, from its uint8 border pixels alone."""
     from .data import to_float
 
-    bg, usable = _border_stats(to_float(_border(video.pixels, 3)))
-    return usable & (bg < 1.0 - 0.5 / 255).all(-1)
+    return _border_stats(to_float(_border(video.pixels, 3)))

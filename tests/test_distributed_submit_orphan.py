@@ -83,7 +83,8 @@ def test_the_driver_child_stops_when_asked_through_its_stop_file(tmp_path):
     inp = make_inputs(tmp_path / "in")
     job, spec = make_job(inp)
     srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    # every interface: ray.init dials the node's own IP for a local address, and its connection must arrive here
+    srv.bind(("0.0.0.0", 0))
     srv.listen(8)
     srv.settimeout(60)
     work = tmp_path / "store" / ".submit-test"
@@ -96,14 +97,46 @@ def test_the_driver_child_stops_when_asked_through_its_stop_file(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "charactershot_core.distributed.submit", str(work)],
                              cwd=PACK_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=PACK_ROOT))
+    conns = []
     try:
-        conn, _ = srv.accept()  # the child is inside ray.init
+        conns.append(srv.accept()[0])  # the reachability check before ray.init
+        conns.append(srv.accept()[0])  # ray.init itself: Ray's own SIGTERM handler is in place now
         assert child.poll() is None
         (work / STOP_FILE).write_text("")
         assert child.wait(40) == 143
         assert b"the parent asked to stop" in child.stderr.read()
-        conn.close()
     finally:
+        for c in conns:
+            c.close()
         if child.poll() is None:
             child.kill()
         srv.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name == "nt", reason="POSIX signal delivery")
+def test_a_stop_during_ray_init_still_exits_as_a_stop(monkeypatch):
+    """``ray.init`` puts in a SIGTERM handler that exits with the signal's number (15): a stop that meets it is
+    still reported as a stop (143), and once ``ray.init`` returns the child's own handler is back."""
+    from charactershot_core.distributed import raylib, submit
+
+    def ray_like_init():  # what ray.init does to the handler before it connects
+        signal.signal(signal.SIGTERM, lambda signum, _f: sys.exit(signum))
+
+    def child_stopped_inside_init(_folder):
+        with raylib._keep_stop_handlers():
+            ray_like_init()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        return 0
+
+    ours = lambda *_: sys.exit(143)  # noqa: E731 - the child's own handler, as in submit's __main__
+    saved = signal.signal(signal.SIGTERM, ours)
+    try:
+        monkeypatch.setattr(submit, "_child", child_stopped_inside_init)
+        assert submit.run_child("unused") == 143
+        assert signal.getsignal(signal.SIGTERM) is ours  # put back even though init was left by the stop
+        with raylib._keep_stop_handlers():
+            ray_like_init()
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, saved)

@@ -6,9 +6,12 @@ Nothing here imports Ray at module import time: the pack works without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
 from typing import Optional
 
 from ..errors import CharacterShotError, InputError
@@ -92,6 +95,24 @@ def runtime_env() -> dict:
     return {"py_modules": [here], "excludes": ["__pycache__", "*.pyc"]}
 
 
+@contextlib.contextmanager
+def _keep_stop_handlers():
+    """``ray.init`` replaces the process's SIGTERM (Windows: SIGBREAK) handler with one that exits with the signal's
+    number; put the caller's handler back once it returns, so a stop asked for later ends the process the caller's
+    way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGBREAK", None)) if s is not None]
+    saved = {s: signal.getsignal(s) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
             timeout: float = 5.0, ship_code: bool = True, quiet: bool = True):
     """``ray.init`` for the pack; returns the ``ray`` module.
@@ -114,11 +135,13 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_g
             kwargs["num_cpus"] = int(num_cpus)
         if num_gpus is not None:
             kwargs["num_gpus"] = int(num_gpus)
-        ray.init(address="local", **kwargs)
+        with _keep_stop_handlers():
+            ray.init(address="local", **kwargs)
         return ray
     check_reachable(address, timeout)
     try:
-        ray.init(address=address, **kwargs)
+        with _keep_stop_handlers():
+            ray.init(address=address, **kwargs)
     except ConnectionError as e:
         raise CharacterShotError(f"cannot join the Ray cluster at {address!r}: {e}. 'ray status' on the head "
                                  "machine shows whether it runs") from None

@@ -242,8 +242,17 @@ def _child(folder: str) -> int:
             executor.close()
 
 
+def run_child(folder: str) -> int:
+    """The child's exit code: 0 done, 1 failed (reported as an event), 143 stopped.  A stop that comes while
+    ``ray.init`` runs meets Ray's own handler, which exits with the signal's number; it is a stop all the same."""
+    try:
+        return _child(folder)
+    except SystemExit as e:
+        return 143 if e.code in [int(s) for s in stop_signals()] else e.code
+
+
 if __name__ == "__main__":
     for _sig in stop_signals():
         signal.signal(_sig, lambda *_: sys.exit(143))
     exit_with_parent(os.getppid(), stop_file=os.path.join(sys.argv[1], STOP_FILE))
-    sys.exit(_child(sys.argv[1]))
+    sys.exit(run_child(sys.argv[1]))

@@ -104,6 +104,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--motion", default="wave")
     ap.add_argument("--seed", type=int, default=0, help="the degradation's seed")
+    ap.add_argument("--fit-seeds", default="0",
+                    help="the fit's seeds (FitConfig.seed), e.g. 0,1,2: one fit each, and their mean per strength "
+                         "(a fit at a few hundred iterations is chaotic: one seed's figure moves by tenths of a dB)")
     ap.add_argument("--effects", default=",".join(EFFECTS),
                     help="the degradation's effects, some of " + ", ".join(EFFECTS) + " (one at a time: where the dB go)")
     ap.add_argument("--misalign", choices=("render", "resample"), default="render",
@@ -132,7 +135,9 @@ def main(argv=None) -> int:
     train = [k for k in range(clean.shape[0]) if k not in HOLDOUT]
     extra = parse_fit_args(args.fit_args)
     effects = tuple(e.strip() for e in args.effects.split(",") if e.strip())
-    for strength in (float(s) for s in args.strengths.split(",")):
+    fit_seeds = [int(x) for x in args.fit_seeds.split(",") if x.strip()]
+    runs = [(float(s), fs) for s in args.strengths.split(",") for fs in fit_seeds]
+    for strength, fit_seed in runs:
         frames = clean.clone()
         source, rest = clean[train], effects
         if "misalign" in effects and args.misalign == "render" and strength > 0:
@@ -146,7 +151,7 @@ def main(argv=None) -> int:
             cams = off_rig
         video = MultiViewVideo(frames[train], cams, times)
         cfg = FitConfig(iterations=args.iterations or 10**9, seconds=None if args.iterations else args.seconds,
-                        backend="torch", seed=0)
+                        backend="torch", seed=fit_seed)
         for k, v in extra.items():
             if not hasattr(cfg, k):
                 raise SystemExit(f"--fit-args: FitConfig has no field {k!r}")
@@ -162,7 +167,8 @@ def main(argv=None) -> int:
         aligned, shifts = align_cameras(res.model, rig.select(list(HOLDOUT)), times, gt)
         pred_a = render_views(res.model, aligned, times, "torch")
         sa = clip_scores(pred_a, gt)
-        row = {"label": args.label or args.fit_args or "default", "strength": strength, "iterations": res.iterations,
+        row = {"label": args.label or args.fit_args or "default", "strength": strength, "seed": args.seed,
+               "fit_seed": fit_seed, "iterations": res.iterations, "gaussians": int(res.model.num_gaussians),
                "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                "it_per_cpu_s": round(res.iterations / max(cpu, 1e-9), 2), "tight_psnr": round(s["tight_psnr"], 2),
                "tight_psnr_worst": round(s["tight_psnr_worst"], 2), "box_psnr": round(s["box_psnr"], 2),
@@ -196,6 +202,18 @@ def main(argv=None) -> int:
               f"{r['box_psnr']} | {r['coverage_worst']} | {r['moving_coverage_worst']} | {r['outside']} | "
               f"{a.get('tight_psnr', '')} / {a.get('tight_psnr_worst', '')}, {a.get('coverage_worst', '')}, "
               f"{a.get('outside', '')} |")
+    groups = {}
+    for r in results:
+        groups.setdefault((r["label"], r["strength"], r.get("seed", 0)), []).append(r)
+    print("\nmean over the fit's seeds (aligned held-out tight-box PSNR mean / worst frame; coverage worst):\n"
+          "| label | strength | degradation seed | fit seeds | aligned tight PSNR mean / worst | coverage worst |\n"
+          "| --- | --- | --- | --- | --- | --- |")
+    for (label, strength, seed), rows in groups.items():
+        al = [r.get("aligned") or {} for r in rows]
+        mean = lambda k: round(float(np.mean([a[k] for a in al if k in a])), 2) if all(k in a for a in al) else ""  # noqa: E731
+        print(f"| {label} | {strength} | {seed} | {','.join(str(r.get('fit_seed', 0)) for r in rows)} | "
+              f"{mean('tight_psnr')} / {mean('tight_psnr_worst')} | "
+              f"{round(float(np.mean([a.get('coverage_worst', np.nan) for a in al])), 4)} |")
     return 0
 
 

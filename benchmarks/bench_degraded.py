@@ -169,6 +169,7 @@ def main(argv=None) -> int:
         sa = clip_scores(pred_a, gt)
         row = {"label": args.label or args.fit_args or "default", "strength": strength, "seed": args.seed,
                "fit_seed": fit_seed, "iterations": res.iterations, "gaussians": int(res.model.num_gaussians),
+               "pose_check": getattr(res, "pose_check", None),
                "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                "it_per_cpu_s": round(res.iterations / max(cpu, 1e-9), 2), "tight_psnr": round(s["tight_psnr"], 2),
                "tight_psnr_worst": round(s["tight_psnr_worst"], 2), "box_psnr": round(s["box_psnr"], 2),

@@ -223,6 +223,8 @@ class Fit4DGaussians(io.ComfyNode):
                 advanced(io.Combo.Input("robust_loss", options=list(ROBUST_LOSSES), default=ROBUST_DEFAULTS["robust_loss"],
                                optional=True, tooltip=HELP_ROBUST["robust_loss"])),
                 advanced(io.Boolean.Input("repair_lost_parts", default=True, optional=True, tooltip=HELP_REPAIR)),
+                advanced(io.Combo.Input("colour_field", options=["auto", "on", "off"], default="auto", optional=True,
+                                        tooltip=HELP_ROBUST["colour_field"])),
             ],
             outputs=[Gaussians4D.Output(display_name="gaussians", tooltip="Canonical Gaussians + motion."),
                      io.String.Output(display_name="summary",
@@ -236,7 +238,7 @@ class Fit4DGaussians(io.ComfyNode):
                 neighbour_weight=1.0, rigidity_weight=-1.0, densify=True, backend="auto", seed=0, preview_every=100,
                 motion_model="table", initial_splat=None, background_estimate=ROBUST_DEFAULTS["background_estimate"],
                 appearance_correction=ROBUST_DEFAULTS["appearance"], camera_refinement=ROBUST_DEFAULTS["pose_refine"],
-                robust_loss=ROBUST_DEFAULTS["robust_loss"], repair_lost_parts=True):
+                robust_loss=ROBUST_DEFAULTS["robust_loss"], repair_lost_parts=True, colour_field="auto"):
         import comfy.model_management as mm
 
         from ..charactershot_core.gaussians.fitting.fit import FitConfig, fit, progress_text
@@ -253,7 +255,8 @@ class Fit4DGaussians(io.ComfyNode):
                         rigidity_weight=None if rigidity_weight < 0 else rigidity_weight, densify=densify, backend=backend, device=str(dev), seed=seed,
                         motion=motion_model, background_estimate=bool(background_estimate),
                         appearance=bool(appearance_correction), pose_refine=bool(camera_refinement),
-                        robust_loss=robust_loss, repair_lost_parts=bool(repair_lost_parts))
+                        robust_loss=robust_loss, repair_lost_parts=bool(repair_lost_parts),
+                        colour_field=str(colour_field))
         bar = Progress(iterations)
         last_text = [0.0]
 

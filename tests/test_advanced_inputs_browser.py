@@ -30,7 +30,7 @@ FOLDED = {
     "CharacterShotFit4DGaussians": ["sh_degree", "batch_views", "initial_gaussians", "neighbour_weight",
                                     "rigidity_weight", "densify", "backend", "seed", "preview_every", "motion_model",
                                     "background_estimate", "appearance_correction", "camera_refinement",
-                                    "robust_loss", "repair_lost_parts"],
+                                    "robust_loss", "repair_lost_parts", "colour_field"],
 }
 
 

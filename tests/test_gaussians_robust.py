@@ -293,9 +293,11 @@ def test_cli_flags_reach_the_fit_and_are_recorded(tmp_path):
     cfg = json.loads((tmp_path / "a" / "metrics.json").read_text())["config"]
     assert cfg["background_estimate"] and cfg["appearance"] and cfg["pose_refine"]
     assert cfg["robust_loss"] == "charbonnier"
-    assert main(base + ["--out", str(tmp_path / "b"), "--no-background-estimate", "--no-appearance"]) == 0
+    assert cfg["colour_field"] == "on"  # auto: the tinted views' backgrounds drifted off white
+    assert main(base + ["--out", str(tmp_path / "b"), "--no-background-estimate", "--no-appearance",
+                        "--colour-field", "off"]) == 0
     cfg = json.loads((tmp_path / "b" / "metrics.json").read_text())["config"]
-    assert not cfg["background_estimate"] and not cfg["appearance"]
+    assert not cfg["background_estimate"] and not cfg["appearance"] and cfg["colour_field"] == "off"
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "c"), "--robust-loss", "median"])
 
@@ -394,3 +396,52 @@ def test_saturated_colour_learns_a_brighter_views_gain_and_keeps_the_anchors():
     for none in (torch.zeros(2, 2, dtype=torch.bool), torch.ones(2, 2, dtype=torch.bool), None):
         corr = ViewCorrections(cfg, 2, 2, 1.0, "cpu", anchors=none)
         assert corr.saturated is None and corr.opt is None
+
+
+def test_colour_field_matches_a_views_smooth_drift_keeps_white_and_the_consensus():
+    """appearance.ViewColourField: a view whose character is drawn with a smooth colour drift across the picture
+    (and a flicker) is matched by its learned field, the background (alpha 0) stays exactly white, and a drift every
+    view shares is not absorbed (the gauge: the mean over the views is zero, the Gaussians keep the consensus)."""
+    from charactershot_core.gaussians.fitting.appearance import ViewColourField
+
+    torch.manual_seed(0)
+    v, h, w = 4, 24, 36
+    img = torch.ones(v, h, w, 3)
+    alpha = torch.zeros(v, h, w, 1)
+    img[:, 4:20, 6:30] = torch.rand(v, 16, 24, 3) * 0.6 + 0.2
+    alpha[:, 4:20, 6:30] = 1.0
+    xs = torch.linspace(-1, 1, w)
+    drift = torch.stack([0.08 * xs, -0.05 * xs, 0.03 * xs], -1)[None].expand(h, w, 3)  # left-right colour ramp
+    sign = torch.tensor([1.0, -1.0, 0.5, -0.5])  # opposite drifts: their mean over the views is zero
+    drifted = img * torch.exp(sign[:, None, None, None] * drift * alpha)
+    target = torch.where(alpha > 0, drifted * 1.03, img)  # + a flicker of 3 % that every view shares
+    inside = alpha[..., 0] > 0
+    fieldm = ViewColourField(v, 2, w, h, cells=6)
+    opt = torch.optim.Adam(fieldm.parameters(), lr=2e-2)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.99)
+    before = float((img - drifted)[inside].abs().mean())
+    for _ in range(400):
+        loss = (fieldm(img, list(range(v)), 1, alpha) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    out = fieldm(img, list(range(v)), 1, alpha)
+    assert torch.equal(out[alpha[..., 0] == 0], img[alpha[..., 0] == 0])  # the background untouched
+    # the per-view drifts are matched; the flicker every view shares at this frame is the consensus, kept
+    assert float((out - drifted)[inside].abs().mean()) < 0.3 * before  # absorbing the 3 % would give > before
+    assert float(fieldm.regulariser()) > 0
+
+
+def test_colour_field_auto_is_on_for_drifted_backgrounds_only(degraded_video):
+    """FitConfig.colour_field "auto" (the default): on when the background estimate whitened some view (generated
+    views), off for a clean render with white backgrounds; "on"/"off" force it; anything else is named."""
+    clean, bad = degraded_video
+    common = dict(iterations=2, batch_views=2, init_points=600, backend="torch", seed=0, densify=False,
+                  pose_refine=False, flow_init=False)
+    assert fit(bad, FitConfig(**common)).config["colour_field"] == "on"
+    assert fit(clean, FitConfig(**common)).config["colour_field"] == "off"
+    assert fit(clean, FitConfig(colour_field="on", **common)).config["colour_field"] == "on"
+    assert fit(bad, FitConfig(colour_field="off", **common)).config["colour_field"] == "off"
+    with pytest.raises(InputError, match="colour_field"):
+        fit(clean, FitConfig(colour_field="sometimes", **common))

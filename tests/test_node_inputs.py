@@ -90,7 +90,7 @@ def test_the_sampler_and_the_fit_show_their_basic_inputs_only(nodes):
     folded = {i["name"] for i in nodes["CharacterShotFit4DGaussians"] if i["advanced"]}
     assert {"sh_degree", "batch_views", "initial_gaussians", "neighbour_weight", "rigidity_weight", "densify",
             "backend", "seed", "preview_every", "motion_model", "background_estimate", "appearance_correction",
-            "camera_refinement", "robust_loss", "repair_lost_parts"} == folded
+            "camera_refinement", "robust_loss", "repair_lost_parts", "colour_field"} == folded
 
 
 def test_only_widgets_are_marked_advanced(nodes):

@@ -70,6 +70,8 @@ def register(subparsers) -> None:
                    help=HELP_ROBUST["background_estimate"].replace("%", "%%"))
     p.add_argument("--appearance", action=argparse.BooleanOptionalAction, default=None,
                    help=HELP_ROBUST["appearance"].replace("%", "%%"))
+    p.add_argument("--colour-field", default=None, choices=["auto", "on", "off"],
+                   help=HELP_ROBUST["colour_field"].replace("%", "%%"))
     p.add_argument("--pose-refine", action=argparse.BooleanOptionalAction, default=None,
                    help=HELP_ROBUST["pose_refine"].replace("%", "%%"))
     p.add_argument("--pose-keep", type=float, default=None,
@@ -210,7 +212,8 @@ def _fit4d_config(args):
                        ("neighbour_weight", "neighbour_weight"), ("rigidity_weight", "rigidity_weight"),
                        ("isometry_weight", "isometry_weight"), ("table_smoothness", "table_smoothness_weight"),
                        ("background_estimate", "background_estimate"), ("appearance", "appearance"),
-                       ("pose_refine", "pose_refine"), ("pose_keep", "pose_keep"), ("robust_loss", "robust_loss")):
+                       ("pose_refine", "pose_refine"), ("pose_keep", "pose_keep"), ("robust_loss", "robust_loss"),
+                       ("colour_field", "colour_field")):
         val = getattr(args, name)
         if val is not None:
             setattr(cfg, attr, val)

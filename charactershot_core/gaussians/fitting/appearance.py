@@ -23,6 +23,7 @@ flicker of a generated multi-view video, with 12 parameters per view and one per
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ...errors import InputError
 
@@ -101,3 +102,45 @@ class SaturatedColour(torch.nn.Module):
     def regulariser(self) -> torch.Tensor:
         m = self.free[..., None].float()
         return ((self.log_gain * m).square().sum() + (self.offset * m).square().sum()) / max(1.0, float(m.sum()) * 3)
+
+
+class ViewColourField(torch.nn.Module):
+    """A smooth colour field per training view and a gain per view and frame, for views whose colour drifts across
+    the picture as well as as a whole (a video model's views: shading and details that differ between views).
+
+    Per view a coarse grid of log-gains per channel (``cells`` along the image's long side), upsampled bilinearly to
+    the picture, and per view and frame a log-gain (flicker); the render's colour is multiplied by
+    ``exp((field + gain) * alpha)`` where ``alpha`` is the render's own opacity, so the white background stays white
+    and only the character is corrected. Gauge-fixed as :class:`ViewAppearance`: the mean over the views of every
+    cell (and of every gain) is subtracted, the gains are centred over the frames as well, so the Gaussians keep the
+    colour the views agree on and a held-out view sees that consensus. Zero-initialised, regularised towards zero,
+    applied inside the loss only. The spatial, diagonal case of the per-image bilateral grids of Wang et al.
+    (SIGGRAPH 2024)."""
+
+    def __init__(self, num_views: int, num_frames: int, width: int, height: int, cells: int = 8, device=None):
+        super().__init__()
+        if num_views < 1 or num_frames < 1 or cells < 1:
+            raise InputError("views", f"expected at least one view, frame and cell, got {num_views} x {num_frames}"
+                                      f" x {cells}")
+        long = max(width, height)
+        gw, gh = max(1, round(cells * width / long)), max(1, round(cells * height / long))
+        self.field = torch.nn.Parameter(torch.zeros(num_views, 3, gh, gw, device=device))
+        self.log_gain = torch.nn.Parameter(torch.zeros(num_views, num_frames, device=device))
+
+    def _centred(self):
+        f = self.field - self.field.mean(0, keepdim=True)
+        lg = self.log_gain
+        g = lg - lg.mean(0, keepdim=True) - lg.mean(1, keepdim=True) + lg.mean()
+        return f, g
+
+    def forward(self, img: torch.Tensor, views, frame: int, alpha: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(views, dtype=torch.long, device=self.field.device)
+        f, g = self._centred()
+        up = F.interpolate(f[idx], size=tuple(img.shape[1:3]), mode="bilinear", align_corners=False)
+        log = up.permute(0, 2, 3, 1) + g[idx, int(frame)][:, None, None, None]
+        a = alpha.detach().reshape(img.shape[0], img.shape[1], img.shape[2], 1).to(img.dtype)
+        return img * torch.exp(log * a)
+
+    def regulariser(self) -> torch.Tensor:
+        f, g = self._centred()
+        return f.square().mean() + g.square().mean()

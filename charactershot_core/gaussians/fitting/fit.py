@@ -46,6 +46,9 @@ from .schedules import lr_factor, make_schedule
 from .trajectory import FrameAdam
 
 
+COLOUR_FIELD_MODES = ("auto", "on", "off")
+
+
 @dataclass
 class FitConfig:
     motion: str = "table"             # videos: "table" (per-Gaussian trajectories, fast) or "hexplane" (the paper's)
@@ -116,6 +119,10 @@ class FitConfig:
     appearance_reg: float = 1e-2
     saturated_colour: bool = False     # with background_estimate: a colour per image whose background saturated at
                                        # white, anchored to the white-balanced ones (appearance.SaturatedColour)
+    colour_field: str = "auto"        # a smooth colour field per view + a gain per view and frame, on the character,
+                                      # in the loss only (appearance.ViewColourField): "on", "off", or "auto": on
+                                      # when the background estimate found views whose background drifted off white
+    colour_field_cells: int = 8       # the field's cells along the image's long side
     pose_refine: bool = ROBUST_DEFAULTS["pose_refine"]
     lr_pose: float = 2e-4
     pose_reg: float = 1e-2
@@ -249,13 +256,19 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
     cfg = config or FitConfig()
     _check_video(video, cfg)
     anchors = None
+    drifted = False
     if cfg.background_estimate:
         if cfg.saturated_colour:
             anchors = white_balanced(video)
-        video = whiten_video(video)
-    if cfg.rigidity_weight is None:
-        import dataclasses
+        whitened = whiten_video(video)
+        drifted, video = whitened is not video, whitened
+    mode = cfg.colour_field if isinstance(cfg.colour_field, str) else ("on" if cfg.colour_field else "off")
+    if mode not in COLOUR_FIELD_MODES:
+        raise InputError("colour_field", f"expected one of {', '.join(COLOUR_FIELD_MODES)}, got {cfg.colour_field!r}")
+    import dataclasses
 
+    cfg = dataclasses.replace(cfg, colour_field="on" if mode == "on" or (mode == "auto" and drifted) else "off")
+    if cfg.rigidity_weight is None:
         table = cfg.motion == "table" and video.num_frames > 1
         cfg = dataclasses.replace(cfg, rigidity_weight=1.0 if table else 0.0)
     with torch.inference_mode(False), torch.enable_grad():
@@ -301,7 +314,7 @@ class _Training:
                                      reset_every=1 << 60, refine_every=1000, verbose=False)
         self.strategy.check_sanity(model.splats, self.optims)
         self.corr = ViewCorrections(cfg, video.num_views, video.num_frames, scene_scale, device, self.vm_all,
-                                    _look_at(video.rig), anchors)
+                                    _look_at(video.rig), anchors, size=(video.width, video.height))
         self.sstate = self.strategy.initialize_state(scene_scale=scene_scale)
         self.schedule.attach(self.optims, self.sstate)
         self.refine_count = 0
@@ -400,7 +413,7 @@ class _Training:
                                         check_finite=False)
         self.used_backend = info.get("backend", self.used_backend)
         gt = to_float(self.gt_all[cams, fi])
-        img = self.corr.corrected(img, cams, fi)
+        img = self.corr.corrected(img, cams, fi, alpha)
         active = {fi}  # the frames whose trajectory rows get gradients
         loss = schedule.regularise(self.corr.loss(img, gt), img, gt, cur, fi, t, active)
         self.guard.flag_loss(it, loss)

@@ -28,6 +28,12 @@ import torch.nn.functional as F
 from ...errors import InputError
 
 
+def centred_gains(log_gain: torch.Tensor) -> torch.Tensor:
+    """(views, frames) log-gains centred over the views and over the frames: the gain is the flicker, so a view's
+    overall level belongs to its other corrections and a colour common to all views stays the Gaussians'."""
+    return log_gain - log_gain.mean(0, keepdim=True) - log_gain.mean(1, keepdim=True) + log_gain.mean()
+
+
 class ViewAppearance(torch.nn.Module):
     """Affine colour per view (3x3 + offset) and log-gain per view and frame; identity at initialisation."""
 
@@ -42,11 +48,7 @@ class ViewAppearance(torch.nn.Module):
     def _centred(self):
         m = self.matrix - self.matrix.mean(0, keepdim=True)
         b = self.offset - self.offset.mean(0, keepdim=True)
-        # the gain is the flicker: centred over the frames too (a view's level is its matrix's), so A and g do not
-        # trade a common factor
-        lg = self.log_gain
-        g = lg - lg.mean(0, keepdim=True) - lg.mean(1, keepdim=True) + lg.mean()
-        return m, b, g
+        return m, b, centred_gains(self.log_gain)
 
     def transforms(self, views, frame: int):
         """``(A (B, 3, 3), b (B, 3), gain (B,))`` (module docstring) of the views (indices into the training views) at ``frame``."""
@@ -128,10 +130,7 @@ class ViewColourField(torch.nn.Module):
         self.log_gain = torch.nn.Parameter(torch.zeros(num_views, num_frames, device=device))
 
     def _centred(self):
-        f = self.field - self.field.mean(0, keepdim=True)
-        lg = self.log_gain
-        g = lg - lg.mean(0, keepdim=True) - lg.mean(1, keepdim=True) + lg.mean()
-        return f, g
+        return self.field - self.field.mean(0, keepdim=True), centred_gains(self.log_gain)
 
     def forward(self, img: torch.Tensor, views, frame: int, alpha: torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(views, dtype=torch.long, device=self.field.device)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -265,12 +265,10 @@ def fit(video: MultiViewVideo, config: FitConfig | None = None, callback=None,
     mode = cfg.colour_field if isinstance(cfg.colour_field, str) else ("on" if cfg.colour_field else "off")
     if mode not in COLOUR_FIELD_MODES:
         raise InputError("colour_field", f"expected one of {', '.join(COLOUR_FIELD_MODES)}, got {cfg.colour_field!r}")
-    import dataclasses
-
-    cfg = dataclasses.replace(cfg, colour_field="on" if mode == "on" or (mode == "auto" and drifted) else "off")
+    cfg = replace(cfg, colour_field="on" if mode == "on" or (mode == "auto" and drifted) else "off")
     if cfg.rigidity_weight is None:
         table = cfg.motion == "table" and video.num_frames > 1
-        cfg = dataclasses.replace(cfg, rigidity_weight=1.0 if table else 0.0)
+        cfg = replace(cfg, rigidity_weight=1.0 if table else 0.0)
     with torch.inference_mode(False), torch.enable_grad():
         return _Training(video, cfg, callback, initial, anchors).run()
 

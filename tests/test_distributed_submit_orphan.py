@@ -29,6 +29,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc") or not hasattr(signal, "SIGKILL"),
+                    reason="watches the child through /proc (Linux)")
 def test_the_driver_child_exits_when_its_parent_dies(tmp_path):
     inp = make_inputs(tmp_path / "in")
     job, spec = make_job(inp)
